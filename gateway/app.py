@@ -1,0 +1,163 @@
+"""Assembles the gateway: `create_app(settings)` wires store, catalog, adapters and runner.
+
+No import-time side effects and no module-level singletons: tests build apps with their own
+settings and adapters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from litestar import Litestar, MediaType, Request, Response
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from adapters.base import Adapter
+from adapters.registry import build_adapter
+from gateway import api
+from gateway.blobs import BlobStore
+from gateway.catalog import RulesFile, load_rules
+from gateway.db import JobStore, make_engine
+from gateway.errors import APIError
+from gateway.ingest import ImageLimits
+from gateway.logs import configure_logging
+from gateway.metrics import GatewayMetrics
+from gateway.migrate import migrate
+from gateway.netguard import AddressPolicy, guarded_client
+from gateway.runner import JobRunner
+from gateway.services import Services
+from gateway.settings import Settings
+from gateway.webhooks import WebhookSender
+
+log = logging.getLogger("i2v.app")
+
+
+def _error_response(exc: APIError) -> Response[Any]:
+    return Response(exc.envelope(), status_code=exc.status, headers=exc.headers, media_type=MediaType.JSON)
+
+
+def _on_api_error(_: Request[Any, Any, Any], exc: APIError) -> Response[Any]:
+    return _error_response(exc)
+
+
+def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code, "http_error")
+    message = exc.detail
+    if isinstance(exc, ValidationException):
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        first = extra[0] if extra else {}
+        param = first.get("key") if isinstance(first, dict) else None
+        message = f"{param}: {first.get('message')}" if param else exc.detail
+        return _error_response(APIError(422 if exc.status_code == 400 else exc.status_code, "invalid_field",
+                                        message, param))
+    if exc.status_code == 413:
+        message = "The request body is too large; the image limit is in GET /v1/models docs (max_image_bytes)."
+    return _error_response(APIError(exc.status_code, code, message))
+
+
+def _on_crash(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error", exc_info=exc)
+    return _error_response(APIError(500, "internal_error", "The gateway hit an internal error; it is logged."))
+
+
+def _metrics_middleware(metrics: GatewayMetrics) -> Any:
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            t0 = time.perf_counter()
+            status = {"code": 500}
+
+            async def send_wrapper(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_wrapper)
+            finally:
+                route = scope.get("path_template") or "unmatched"
+                metrics.http_requests.labels(scope["method"], route, str(status["code"])).inc()
+                metrics.http_latency.labels(scope["method"], route).observe(time.perf_counter() - t0)
+
+        return middleware
+
+    return factory
+
+
+def build_adapters(settings: Settings) -> dict[str, Adapter]:
+    return {name: build_adapter(name, cfg) for name, cfg in settings.adapters.items()}
+
+
+def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | None = None) -> Litestar:
+    """Build the gateway. `adapters` overrides what `settings.adapters` would build."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    rules_box: dict[str, RulesFile] = {"rules": load_rules(settings.rules_file)}
+    live_adapters = adapters if adapters is not None else build_adapters(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    store = JobStore(engine)
+    blobs = BlobStore(settings.resolved_blob_dir)
+    metrics = GatewayMetrics()
+    policy = AddressPolicy(settings.image_fetch_allow_networks)
+    fetcher = guarded_client(policy, settings.image_fetch_timeout_s)
+    downloads = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True)
+    runner = JobRunner(
+        store=store, adapters=live_adapters, rules=lambda: rules_box["rules"], blobs=blobs, settings=settings,
+        metrics=metrics, downloads=downloads,
+        webhooks=WebhookSender(guarded_client(policy, 10.0),
+                               settings.webhook_secret.get_secret_value() if settings.webhook_secret else None),
+    )
+    services = Services(
+        settings=settings, rules=lambda: rules_box["rules"], adapters=live_adapters, store=store, blobs=blobs,
+        metrics=metrics, fetcher=fetcher, runner=runner,
+        image_limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.min_image_side),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await migrate(engine)
+        if settings.runner_enabled:
+            await runner.start()
+        log.info("gateway ready", extra={"database": engine.url.render_as_string(hide_password=True),
+                                         "adapters": sorted(live_adapters), "runner": runner.id})
+        try:
+            yield
+        finally:
+            if settings.runner_enabled:
+                await runner.stop()
+            for adapter in live_adapters.values():
+                await adapter.aclose()
+            await fetcher.aclose()
+            await downloads.aclose()
+            await runner.webhooks.client.aclose()
+            await engine.dispose()
+
+    def provide_services(state: State) -> Services:
+        return state.services  # type: ignore[no-any-return]
+
+    return Litestar(
+        route_handlers=[api.VideosController, api.list_models, api.healthz, api.readyz, api.metrics],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        state=State({"services": services}),
+        lifespan=[lifespan],
+        exception_handlers={APIError: _on_api_error, HTTPException: _on_http_error, Exception: _on_crash},
+        middleware=[_metrics_middleware(metrics)],
+        openapi_config=OpenAPIConfig(
+            title="i2v-gateway", version="0.1.0", path="/docs", render_plugins=[SwaggerRenderPlugin()],
+            description="One HTTP API over every image-to-video backend.",
+        ),
+        request_max_body_size=int(settings.max_image_bytes * 1.4) + 65536,
+        debug=False,
+    )

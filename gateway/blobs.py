@@ -1,0 +1,59 @@
+"""Content-addressed blob storage on local disk: a file's name is its SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+class BlobStore:
+    """Blobs live at `<root>/<sha[:2]>/<sha>`; writes land atomically via rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def put(self, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        if not self.exists(sha):
+            self._commit(self._write_temp(data), sha)
+        return sha
+
+    def put_file(self, src: Path) -> str:
+        """Move a finished temp file into the store (it must be on the same filesystem)."""
+        h = hashlib.sha256()
+        with src.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        sha = h.hexdigest()
+        if self.exists(sha):
+            src.unlink()
+        else:
+            self._commit(src, sha)
+        return sha
+
+    def temp_path(self) -> Path:
+        fd, name = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
+        os.close(fd)
+        return Path(name)
+
+    def delete(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
+
+    def _write_temp(self, data: bytes) -> Path:
+        tmp = self.temp_path()
+        tmp.write_bytes(data)
+        return tmp
+
+    def _commit(self, tmp: Path, sha: str) -> None:
+        dest = self.path(sha)
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(tmp, dest)

@@ -1,0 +1,109 @@
+"""Turns whatever the client sent as the image into a validated `InputImage`.
+
+Order matters: bytes are limited while they arrive, the header is read and the pixel count
+checked before any full decode (so a decompression bomb never expands), then the image is
+decoded once to prove it is whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import io
+import warnings
+
+import httpx
+from PIL import Image
+
+from adapters.base import InputImage
+from gateway.errors import APIError
+from gateway.netguard import fetch_limited
+
+FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+class ImageLimits:
+    def __init__(self, max_bytes: int, max_pixels: int, min_side: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
+        self.min_side = min_side
+
+
+def decode_data_uri(uri: str, param: str, max_bytes: int) -> bytes:
+    header, sep, payload = uri.partition(",")
+    if not sep or ";base64" not in header:
+        raise APIError(422, "invalid_image", f"{param}: a data URI must look like data:image/png;base64,....", param)
+    if len(payload) * 3 // 4 > max_bytes:
+        raise APIError(413, "image_too_large", f"{param}: the image is over the {max_bytes // 2**20} MB limit.",
+                       param)
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise APIError(422, "invalid_image", f"{param}: the data URI is not valid base64.", param) from exc
+
+
+def inspect_image(data: bytes, param: str, limits: ImageLimits) -> InputImage:
+    """Validate encoded image bytes; CPU-bound, so callers run it in a thread."""
+    if len(data) > limits.max_bytes:
+        raise APIError(413, "image_too_large", f"{param}: the image is over the {limits.max_bytes // 2**20} MB limit.",
+                       param)
+    if not data:
+        raise APIError(422, "invalid_image", f"{param}: the image is empty.", param)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))  # reads the header only
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _too_many_pixels(param, limits, None) from exc
+        except Exception as exc:
+            raise APIError(
+                415, "unsupported_image", f"{param}: could not read an image; send JPEG, PNG or WebP.", param
+            ) from exc
+        with img:
+            fmt = img.format or ""
+            if fmt not in FORMATS:
+                raise APIError(415, "unsupported_image", f"{param}: {fmt or 'this'} images are not supported; "
+                               "send JPEG, PNG or WebP.", param)
+            width, height = img.size
+            if width * height > limits.max_pixels:
+                raise _too_many_pixels(param, limits, (width, height))
+            if min(width, height) < limits.min_side:
+                raise APIError(422, "image_too_small", f"{param}: the image is {width}x{height}; each side must be "
+                               f"at least {limits.min_side} px.", param)
+            try:
+                img.load()
+            except Exception as exc:
+                raise APIError(422, "invalid_image", f"{param}: the image is truncated or corrupt ({exc}).",
+                               param) from exc
+    return InputImage(
+        data=data, sha256=hashlib.sha256(data).hexdigest(), mime=FORMATS[fmt], width=width, height=height
+    )
+
+
+def _too_many_pixels(param: str, limits: ImageLimits, size: tuple[int, int] | None) -> APIError:
+    got = f"{size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.1f} MP)" if size else "far too many pixels"
+    return APIError(413, "image_too_large", f"{param}: the image has {got}; the limit is "
+                    f"{limits.max_pixels / 1e6:.0f} MP. Downscale it first.", param)
+
+
+async def load_image(
+    *,
+    upload: bytes | None,
+    reference: str | None,
+    param: str,
+    limits: ImageLimits,
+    fetcher: httpx.AsyncClient,
+) -> InputImage:
+    """Resolve the image from an upload, a data URI or a URL, then validate it."""
+    if upload is not None:
+        data = upload
+    elif reference is None:
+        raise APIError(422, "missing_image", "image: send the input image as a multipart file "
+                       "`input_reference`, or as `image` (an http(s) URL or a data URI).", "image")
+    elif reference.startswith("data:"):
+        data = decode_data_uri(reference, param, limits.max_bytes)
+    else:
+        data, _ = await fetch_limited(fetcher, reference, max_bytes=limits.max_bytes, param=param)
+    return await asyncio.to_thread(inspect_image, data, param, limits)

@@ -1,0 +1,192 @@
+"""Pydantic models of the HTTP surface: the create request and the unified video object.
+
+The shapes follow the OpenAI `/v1/videos` convention so existing clients work by changing
+`base_url`; everything the gateway adds lives in extra fields, never renamed common ones.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from adapters.base import CameraMove
+
+JobStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+_ASPECT = re.compile(r"^(\d{1,2}):(\d{1,2})$")
+
+
+class ImageReference(BaseModel):
+    """OpenAI's object form of `input_reference`."""
+
+    model_config = ConfigDict(extra="forbid")
+    image_url: str
+
+
+class CreateVideoRequest(BaseModel):
+    """`POST /v1/videos`. The image comes as `image` (URL or data URI), `input_reference`
+    (object form, or a multipart file handled by the API layer)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, description="What should move, and how.")
+    model: str = Field(default="auto", description="A catalog alias, or `auto` to let the router choose.")
+    image: str | None = Field(default=None, description="An http(s) URL or a data URI.")
+    input_reference: ImageReference | None = None
+    seconds: int | None = Field(default=None, ge=1, le=60)
+    size: str | None = Field(default=None, description="WIDTHxHEIGHT, e.g. 1280x720.")
+    resolution: str | None = Field(default=None, description="480p, 720p, 768p or 1080p.")
+    aspect_ratio: str | None = Field(default=None, description="e.g. 16:9; default follows the image.")
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    negative_prompt: str | None = None
+    camera: CameraMove | None = None
+    loop: bool = False
+    tier: Literal["realtime", "standard", "bulk"] = "standard"
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0)
+    webhook_url: str | None = None
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    parameters: dict[str, Any] | None = Field(default=None, description="Passed through to the provider.")
+    user: str | None = Field(default=None, max_length=256)
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _seconds_may_be_string(cls, v: Any) -> Any:
+        # OpenAI sends seconds as a string ("4"); accept "5", "5s", 5.
+        if isinstance(v, str):
+            v = v.strip().removesuffix("s")
+            if not v.isdigit():
+                raise ValueError("must be a whole number of seconds, e.g. \"5\"")
+            return int(v)
+        return v
+
+    @field_validator("size")
+    @classmethod
+    def _size_shape(cls, v: str | None) -> str | None:
+        if v is not None and not _SIZE.match(v):
+            raise ValueError("must look like WIDTHxHEIGHT, e.g. 1280x720")
+        return v
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution_shape(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.lower()
+        if not re.fullmatch(r"\d{3,4}p", v):
+            raise ValueError("must look like 720p")
+        return v
+
+    @field_validator("aspect_ratio")
+    @classmethod
+    def _aspect_shape(cls, v: str | None) -> str | None:
+        if v is not None and not _ASPECT.match(v):
+            raise ValueError("must look like 16:9")
+        return v
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return v
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+    provider: str | None = None
+    provider_code: str | None = None
+
+
+class Attempt(BaseModel):
+    model: str
+    adapter: str
+    provider_task_id: str | None = None
+    status: str
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    error: VideoError | None = None
+
+
+class Route(BaseModel):
+    rule: str | None = None
+    traits: dict[str, Any] = Field(default_factory=dict)
+    candidates: list[str] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+
+
+class VideoOutput(BaseModel):
+    url: str
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    frames: int
+    bytes: int
+    sha256: str
+    codec: str
+
+
+class Video(BaseModel):
+    """The unified video object: every backend's answer comes back in this one shape."""
+
+    id: str
+    object: Literal["video"] = "video"
+    status: JobStatus
+    progress: int = 0
+    created_at: int
+    completed_at: int | None = None
+    expires_at: int | None = None
+    model: str
+    requested_model: str
+    prompt: str
+    seconds: str
+    size: str
+    route: Route
+    output: VideoOutput | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    metadata: dict[str, str] | None = None
+    error: VideoError | None = None
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Video]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class DeletedVideo(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool = True
+
+
+class ModelInfo(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str
+    adapter: str
+    provider_model: str
+    available: bool
+    description: str = ""
+    resolutions: list[str]
+    durations: list[int]
+    aspect_ratios: list[str] | None
+    camera_control: bool
+    loop: bool
+    usd_per_second: dict[str, float]
+    typical_latency_s: float | None
+    fallbacks: list[str]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]

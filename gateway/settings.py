@@ -1,0 +1,122 @@
+"""Gateway settings: environment (`I2V_*`), an optional config file, and defaults.
+
+Precedence, highest first: keyword arguments (tests), environment variables, the
+config file named by `I2V_CONFIG_FILE` (YAML or TOML), then the defaults below.
+Nested values use `__` in the environment: `I2V_ADAPTERS__KLING__BASE_URL=...`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+
+class AdapterSettings(BaseModel):
+    """How to reach one backend. Every field is optional; each adapter says what it needs."""
+
+    class_path: str | None = Field(
+        default=None, description="`module:Class` of a custom adapter; built-in families need none."
+    )
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    max_concurrency: int = Field(default=16, ge=1, description="Provider tasks in flight at once.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Per HTTP request to the provider.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Adapter-specific extras.")
+
+
+class Settings(BaseSettings):
+    """Everything the gateway reads at start. `docs/configuration.md` lists each field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="I2V_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Field(default=Path("data"), description="SQLite file and stored blobs live here.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL. Default: sqlite+aiosqlite:///<data_dir>/gateway.db. "
+        "PostgreSQL: postgresql+asyncpg://user@host/db.",
+    )
+    blob_dir: Path | None = Field(default=None, description="Default: <data_dir>/blobs.")
+    rules_file: Path = Field(default=Path("router_rules.yaml"), description="Model catalog and rules.")
+    public_base_url: str | None = Field(
+        default=None, description="Prefix for absolute URLs in webhooks; responses use relative paths."
+    )
+
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="Bearer keys accepted. Empty: no auth (local use)."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC key for signing webhooks (`whsec_`-style, raw string)."
+    )
+
+    # Input limits: checked before anything is decoded in full.
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    min_image_side: int = 64
+    max_prompt_chars: int = 2500
+    image_fetch_timeout_s: float = 15.0
+    image_fetch_allow_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs allowed despite being private/loopback (e.g. an internal image host). "
+        "Empty: only public addresses.",
+    )
+
+    # Runner.
+    runner_enabled: bool = True
+    runner_concurrency: int = Field(default=256, ge=1, description="Jobs driven at once per process.")
+    runner_scan_interval_s: float = Field(default=0.5, gt=0, description="Idle wait between DB scans.")
+    lease_s: float = Field(default=30.0, gt=1, description="A runner that dies frees its jobs after this.")
+    poll_interval_s: float = Field(default=2.0, gt=0, description="First wait between provider polls.")
+    poll_interval_max_s: float = Field(default=15.0, gt=0)
+    job_timeout_s: float = Field(default=3600.0, gt=0, description="A job still running after this fails.")
+    max_video_bytes: int = 512 * 1024 * 1024
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    adapters: dict[str, AdapterSettings] = Field(default_factory=dict)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'gateway.db').resolve()}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("I2V_CONFIG_FILE")
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"I2V_CONFIG_FILE={config_file} does not exist")
+            if path.suffix == ".toml":
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            else:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
