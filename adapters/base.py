@@ -38,8 +38,20 @@ class CameraMove(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal[
-        "static", "push_in", "pull_back", "zoom_in", "zoom_out", "pan", "tilt", "orbit",
-        "dolly", "truck", "pedestal", "crane", "roll", "tracking",
+        "static",
+        "push_in",
+        "pull_back",
+        "zoom_in",
+        "zoom_out",
+        "pan",
+        "tilt",
+        "orbit",
+        "dolly",
+        "truck",
+        "pedestal",
+        "crane",
+        "roll",
+        "tracking",
     ]
     direction: Literal["left", "right", "up", "down", "in", "out", "cw", "ccw"] | None = None
     intensity: float = Field(default=0.5, ge=0.0, le=1.0, description="0 barely moves, 1 strongest.")

@@ -20,7 +20,7 @@ from gateway.errors import APIError, not_found
 from gateway.ids import new_id
 from gateway.ingest import load_image
 from gateway.results import video_object
-from gateway.router import chain_for, plan, shape_for
+from gateway.router import RoutePlan, chain_for, plan, shape_for
 from gateway.schemas import (
     TERMINAL,
     CreateVideoRequest,
@@ -75,8 +75,9 @@ async def _read_body(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], b
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 if key not in ("input_reference", "image"):
-                    raise APIError(422, "unknown_field", f"{key}: only the image may be a file "
-                                   "(field input_reference).", key)
+                    raise APIError(
+                        422, "unknown_field", f"{key}: only the image may be a file (field input_reference).", key
+                    )
                 upload = await value.read()
             elif key.startswith("input_reference[") and key.endswith("]"):
                 fields.setdefault("input_reference", {})[key[16:-1]] = value
@@ -120,8 +121,13 @@ class VideosController(Controller):
             raise validation_error(exc) from exc
         s = services.settings
         if len(req.prompt) > s.max_prompt_chars:
-            raise APIError(422, "prompt_too_long", f"prompt: {len(req.prompt)} characters; the limit is "
-                           f"{s.max_prompt_chars}. Describe the motion in fewer words.", "prompt")
+            raise APIError(
+                422,
+                "prompt_too_long",
+                f"prompt: {len(req.prompt)} characters; the limit is "
+                f"{s.max_prompt_chars}. Describe the motion in fewer words.",
+                "prompt",
+            )
         if upload is not None and (req.image or req.input_reference):
             raise APIError(422, "ambiguous_image", "image: send either a file or a URL, not both.", "image")
         reference = req.image or (req.input_reference.image_url if req.input_reference else None)
@@ -129,22 +135,35 @@ class VideosController(Controller):
         rules = services.rules()
         # Refuse what no model can do before paying for an image download.
         chain_for(req, rules)
-        image = await load_image(upload=upload, reference=reference, param=param, limits=services.image_limits,
-                                 fetcher=services.fetcher)
+        image = await load_image(
+            upload=upload, reference=reference, param=param, limits=services.image_limits, fetcher=services.fetcher
+        )
         route = plan(req, image, rules, set(services.adapters))
         first = rules.models[route.candidates[0]]
-        req_dict = req.model_dump(mode="json", exclude={"image", "input_reference", "prompt", "model",
-                                                        "webhook_url", "metadata"})
+        req_dict = req.model_dump(
+            mode="json", exclude={"image", "input_reference", "prompt", "model", "webhook_url", "metadata"}
+        )
         req_dict["image"] = {"sha256": image.sha256, "mime": image.mime, "width": image.width, "height": image.height}
         req_dict["shape"] = shape_for(first, req_dict, image.width, image.height).model_dump()
         now = time.time()
         job = JobRow(
-            id=new_id("vid"), owner=owner, status="queued", progress=0, requested_model=req.model,
-            model=route.candidates[0], prompt=req.prompt, request=req_dict,
+            id=new_id("vid"),
+            owner=owner,
+            status="queued",
+            progress=0,
+            requested_model=req.model,
+            model=route.candidates[0],
+            prompt=req.prompt,
+            request=req_dict,
             route={"rule": route.rule, "traits": {}, "candidates": route.candidates, "dropped": route.dropped},
-            metrics={}, warnings=[], metadata_=req.metadata, webhook_url=req.webhook_url,
+            metrics={},
+            warnings=_route_warnings(req, route),
+            metadata_=req.metadata,
+            webhook_url=req.webhook_url,
             idempotency_key=request.headers.get("idempotency-key"),
-            request_hash=_request_hash(req, image.sha256), cancel_requested=False, created_at=now,
+            request_hash=_request_hash(req, image.sha256),
+            cancel_requested=False,
+            created_at=now,
             deadline_at=now + req.deadline_s if req.deadline_s else None,
         )
         services.blobs.put(image.data)
@@ -152,9 +171,13 @@ class VideosController(Controller):
         try:
             job, created = await services.store.create(job)
         except IdempotencyConflict as exc:
-            raise APIError(422, "idempotency_key_reused", "Idempotency-Key: this key was used with a different "
-                           f"request (job {exc.existing.id}). Use a new key for a new request.",
-                           "Idempotency-Key") from exc
+            raise APIError(
+                422,
+                "idempotency_key_reused",
+                "Idempotency-Key: this key was used with a different "
+                f"request (job {exc.existing.id}). Use a new key for a new request.",
+                "Idempotency-Key",
+            ) from exc
         if created:
             services.metrics.jobs_created.labels(req.model).inc()
             services.runner.wake()
@@ -175,12 +198,14 @@ class VideosController(Controller):
         limit: int = Parameter(default=20, ge=1, le=100),
         order: str = Parameter(default="desc", pattern="^(asc|desc)$"),
     ) -> VideoList:
-        rows, has_more = await services.store.list(owner, status=status, model=model, after=after, limit=limit,
-                                                   order=order)
+        rows, has_more = await services.store.list(
+            owner, status=status, model=model, after=after, limit=limit, order=order
+        )
         attempts = await services.store.attempts_for([r.id for r in rows])
         data = [video_object(r, attempts[r.id]) for r in rows]
-        return VideoList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
-                         has_more=has_more)
+        return VideoList(
+            data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=has_more
+        )
 
     @get("/{video_id:str}", summary="Retrieve a video")
     async def retrieve(self, video_id: str, services: Svc, owner: Owner) -> Video:
@@ -189,19 +214,27 @@ class VideosController(Controller):
 
     @get("/{video_id:str}/content", summary="Download the MP4 (HTTP Range supported)")
     async def content(
-        self, request: Request[Any, Any, Any], video_id: str, services: Svc, owner: Owner,
+        self,
+        request: Request[Any, Any, Any],
+        video_id: str,
+        services: Svc,
+        owner: Owner,
         variant: str = "video",
     ) -> Response[bytes]:
         job = _owned(await services.store.get(video_id), owner, video_id)
         if variant != "video":
             raise APIError(422, "invalid_field", "variant: only 'video' is available.", "variant")
         if job.status != "completed" or not job.output:
-            raise APIError(409, "video_not_ready", f"Video {video_id} is {job.status}; content exists once it is "
-                           "completed.")
+            raise APIError(
+                409, "video_not_ready", f"Video {video_id} is {job.status}; content exists once it is completed."
+            )
         path = services.blobs.path(job.output["sha256"])
         size = path.stat().st_size
-        headers = {"accept-ranges": "bytes", "etag": f'"{job.output["sha256"]}"',
-                   "content-disposition": f'inline; filename="{video_id}.mp4"'}
+        headers = {
+            "accept-ranges": "bytes",
+            "etag": f'"{job.output["sha256"]}"',
+            "content-disposition": f'inline; filename="{video_id}.mp4"',
+        }
         rng = _parse_range(request.headers.get("range"), size)
         if rng is None:
             return Response(path.read_bytes(), media_type="video/mp4", headers=headers)
@@ -216,8 +249,9 @@ class VideosController(Controller):
     async def cancel(self, video_id: str, services: Svc, owner: Owner) -> Video:
         job = _owned(await services.store.get(video_id), owner, video_id)
         if job.status in TERMINAL:
-            raise APIError(409, "video_already_finished", f"Video {video_id} is already {job.status}; nothing to "
-                           "cancel.")
+            raise APIError(
+                409, "video_already_finished", f"Video {video_id} is already {job.status}; nothing to cancel."
+            )
         await services.store.request_cancel(video_id, time.time())
         services.runner.request_cancel(video_id)
         fresh, attempts = await services.store.get_with_attempts(video_id)
@@ -228,13 +262,25 @@ class VideosController(Controller):
     async def delete_video(self, video_id: str, services: Svc, owner: Owner) -> DeletedVideo:
         job = _owned(await services.store.get(video_id), owner, video_id)
         if job.status not in TERMINAL:
-            raise APIError(409, "video_in_progress", f"Video {video_id} is {job.status}; cancel it first "
-                           f"(POST /v1/videos/{video_id}/cancel).")
+            raise APIError(
+                409,
+                "video_in_progress",
+                f"Video {video_id} is {job.status}; cancel it first (POST /v1/videos/{video_id}/cancel).",
+            )
         await services.store.delete(video_id)
         sha = (job.output or {}).get("sha256")
         if sha and not await services.store.other_jobs_use_blob(sha, video_id):
             services.blobs.delete(sha)
         return DeletedVideo(id=video_id)
+
+
+def _route_warnings(req: CreateVideoRequest, route: RoutePlan) -> list[str]:
+    if req.model != "auto" and req.model in route.dropped:
+        return [
+            f"{req.model} cannot serve this request ({route.dropped[req.model]}); "
+            f"it goes to its fallback {route.candidates[0]}"
+        ]
+    return []
 
 
 def _owned(job: JobRow | None, owner: str, video_id: str) -> JobRow:
@@ -252,16 +298,26 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     m = _RANGE.match(header.strip())
     if not m or (not m.group(1) and not m.group(2)):
-        raise APIError(416, "invalid_range", f"Range: '{header}' is not a single byte range like bytes=0-1023.",
-                       "Range", headers={"content-range": f"bytes */{size}"})
+        raise APIError(
+            416,
+            "invalid_range",
+            f"Range: '{header}' is not a single byte range like bytes=0-1023.",
+            "Range",
+            headers={"content-range": f"bytes */{size}"},
+        )
     if m.group(1):
         start = int(m.group(1))
         end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
     else:
         start, end = max(0, size - int(m.group(2))), size - 1
     if start >= size or start > end:
-        raise APIError(416, "invalid_range", f"Range: '{header}' is outside the {size}-byte file.", "Range",
-                       headers={"content-range": f"bytes */{size}"})
+        raise APIError(
+            416,
+            "invalid_range",
+            f"Range: '{header}' is outside the {size}-byte file.",
+            "Range",
+            headers={"content-range": f"bytes */{size}"},
+        )
     return start, end
 
 
@@ -269,16 +325,27 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 async def list_models(services: Svc, owner: Owner) -> ModelList:
     rules = services.rules()
     available = set(services.adapters)
-    return ModelList(data=[
-        ModelInfo(
-            id=alias, owned_by=spec.adapter, adapter=spec.adapter, provider_model=spec.provider_model,
-            available=spec.adapter in available, description=spec.description, resolutions=spec.resolutions,
-            durations=spec.durations, aspect_ratios=spec.aspect_ratios, camera_control=spec.camera_control,
-            loop=spec.loop, usd_per_second=spec.usd_per_second, typical_latency_s=spec.typical_latency_s,
-            fallbacks=spec.fallbacks,
-        )
-        for alias, spec in rules.models.items()
-    ])
+    return ModelList(
+        data=[
+            ModelInfo(
+                id=alias,
+                owned_by=spec.adapter,
+                adapter=spec.adapter,
+                provider_model=spec.provider_model,
+                available=spec.adapter in available,
+                description=spec.description,
+                resolutions=spec.resolutions,
+                durations=spec.durations,
+                aspect_ratios=spec.aspect_ratios,
+                camera_control=spec.camera_control,
+                loop=spec.loop,
+                usd_per_second=spec.usd_per_second,
+                typical_latency_s=spec.typical_latency_s,
+                fallbacks=spec.fallbacks,
+            )
+            for alias, spec in rules.models.items()
+        ]
+    )
 
 
 @get("/healthz", summary="Liveness", include_in_schema=True)

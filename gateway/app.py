@@ -49,18 +49,33 @@ def _on_api_error(_: Request[Any, Any, Any], exc: APIError) -> Response[Any]:
     return _error_response(exc)
 
 
+def _http_error_handler(max_image_bytes: int) -> Any:
+    def handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+        if exc.status_code == 413:  # the body limit trips before the image is even parsed
+            return _error_response(
+                APIError(
+                    413,
+                    "image_too_large",
+                    f"The request body is too large: images may be at most {max_image_bytes / 2**20:.1f} MB.",
+                    "image",
+                )
+            )
+        return _on_http_error(request, exc)
+
+    return handler
+
+
 def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code, "http_error")
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     message = exc.detail
     if isinstance(exc, ValidationException):
         extra = exc.extra if isinstance(exc.extra, list) else []
         first = extra[0] if extra else {}
         param = first.get("key") if isinstance(first, dict) else None
         message = f"{param}: {first.get('message')}" if param else exc.detail
-        return _error_response(APIError(422 if exc.status_code == 400 else exc.status_code, "invalid_field",
-                                        message, param))
-    if exc.status_code == 413:
-        message = "The request body is too large; the image limit is in GET /v1/models docs (max_image_bytes)."
+        return _error_response(
+            APIError(422 if exc.status_code == 400 else exc.status_code, "invalid_field", message, param)
+        )
     return _error_response(APIError(exc.status_code, code, message))
 
 
@@ -114,14 +129,27 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
     fetcher = guarded_client(policy, settings.image_fetch_timeout_s)
     downloads = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True)
     runner = JobRunner(
-        store=store, adapters=live_adapters, rules=lambda: rules_box["rules"], blobs=blobs, settings=settings,
-        metrics=metrics, downloads=downloads,
-        webhooks=WebhookSender(guarded_client(policy, 10.0),
-                               settings.webhook_secret.get_secret_value() if settings.webhook_secret else None),
+        store=store,
+        adapters=live_adapters,
+        rules=lambda: rules_box["rules"],
+        blobs=blobs,
+        settings=settings,
+        metrics=metrics,
+        downloads=downloads,
+        webhooks=WebhookSender(
+            guarded_client(policy, 10.0),
+            settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
+        ),
     )
     services = Services(
-        settings=settings, rules=lambda: rules_box["rules"], adapters=live_adapters, store=store, blobs=blobs,
-        metrics=metrics, fetcher=fetcher, runner=runner,
+        settings=settings,
+        rules=lambda: rules_box["rules"],
+        adapters=live_adapters,
+        store=store,
+        blobs=blobs,
+        metrics=metrics,
+        fetcher=fetcher,
+        runner=runner,
         image_limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.min_image_side),
     )
 
@@ -130,8 +158,14 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
         await migrate(engine)
         if settings.runner_enabled:
             await runner.start()
-        log.info("gateway ready", extra={"database": engine.url.render_as_string(hide_password=True),
-                                         "adapters": sorted(live_adapters), "runner": runner.id})
+        log.info(
+            "gateway ready",
+            extra={
+                "database": engine.url.render_as_string(hide_password=True),
+                "adapters": sorted(live_adapters),
+                "runner": runner.id,
+            },
+        )
         try:
             yield
         finally:
@@ -152,10 +186,17 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         state=State({"services": services}),
         lifespan=[lifespan],
-        exception_handlers={APIError: _on_api_error, HTTPException: _on_http_error, Exception: _on_crash},
+        exception_handlers={
+            APIError: _on_api_error,
+            HTTPException: _http_error_handler(settings.max_image_bytes),
+            Exception: _on_crash,
+        },
         middleware=[_metrics_middleware(metrics)],
         openapi_config=OpenAPIConfig(
-            title="i2v-gateway", version="0.1.0", path="/docs", render_plugins=[SwaggerRenderPlugin()],
+            title="i2v-gateway",
+            version="0.1.0",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin()],
             description="One HTTP API over every image-to-video backend.",
         ),
         request_max_body_size=int(settings.max_image_bytes * 1.4) + 65536,

@@ -16,7 +16,7 @@ import typer
 import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 app = typer.Typer(help="i2v-gateway: one HTTP API over every image-to-video backend.", no_args_is_help=True)
 jobs_app = typer.Typer(help="List, show and cancel jobs on a running gateway.", no_args_is_help=True)
@@ -39,8 +39,9 @@ def serve(
     settings = Settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10
+    )
 
 
 def _client(base_url: str, api_key: str | None) -> httpx.Client:
@@ -68,8 +69,9 @@ def _in_process_gateway() -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings()), host="127.0.0.1", port=port, log_config=None,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(Settings()), host="127.0.0.1", port=port, log_config=None, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -118,25 +120,36 @@ def generate(
             resp.raise_for_status()
             dest.write_bytes(resp.content)
             o = video["output"]
-            console.print(f"[green]saved[/green] {dest}  {o['width']}x{o['height']} {o['duration_s']} s "
-                          f"{o['fps']} fps  model={video['model']}  cost=${video['metrics'].get('cost_usd', 0):.3f}")
+            console.print(
+                f"[green]saved[/green] {dest}  {o['width']}x{o['height']} {o['duration_s']} s "
+                f"{o['fps']} fps  model={video['model']}  cost=${video['metrics'].get('cost_usd', 0):.3f}"
+            )
             typer.echo(json.dumps({"id": video["id"], "file": str(dest)}))
 
 
 def _wait(client: httpx.Client, video: dict[str, Any], timeout: float) -> dict[str, Any]:
     deadline = time.time() + timeout
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task(f"{video['id']} {video['status']}", total=100)
         while video["status"] in ("queued", "in_progress"):
             if time.time() > deadline:
-                console.print(f"[yellow]still {video['status']} after {timeout:.0f} s; check later with "
-                              f"`i2v-gateway jobs show {video['id']}`[/yellow]")
+                console.print(
+                    f"[yellow]still {video['status']} after {timeout:.0f} s; check later with "
+                    f"`i2v-gateway jobs show {video['id']}`[/yellow]"
+                )
                 raise typer.Exit(2)
             time.sleep(0.5)
             video = _check(client.get(f"/v1/videos/{video['id']}"))
-            bar.update(task, completed=video["progress"], description=f"{video['id']} {video['model']} "
-                       f"{video['status']}")
+            bar.update(
+                task, completed=video["progress"], description=f"{video['id']} {video['model']} {video['status']}"
+            )
     return video
 
 
@@ -147,9 +160,14 @@ def models(base_url: BaseUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) 
         data = _check(client.get("/v1/models"))["data"]
     table = Table("model", "adapter", "available", "resolutions", "seconds", "USD/s")
     for m in data:
-        table.add_row(m["id"], m["adapter"], "yes" if m["available"] else "no", ",".join(m["resolutions"]),
-                      ",".join(map(str, m["durations"])),
-                      " ".join(f"{k}:{v}" for k, v in m["usd_per_second"].items()))
+        table.add_row(
+            m["id"],
+            m["adapter"],
+            "yes" if m["available"] else "no",
+            ",".join(m["resolutions"]),
+            ",".join(map(str, m["durations"])),
+            " ".join(f"{k}:{v}" for k, v in m["usd_per_second"].items()),
+        )
     Console().print(table)
 
 
@@ -166,10 +184,16 @@ def jobs_list(
         params["status"] = status
     with _client(base_url, api_key) as client:
         data = _check(client.get("/v1/videos", params=params))["data"]
-    table = Table("id", "status", "model", "progress", "created")
+    table = Table("status", "model", "progress", "created")
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=28))
     for v in data:
-        table.add_row(v["id"], v["status"], v["model"], f"{v['progress']}%",
-                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created_at"])))
+        table.add_row(
+            v["id"],
+            v["status"],
+            v["model"],
+            f"{v['progress']}%",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created_at"])),
+        )
     Console().print(table)
 
 

@@ -151,9 +151,7 @@ class JobStore:
 
     async def _by_idempotency_key(self, owner: str, key: str) -> JobRow | None:
         async with self.sessions() as s:
-            return await s.scalar(
-                select(JobRow).where(JobRow.owner == owner, JobRow.idempotency_key == key)
-            )
+            return await s.scalar(select(JobRow).where(JobRow.owner == owner, JobRow.idempotency_key == key))
 
     async def get(self, job_id: str) -> JobRow | None:
         async with self.sessions() as s:
@@ -164,9 +162,7 @@ class JobStore:
             job = await s.get(JobRow, job_id)
             if job is None:
                 return None, []
-            rows = await s.scalars(
-                select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.seq)
-            )
+            rows = await s.scalars(select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.seq))
             return job, list(rows)
 
     async def attempts_for(self, job_ids: Sequence[str]) -> dict[str, list[AttemptRow]]:
@@ -174,9 +170,7 @@ class JobStore:
         if not job_ids:
             return out
         async with self.sessions() as s:
-            rows = await s.scalars(
-                select(AttemptRow).where(AttemptRow.job_id.in_(job_ids)).order_by(AttemptRow.seq)
-            )
+            rows = await s.scalars(select(AttemptRow).where(AttemptRow.job_id.in_(job_ids)).order_by(AttemptRow.seq))
             for row in rows:
                 out[row.job_id].append(row)
         return out
@@ -253,10 +247,7 @@ class JobStore:
         async with self.sessions() as s:
             ids = list(
                 await s.scalars(
-                    select(JobRow.id)
-                    .where(JobRow.status.in_(ACTIVE), free)
-                    .order_by(JobRow.created_at)
-                    .limit(limit)
+                    select(JobRow.id).where(JobRow.status.in_(ACTIVE), free).order_by(JobRow.created_at).limit(limit)
                 )
             )
         claimed: list[str] = []
@@ -285,9 +276,7 @@ class JobStore:
         """On a clean shutdown, free this runner's leases so a restart resumes at once."""
         async with self.sessions.begin() as s:
             await s.execute(
-                update(JobRow)
-                .where(JobRow.lease_owner == runner_id)
-                .values(lease_owner=None, lease_until=None)
+                update(JobRow).where(JobRow.lease_owner == runner_id).values(lease_owner=None, lease_until=None)
             )
 
     async def add_attempt(self, attempt: AttemptRow) -> None:

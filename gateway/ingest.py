@@ -36,8 +36,7 @@ def decode_data_uri(uri: str, param: str, max_bytes: int) -> bytes:
     if not sep or ";base64" not in header:
         raise APIError(422, "invalid_image", f"{param}: a data URI must look like data:image/png;base64,....", param)
     if len(payload) * 3 // 4 > max_bytes:
-        raise APIError(413, "image_too_large", f"{param}: the image is over the {max_bytes // 2**20} MB limit.",
-                       param)
+        raise APIError(413, "image_too_large", f"{param}: the image is over the {max_bytes // 2**20} MB limit.", param)
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -47,8 +46,9 @@ def decode_data_uri(uri: str, param: str, max_bytes: int) -> bytes:
 def inspect_image(data: bytes, param: str, limits: ImageLimits) -> InputImage:
     """Validate encoded image bytes; CPU-bound, so callers run it in a thread."""
     if len(data) > limits.max_bytes:
-        raise APIError(413, "image_too_large", f"{param}: the image is over the {limits.max_bytes // 2**20} MB limit.",
-                       param)
+        raise APIError(
+            413, "image_too_large", f"{param}: the image is over the {limits.max_bytes // 2**20} MB limit.", param
+        )
     if not data:
         raise APIError(422, "invalid_image", f"{param}: the image is empty.", param)
     with warnings.catch_warnings():
@@ -64,28 +64,39 @@ def inspect_image(data: bytes, param: str, limits: ImageLimits) -> InputImage:
         with img:
             fmt = img.format or ""
             if fmt not in FORMATS:
-                raise APIError(415, "unsupported_image", f"{param}: {fmt or 'this'} images are not supported; "
-                               "send JPEG, PNG or WebP.", param)
+                raise APIError(
+                    415,
+                    "unsupported_image",
+                    f"{param}: {fmt or 'this'} images are not supported; send JPEG, PNG or WebP.",
+                    param,
+                )
             width, height = img.size
             if width * height > limits.max_pixels:
                 raise _too_many_pixels(param, limits, (width, height))
             if min(width, height) < limits.min_side:
-                raise APIError(422, "image_too_small", f"{param}: the image is {width}x{height}; each side must be "
-                               f"at least {limits.min_side} px.", param)
+                raise APIError(
+                    422,
+                    "image_too_small",
+                    f"{param}: the image is {width}x{height}; each side must be at least {limits.min_side} px.",
+                    param,
+                )
             try:
                 img.load()
             except Exception as exc:
-                raise APIError(422, "invalid_image", f"{param}: the image is truncated or corrupt ({exc}).",
-                               param) from exc
-    return InputImage(
-        data=data, sha256=hashlib.sha256(data).hexdigest(), mime=FORMATS[fmt], width=width, height=height
-    )
+                raise APIError(
+                    422, "invalid_image", f"{param}: the image is truncated or corrupt ({exc}).", param
+                ) from exc
+    return InputImage(data=data, sha256=hashlib.sha256(data).hexdigest(), mime=FORMATS[fmt], width=width, height=height)
 
 
 def _too_many_pixels(param: str, limits: ImageLimits, size: tuple[int, int] | None) -> APIError:
     got = f"{size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.1f} MP)" if size else "far too many pixels"
-    return APIError(413, "image_too_large", f"{param}: the image has {got}; the limit is "
-                    f"{limits.max_pixels / 1e6:.0f} MP. Downscale it first.", param)
+    return APIError(
+        413,
+        "image_too_large",
+        f"{param}: the image has {got}; the limit is {limits.max_pixels / 1e6:.0f} MP. Downscale it first.",
+        param,
+    )
 
 
 async def load_image(
@@ -100,8 +111,13 @@ async def load_image(
     if upload is not None:
         data = upload
     elif reference is None:
-        raise APIError(422, "missing_image", "image: send the input image as a multipart file "
-                       "`input_reference`, or as `image` (an http(s) URL or a data URI).", "image")
+        raise APIError(
+            422,
+            "missing_image",
+            "image: send the input image as a multipart file "
+            "`input_reference`, or as `image` (an http(s) URL or a data URI).",
+            "image",
+        )
     elif reference.startswith("data:"):
         data = decode_data_uri(reference, param, limits.max_bytes)
     else:

@@ -16,29 +16,45 @@ class GatewayMetrics:
             "i2v_http_requests", "HTTP requests served.", ["method", "route", "status"], registry=r
         )
         self.http_latency = Histogram(
-            "i2v_http_request_duration_seconds", "Time to answer an HTTP request.", ["method", "route"],
-            buckets=_HTTP_BUCKETS, registry=r,
+            "i2v_http_request_duration_seconds",
+            "Time to answer an HTTP request.",
+            ["method", "route"],
+            buckets=_HTTP_BUCKETS,
+            registry=r,
         )
         self.jobs_created = Counter("i2v_jobs_created", "Jobs accepted.", ["requested_model"], registry=r)
         self.jobs_finished = Counter(
-            "i2v_jobs_finished", "Jobs that reached a terminal status.",
-            ["model", "adapter", "status", "error_code"], registry=r,
+            "i2v_jobs_finished",
+            "Jobs that reached a terminal status.",
+            ["model", "adapter", "status", "error_code"],
+            registry=r,
         )
         self.attempts = Counter(
-            "i2v_attempts", "Provider attempts by outcome.", ["model", "adapter", "status", "error_code"],
+            "i2v_attempts",
+            "Provider attempts by outcome.",
+            ["model", "adapter", "status", "error_code"],
             registry=r,
         )
         self.queue_seconds = Histogram(
-            "i2v_job_queue_seconds", "From accepted to first provider submit.", ["model"],
-            buckets=_JOB_BUCKETS, registry=r,
+            "i2v_job_queue_seconds",
+            "From accepted to first provider submit.",
+            ["model"],
+            buckets=_JOB_BUCKETS,
+            registry=r,
         )
         self.run_seconds = Histogram(
-            "i2v_job_run_seconds", "From first submit to terminal status.", ["model", "adapter"],
-            buckets=_JOB_BUCKETS, registry=r,
+            "i2v_job_run_seconds",
+            "From first submit to terminal status.",
+            ["model", "adapter"],
+            buckets=_JOB_BUCKETS,
+            registry=r,
         )
         self.total_seconds = Histogram(
-            "i2v_job_total_seconds", "From accepted to terminal status.", ["model", "status"],
-            buckets=_JOB_BUCKETS, registry=r,
+            "i2v_job_total_seconds",
+            "From accepted to terminal status.",
+            ["model", "status"],
+            buckets=_JOB_BUCKETS,
+            registry=r,
         )
         self.in_flight = Gauge("i2v_jobs_in_flight", "Jobs a runner is driving now.", ["adapter"], registry=r)
         self.video_seconds = Counter(

@@ -133,7 +133,9 @@ async def fetch_limited(
                     continue
                 if resp.status_code != 200:
                     raise APIError(
-                        422, "image_fetch_failed", f"{param}: fetching the image gave HTTP {resp.status_code}.",
+                        422,
+                        "image_fetch_failed",
+                        f"{param}: fetching the image gave HTTP {resp.status_code}.",
                         param,
                     )
                 declared = resp.headers.get("content-length")
@@ -150,13 +152,15 @@ async def fetch_limited(
         except BlockedAddress as exc:
             raise APIError(422, "image_url_blocked", f"{param}: refused to fetch: {exc}.", param) from exc
         except httpx.TimeoutException as exc:
-            raise APIError(422, "image_fetch_timeout", f"{param}: the image host did not answer in time.",
-                           param) from exc
+            raise APIError(
+                422, "image_fetch_timeout", f"{param}: the image host did not answer in time.", param
+            ) from exc
         except httpx.HTTPError as exc:
             raise APIError(422, "image_fetch_failed", f"{param}: could not fetch the image: {exc}.", param) from exc
     raise APIError(422, "image_fetch_failed", f"{param}: more than {max_redirects} redirects.", param)
 
 
 def _too_big(param: str, max_bytes: int) -> APIError:
-    return APIError(413, "image_too_large", f"{param}: the image is over the {max_bytes // (1024 * 1024)} MB limit.",
-                    param)
+    return APIError(
+        413, "image_too_large", f"{param}: the image is over the {max_bytes // (1024 * 1024)} MB limit.", param
+    )

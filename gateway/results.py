@@ -15,9 +15,7 @@ from gateway.media import NotAVideo, VideoFacts, probe
 from gateway.schemas import Attempt, Route, Video, VideoError, VideoOutput
 
 
-async def store_video(
-    source: VideoSource, blobs: BlobStore, client: httpx.AsyncClient, max_bytes: int
-) -> VideoFacts:
+async def store_video(source: VideoSource, blobs: BlobStore, client: httpx.AsyncClient, max_bytes: int) -> VideoFacts:
     """Download (or take) the MP4, store it content-addressed, and probe what was stored.
 
     A result that is not a readable video is a provider error, so the runner can fall back.
@@ -45,11 +43,18 @@ async def _download(source: VideoSource, dest: Any, client: httpx.AsyncClient, m
     try:
         async with client.stream("GET", source.url, headers=source.headers) as resp:
             if resp.status_code in (403, 404, 410):
-                raise ProviderError("provider_error", f"the result URL answered HTTP {resp.status_code} "
-                                    "(expired or missing)", http_status=resp.status_code, retryable=True)
+                raise ProviderError(
+                    "provider_error",
+                    f"the result URL answered HTTP {resp.status_code} (expired or missing)",
+                    http_status=resp.status_code,
+                    retryable=True,
+                )
             if resp.status_code >= 400:
-                raise ProviderError("provider_unavailable", f"downloading the result gave HTTP {resp.status_code}",
-                                    http_status=resp.status_code)
+                raise ProviderError(
+                    "provider_unavailable",
+                    f"downloading the result gave HTTP {resp.status_code}",
+                    http_status=resp.status_code,
+                )
             size = 0
             with dest.open("wb") as f:
                 async for chunk in resp.aiter_bytes(1 << 16):
@@ -87,8 +92,13 @@ def video_object(job: JobRow, attempts: list[AttemptRow]) -> Video:
             candidates=job.route.get("candidates", []),
             attempts=[
                 Attempt(
-                    model=a.model, adapter=a.adapter, provider_task_id=a.provider_task_id, status=a.status,
-                    submitted_at=a.submitted_at, finished_at=a.finished_at, error=_error(a.error),
+                    model=a.model,
+                    adapter=a.adapter,
+                    provider_task_id=a.provider_task_id,
+                    status=a.status,
+                    submitted_at=a.submitted_at,
+                    finished_at=a.finished_at,
+                    error=_error(a.error),
                 )
                 for a in attempts
             ],
@@ -101,8 +111,9 @@ def video_object(job: JobRow, attempts: list[AttemptRow]) -> Video:
     )
 
 
-def merged_metrics(job: JobRow, attempts: list[AttemptRow], now: float, facts: VideoFacts | None,
-                   extra_overhead_ms: float = 0.0) -> dict[str, Any]:
+def merged_metrics(
+    job: JobRow, attempts: list[AttemptRow], now: float, facts: VideoFacts | None, extra_overhead_ms: float = 0.0
+) -> dict[str, Any]:
     first_submit = min((a.submitted_at for a in attempts if a.submitted_at), default=None)
     cost = sum(a.cost_usd or 0.0 for a in attempts)
     m: dict[str, Any] = dict(job.metrics or {})

@@ -69,8 +69,12 @@ def chain_for(req: CreateVideoRequest, rules: RulesFile) -> tuple[str | None, li
     if req.model != "auto":
         if req.model not in rules.models:
             known = ", ".join(["auto", *rules.models])
-            raise APIError(422, "unknown_model", f"model: '{req.model}' is not in the catalog. Use one of: {known} "
-                           "(GET /v1/models lists them).", "model")
+            raise APIError(
+                422,
+                "unknown_model",
+                f"model: '{req.model}' is not in the catalog. Use one of: {known} (GET /v1/models lists them).",
+                "model",
+            )
         spec = rules.models[req.model]
         return None, [req.model, *[f for f in spec.fallbacks if f != req.model]]
     rule = next((r for r in rules.rules if not r.when), None)
@@ -110,8 +114,13 @@ def plan(req: CreateVideoRequest, image: InputImage, rules: RulesFile, available
     if not kept:
         detail = "; ".join(f"{a}: {r}" for a, r in dropped.items())
         if all("not configured" in r for r in dropped.values()):
-            raise APIError(503, "no_backend_configured", f"No configured backend can serve '{req.model}' ({detail}). "
-                           "Configure the adapter (docs/configuration.md) or run with --sandbox.", "model")
+            raise APIError(
+                503,
+                "no_backend_configured",
+                f"No configured backend can serve '{req.model}' ({detail}). "
+                "Configure the adapter (docs/configuration.md) or run with --sandbox.",
+                "model",
+            )
         param = "seconds" if req.seconds else ("max_cost_usd" if req.max_cost_usd else "resolution")
         raise APIError(422, "no_model_fits", f"No model can serve this request: {detail}.", param)
     return RoutePlan(rule=rule, candidates=kept, dropped=dropped)

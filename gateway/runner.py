@@ -135,9 +135,15 @@ class JobRunner:
             try:
                 job, attempts = await self.store.get_with_attempts(job_id)
                 if job is not None and job.status not in TERMINAL:
-                    await self._finish(job, attempts, "failed",
-                                       error={"code": "internal_error", "message": "the gateway hit an internal "
-                                              "error on this job; see the logs"})
+                    await self._finish(
+                        job,
+                        attempts,
+                        "failed",
+                        error={
+                            "code": "internal_error",
+                            "message": "the gateway hit an internal error on this job; see the logs",
+                        },
+                    )
             except Exception:
                 log.exception("could not mark the crashed job failed; its lease will expire and it resumes")
         finally:
@@ -166,10 +172,15 @@ class JobRunner:
             elif attempt.status == "submitting":
                 # We died between writing the attempt and recording the provider's task id.
                 # Submitting again could double-charge, so this attempt ends here.
-                await self._end_attempt(attempt, "failed", {
-                    "code": "interrupted", "provider": attempt.adapter,
-                    "message": "the gateway stopped while submitting; not resubmitted, to avoid a double charge",
-                })
+                await self._end_attempt(
+                    attempt,
+                    "failed",
+                    {
+                        "code": "interrupted",
+                        "provider": attempt.adapter,
+                        "message": "the gateway stopped while submitting; not resubmitted, to avoid a double charge",
+                    },
+                )
                 continue
 
             state = await self._follow(job, attempt)
@@ -203,8 +214,15 @@ class JobRunner:
         req = job.request
         shape = shape_for(spec, req, req["image"]["width"], req["image"]["height"])
         attempt = AttemptRow(
-            id=new_id("att"), job_id=job.id, seq=len(attempts), model=alias, adapter=spec.adapter,
-            provider_model=spec.provider_model, status="submitting", task_data={}, usage={},
+            id=new_id("att"),
+            job_id=job.id,
+            seq=len(attempts),
+            model=alias,
+            adapter=spec.adapter,
+            provider_model=spec.provider_model,
+            status="submitting",
+            task_data={},
+            usage={},
         )
         await self.store.add_attempt(attempt)
         attempts.append(attempt)
@@ -221,11 +239,21 @@ class JobRunner:
 
         image = InputImage(data=self.blobs.path(req["image"]["sha256"]).read_bytes(), **req["image"])
         request = ProviderRequest(
-            job_id=job.id, attempt_id=attempt.id, provider_model=spec.provider_model, prompt=job.prompt,
-            negative_prompt=req.get("negative_prompt"), image=image, seconds=shape.seconds,
-            resolution=shape.resolution, width=shape.width, height=shape.height,
-            aspect_ratio=req.get("aspect_ratio"), seed=req.get("seed"), camera=req.get("camera"),
-            loop=bool(req.get("loop")), params={**spec.params, **(req.get("parameters") or {})},
+            job_id=job.id,
+            attempt_id=attempt.id,
+            provider_model=spec.provider_model,
+            prompt=job.prompt,
+            negative_prompt=req.get("negative_prompt"),
+            image=image,
+            seconds=shape.seconds,
+            resolution=shape.resolution,
+            width=shape.width,
+            height=shape.height,
+            aspect_ratio=req.get("aspect_ratio"),
+            seed=req.get("seed"),
+            camera=req.get("camera"),
+            loop=bool(req.get("loop")),
+            params={**spec.params, **(req.get("parameters") or {})},
         )
         try:
             async with self._slots[spec.adapter]:
@@ -237,8 +265,11 @@ class JobRunner:
         except Exception as exc:
             # Unknown outcome (e.g. connection dropped mid-request): treat as interrupted, never resubmit.
             log.warning("submit outcome unknown", extra={"model": alias, "error": repr(exc)})
-            await self._end_attempt(attempt, "failed", {"code": "interrupted", "provider": spec.adapter,
-                                                        "message": f"submit did not complete: {exc!r}"})
+            await self._end_attempt(
+                attempt,
+                "failed",
+                {"code": "interrupted", "provider": spec.adapter, "message": f"submit did not complete: {exc!r}"},
+            )
             return attempt
         attempt.provider_task_id = task.task_id
         attempt.task_data = task.data
@@ -247,8 +278,12 @@ class JobRunner:
         cost = estimate_cost(spec, shape)
         attempt.usage = {"seconds": shape.seconds, "resolution": shape.resolution}
         await self.store.update_attempt(
-            attempt.id, provider_task_id=task.task_id, task_data=task.data, submitted_at=attempt.submitted_at,
-            status="queued", usage=attempt.usage,
+            attempt.id,
+            provider_task_id=task.task_id,
+            task_data=task.data,
+            submitted_at=attempt.submitted_at,
+            status="queued",
+            usage=attempt.usage,
         )
         log.info("submitted", extra={"model": alias, "provider_task_id": task.task_id, "est_cost_usd": cost})
         return attempt
@@ -256,8 +291,9 @@ class JobRunner:
     async def _follow(self, job: JobRow, attempt: AttemptRow) -> str:
         """Poll until the task ends, the job is cancelled, or its time runs out."""
         adapter = self.adapters[attempt.adapter]
-        task = ProviderTask(task_id=attempt.provider_task_id or "", provider_model=attempt.provider_model,
-                            data=attempt.task_data or {})
+        task = ProviderTask(
+            task_id=attempt.provider_task_id or "", provider_model=attempt.provider_model, data=attempt.task_data or {}
+        )
         interval = self.settings.poll_interval_s
         limit_at = job.deadline_at or (job.created_at + self.settings.job_timeout_s)
         cancel_event = self._cancel.get(job.id) or asyncio.Event()
@@ -273,9 +309,15 @@ class JobRunner:
                     if time.time() >= limit_at:
                         with contextlib.suppress(Exception):
                             await adapter.cancel(task)
-                        await self._end_attempt(attempt, "failed", {
-                            "code": "timeout", "provider": attempt.adapter,
-                            "message": "the provider did not finish before the job's deadline"})
+                        await self._end_attempt(
+                            attempt,
+                            "failed",
+                            {
+                                "code": "timeout",
+                                "provider": attempt.adapter,
+                                "message": "the provider did not finish before the job's deadline",
+                            },
+                        )
                         return "failed"
                     status = await self._poll_once(adapter, task, attempt)
                     if status is not None:
@@ -319,8 +361,9 @@ class JobRunner:
     async def _complete(self, job: JobRow, attempts: list[AttemptRow], attempt: AttemptRow) -> bool:
         """Fetch and store the result. False when the result was unusable (the attempt failed)."""
         adapter = self.adapters[attempt.adapter]
-        task = ProviderTask(task_id=attempt.provider_task_id or "", provider_model=attempt.provider_model,
-                            data=attempt.task_data or {})
+        task = ProviderTask(
+            task_id=attempt.provider_task_id or "", provider_model=attempt.provider_model, data=attempt.task_data or {}
+        )
         t0 = time.perf_counter()
         try:
             source = await adapter.fetch(task)
@@ -347,7 +390,11 @@ class JobRunner:
         attempt.error = error
         attempt.finished_at = time.time()
         await self.store.update_attempt(
-            attempt.id, status=status, error=error, finished_at=attempt.finished_at, usage=attempt.usage,
+            attempt.id,
+            status=status,
+            error=error,
+            finished_at=attempt.finished_at,
+            usage=attempt.usage,
             cost_usd=attempt.cost_usd,
         )
         code = (error or {}).get("code", "")
@@ -355,8 +402,16 @@ class JobRunner:
         if attempt.cost_usd:
             self.metrics.cost_usd.labels(attempt.model).inc(attempt.cost_usd)
 
-    async def _finish(self, job: JobRow, attempts: list[AttemptRow], status: str, *,
-                      error: dict[str, Any] | None = None, facts: Any = None, store_ms: float = 0.0) -> None:
+    async def _finish(
+        self,
+        job: JobRow,
+        attempts: list[AttemptRow],
+        status: str,
+        *,
+        error: dict[str, Any] | None = None,
+        facts: Any = None,
+        store_ms: float = 0.0,
+    ) -> None:
         now = time.time()
         job.status = status
         job.error = error
@@ -365,8 +420,16 @@ class JobRunner:
         if status == "completed":
             job.progress = 100
         await self._update(
-            job, status=status, error=error, completed_at=now, metrics=job.metrics, output=job.output,
-            output_sha256=job.output_sha256, progress=job.progress, lease_owner=None, lease_until=None,
+            job,
+            status=status,
+            error=error,
+            completed_at=now,
+            metrics=job.metrics,
+            output=job.output,
+            output_sha256=job.output_sha256,
+            progress=job.progress,
+            lease_owner=None,
+            lease_until=None,
         )
         adapter = attempts[-1].adapter if attempts else ""
         self.metrics.jobs_finished.labels(job.model, adapter, status, (error or {}).get("code", "")).inc()
@@ -375,8 +438,7 @@ class JobRunner:
             self.metrics.run_seconds.labels(job.model, adapter).observe(now - job.started_at)
         if facts is not None:
             self.metrics.video_seconds.labels(job.model).inc(facts.duration_s)
-        log.info("job finished", extra={"status": status, "model": job.model,
-                                        "error_code": (error or {}).get("code")})
+        log.info("job finished", extra={"status": status, "model": job.model, "error_code": (error or {}).get("code")})
         if job.webhook_url:
             payload = video_object(job, attempts).model_dump(mode="json")
             t = asyncio.create_task(self.webhooks.send(job.webhook_url, f"video.{status}", payload))
@@ -405,6 +467,9 @@ def _status_err(status: ProviderStatus, adapter: str) -> dict[str, Any]:
         return {"code": "cancelled", "message": "the provider cancelled the task", "provider": adapter}
     e = status.error
     if e is None:
-        return {"code": "provider_error", "message": "the provider reported failure without a reason",
-                "provider": adapter}
+        return {
+            "code": "provider_error",
+            "message": "the provider reported failure without a reason",
+            "provider": adapter,
+        }
     return {"code": e.code, "message": e.message, "provider": adapter, "provider_code": e.provider_code}

@@ -60,7 +60,7 @@ class CreateVideoRequest(BaseModel):
         if isinstance(v, str):
             v = v.strip().removesuffix("s")
             if not v.isdigit():
-                raise ValueError("must be a whole number of seconds, e.g. \"5\"")
+                raise ValueError('must be a whole number of seconds, e.g. "5"')
             return int(v)
         return v
 

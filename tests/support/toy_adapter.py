@@ -9,8 +9,13 @@ import httpx
 from adapters.base import ProviderError, ProviderRequest, ProviderStatus, ProviderTask, VideoSource
 from gateway.settings import AdapterSettings
 
-_STATE = {"queued": "queued", "running": "in_progress", "done": "completed", "failed": "failed",
-          "cancelled": "cancelled"}
+_STATE = {
+    "queued": "queued",
+    "running": "in_progress",
+    "done": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
 
 
 class ToyAdapter:
@@ -22,13 +27,20 @@ class ToyAdapter:
         self.http = httpx.AsyncClient(base_url=settings.base_url or "", timeout=settings.timeout_s)
 
     async def submit(self, request: ProviderRequest) -> ProviderTask:
-        resp = await self.http.post("/tasks", json={
-            "prompt": request.prompt, "image": base64.b64encode(request.image.data).decode(),
-            "seconds": request.seconds, "width": request.width, "height": request.height,
-        })
+        resp = await self.http.post(
+            "/tasks",
+            json={
+                "prompt": request.prompt,
+                "image": base64.b64encode(request.image.data).decode(),
+                "seconds": request.seconds,
+                "width": request.width,
+                "height": request.height,
+            },
+        )
         if resp.status_code == 400:
-            raise ProviderError("content_policy", resp.json()["message"], provider_code="content_policy",
-                                http_status=400)
+            raise ProviderError(
+                "content_policy", resp.json()["message"], provider_code="content_policy", http_status=400
+            )
         if resp.status_code >= 500:
             raise ProviderError("provider_unavailable", f"HTTP {resp.status_code}", http_status=resp.status_code)
         return ProviderTask(task_id=resp.json()["id"], provider_model=request.provider_model)
@@ -41,10 +53,15 @@ class ToyAdapter:
         state = _STATE[body["status"]]
         error = None
         if state == "failed":
-            error = {"code": "provider_error", "message": "the toy task failed", "provider_code": "failed",
-                     "retryable": True}
-        return ProviderStatus(state=state, progress=body["progress"], usage=body["usage"], error=error,
-                              poll_after_s=0.05)
+            error = {
+                "code": "provider_error",
+                "message": "the toy task failed",
+                "provider_code": "failed",
+                "retryable": True,
+            }
+        return ProviderStatus(
+            state=state, progress=body["progress"], usage=body["usage"], error=error, poll_after_s=0.05
+        )
 
     async def fetch(self, task: ProviderTask) -> VideoSource:
         return VideoSource(url=str(self.http.base_url.join(f"/tasks/{task.task_id}/video")))

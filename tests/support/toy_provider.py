@@ -3,7 +3,7 @@
 It is not a product emulator (those live in adapters/emulators): it exists so the gateway core
 can be tested over real HTTP before any provider family lands. Prompt tags script behaviour:
 `[reject]` content-policy at submit, `[fail-late]` fails after accepting, `[not-video]` serves
-junk, `[slow]` takes 30 s.
+junk, `[slow]` takes 30 s, `[run=N]` takes N seconds.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import re
 import time
 from typing import Any
 
@@ -34,7 +35,8 @@ class ToyState:
 def _status(task: dict[str, Any], run_s: float) -> tuple[str, int]:
     if task["cancelled"]:
         return "cancelled", 0
-    run = 30.0 if "[slow]" in task["prompt"] else run_s
+    m = re.search(r"\[run=([\d.]+)\]", task["prompt"])
+    run = float(m.group(1)) if m else 30.0 if "[slow]" in task["prompt"] else run_s
     frac = (time.time() - task["t0"]) / run
     if frac < 0.2:
         return "queued", 0

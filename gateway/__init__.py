@@ -1,0 +1,1 @@
+"""i2v-gateway: one HTTP API over every image-to-video backend."""

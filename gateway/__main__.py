@@ -1,0 +1,5 @@
+"""`python -m gateway` is the `i2v-gateway` command."""
+
+from gateway.cli import main
+
+main()

@@ -1,0 +1,56 @@
+"""The `i2v-gateway` command against a running gateway and with an in-process one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app
+from tests.conftest import RULES, Gateway
+from tests.support.images import data_uri, image_bytes
+
+runner = CliRunner()
+
+
+def test_generate_in_process_saves_an_mp4(tmp_path: Path, toy_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("I2V_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("I2V_RULES_FILE", str(RULES))
+    monkeypatch.setenv("I2V_ADAPTERS__TOY__CLASS_PATH", "tests.support.toy_adapter:ToyAdapter")
+    monkeypatch.setenv("I2V_ADAPTERS__TOY__BASE_URL", toy_url)
+    monkeypatch.setenv("I2V_POLL_INTERVAL_S", "0.05")
+    monkeypatch.setenv("I2V_LOG_LEVEL", "WARNING")
+    image = tmp_path / "still.jpg"
+    image.write_bytes(image_bytes())
+    out = tmp_path / "clip.mp4"
+    result = runner.invoke(
+        app, ["generate", str(image), "--prompt", "slow zoom", "--in-process", "--out", str(out), "--seconds", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["file"] == str(out)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+
+
+def test_generate_reports_api_errors(tmp_path: Path, gateway: Gateway) -> None:
+    image = tmp_path / "still.jpg"
+    image.write_bytes(image_bytes())
+    result = runner.invoke(app, ["generate", str(image), "--prompt", "x", "--model", "nope", "--base-url", gateway.url])
+    assert result.exit_code == 1
+    assert "unknown_model" in result.output
+
+
+def test_models_and_jobs_commands(gateway: Gateway) -> None:
+    result = runner.invoke(app, ["models", "--base-url", gateway.url])
+    assert result.exit_code == 0 and "toy-fast" in result.stdout
+    video = gateway.client.post("/v1/videos", json={"prompt": "[slow] x", "image": data_uri(image_bytes())}).json()
+    listed = runner.invoke(app, ["jobs", "list", "--base-url", gateway.url])
+    assert video["id"] in listed.stdout
+    shown = runner.invoke(app, ["jobs", "show", video["id"], "--base-url", gateway.url])
+    assert json.loads(shown.stdout)["id"] == video["id"]
+    cancelled = runner.invoke(app, ["jobs", "cancel", video["id"], "--base-url", gateway.url])
+    assert cancelled.exit_code == 0, cancelled.output
+    assert gateway.wait(video["id"])["status"] == "cancelled"

@@ -1,0 +1,158 @@
+"""Image URLs are fetched only from public addresses, on every redirect hop, within limits."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Iterator
+
+import pytest
+from litestar import Litestar, Response, get
+from litestar.response import Redirect
+
+from gateway.netguard import AddressPolicy
+from tests.conftest import Gateway
+from tests.support.images import image_bytes
+from tests.support.servers import serve_in_thread
+
+IMG = image_bytes()
+
+
+@get("/img.jpg", media_type="image/jpeg")
+async def img() -> bytes:
+    return IMG
+
+
+@get("/to-metadata")
+async def to_metadata() -> Redirect:
+    return Redirect("http://169.254.169.254/latest/meta-data/")
+
+
+@get("/to-ten")
+async def to_ten() -> Redirect:
+    return Redirect("http://10.1.2.3/x.jpg")
+
+
+@get("/to-img")
+async def to_img() -> Redirect:
+    return Redirect("/img.jpg")
+
+
+@get("/to-file")
+async def to_file() -> Redirect:
+    return Redirect("file:///etc/passwd")
+
+
+@get("/big", media_type="image/jpeg")
+async def big() -> bytes:
+    return b"\xff" * 300_000
+
+
+@get("/slow", media_type="image/jpeg")
+async def slow() -> bytes:
+    await asyncio.sleep(3)
+    return IMG
+
+
+@get("/missing")
+async def missing() -> Response[str]:
+    return Response("nope", status_code=404)
+
+
+@pytest.fixture(scope="module")
+def image_host() -> Iterator[str]:
+    with serve_in_thread(Litestar([img, to_metadata, to_ten, to_img, to_file, big, slow, missing])) as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    ("addr", "reason"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("10.0.0.8", "private"),
+        ("192.168.1.1", "private"),
+        ("172.16.5.4", "private"),
+        ("169.254.169.254", "metadata"),
+        ("169.254.10.1", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("0.0.0.0", "private or reserved"),
+        ("100.64.0.1", "private or reserved"),  # carrier-grade NAT
+        ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped IPv6 must not sneak past
+        ("fd00:ec2::254", "metadata"),
+    ],
+)
+def test_policy_refuses_non_public(addr: str, reason: str) -> None:
+    why = AddressPolicy().why_refused(ipaddress.ip_address(addr))
+    assert why is not None and reason in why
+
+
+def test_policy_allows_public_and_configured_networks() -> None:
+    assert AddressPolicy().why_refused(ipaddress.ip_address("93.184.216.34")) is None
+    assert AddressPolicy().why_refused(ipaddress.ip_address("2606:4700::1111")) is None
+    allow = AddressPolicy(["10.9.0.0/16"])
+    assert allow.why_refused(ipaddress.ip_address("10.9.3.3")) is None
+    assert allow.why_refused(ipaddress.ip_address("10.8.3.3")) is not None
+
+
+def post_url(gw: Gateway, url: str) -> tuple[int, dict]:
+    resp = gw.client.post("/v1/videos", json={"prompt": "pan", "image": url})
+    return resp.status_code, resp.json()
+
+
+def test_loopback_url_refused_by_default(gateway: Gateway, image_host: str) -> None:
+    status, body = post_url(gateway, f"{image_host}/img.jpg")
+    assert status == 422
+    assert body["error"]["code"] == "image_url_blocked" and body["error"]["param"] == "image"
+    assert "loopback" in body["error"]["message"]
+
+
+def test_localhost_name_refused(gateway: Gateway, image_host: str) -> None:
+    status, body = post_url(gateway, image_host.replace("127.0.0.1", "localhost") + "/img.jpg")
+    assert status == 422 and body["error"]["code"] == "image_url_blocked"
+
+
+def test_scheme_must_be_http(gateway: Gateway) -> None:
+    for url in ("file:///etc/passwd", "ftp://example.com/a.jpg", "gopher://x/"):
+        status, body = post_url(gateway, url)
+        assert status == 422 and body["error"]["code"] == "invalid_image_url", url
+
+
+@pytest.fixture
+def allowing_gateway(gateway_factory) -> Gateway:
+    return gateway_factory(
+        image_fetch_allow_networks=["127.0.0.1/32"], max_image_bytes=200_000, image_fetch_timeout_s=1.0
+    )
+
+
+def test_allowed_network_fetches(allowing_gateway: Gateway, image_host: str) -> None:
+    status, body = post_url(allowing_gateway, f"{image_host}/img.jpg")
+    assert status == 202, body
+    assert allowing_gateway.wait(body["id"])["status"] == "completed"
+    status, body = post_url(allowing_gateway, f"{image_host}/to-img")  # a same-host redirect is fine
+    assert status == 202, body
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "needle"),
+    [
+        ("/to-metadata", "image_url_blocked", "metadata"),
+        ("/to-ten", "image_url_blocked", "private"),
+        ("/to-file", "invalid_image_url", "http and https"),
+        ("/missing", "image_fetch_failed", "HTTP 404"),
+        ("/slow", "image_fetch_timeout", "did not answer in time"),
+    ],
+)
+def test_every_redirect_hop_and_failure_is_checked(
+    allowing_gateway: Gateway, image_host: str, path: str, code: str, needle: str
+) -> None:
+    status, body = post_url(allowing_gateway, image_host + path)
+    assert status == 422, body
+    assert body["error"]["code"] == code
+    assert needle in body["error"]["message"]
+
+
+def test_byte_limit_while_streaming(allowing_gateway: Gateway, image_host: str) -> None:
+    status, body = post_url(allowing_gateway, f"{image_host}/big")
+    assert status == 413 and body["error"]["code"] == "image_too_large"

@@ -1,0 +1,172 @@
+"""Durability: a gateway killed with SIGKILL mid-job resumes it after restart, submitting once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.db import AttemptRow
+from gateway.ids import new_id
+from tests.conftest import RULES, toy_stats
+from tests.support.images import data_uri, image_bytes
+from tests.support.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+class GatewayProcess:
+    """`i2v-gateway serve` in a child process, as an operator runs it."""
+
+    def __init__(self, data_dir: Path, toy_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "I2V_PORT": str(self.port),
+            "I2V_DATA_DIR": str(data_dir),
+            "I2V_RULES_FILE": str(RULES),
+            "I2V_ADAPTERS__TOY__CLASS_PATH": "tests.support.toy_adapter:ToyAdapter",
+            "I2V_ADAPTERS__TOY__BASE_URL": toy_url,
+            "I2V_LEASE_S": "2",
+            "I2V_POLL_INTERVAL_S": "0.1",
+            "I2V_RUNNER_SCAN_INTERVAL_S": "0.1",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stderr.read().decode() if self.proc.stderr else "gateway exited")
+            time.sleep(0.1)
+        raise RuntimeError("gateway did not become ready")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+    def get(self, video_id: str) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/v1/videos/{video_id}", timeout=5).json()
+
+
+@pytest.fixture
+def gw(tmp_path: Path, toy_url: str) -> Iterator[GatewayProcess]:
+    g = GatewayProcess(tmp_path, toy_url)
+    yield g
+    g.stop()
+
+
+def wait_for(pred: Any, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while not pred():
+        if time.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_job_resumes_the_recorded_task(gw: GatewayProcess, toy_url: str) -> None:
+    gw.start()
+    submits = toy_stats(toy_url)["submits"]
+    video = httpx.post(
+        f"{gw.url}/v1/videos", json={"prompt": "[run=3] a slow pan", "image": data_uri(image_bytes())}
+    ).json()
+    wait_for(
+        lambda: (
+            gw.get(video["id"])["route"]["attempts"][:1]
+            and gw.get(video["id"])["route"]["attempts"][0]["provider_task_id"]
+        )
+    )
+    task_id = gw.get(video["id"])["route"]["attempts"][0]["provider_task_id"]
+    gw.kill()
+
+    gw.start()  # same data dir: the lease of the dead process expires, then this one resumes
+    wait_for(lambda: gw.get(video["id"])["status"] in ("completed", "failed"))
+    final = gw.get(video["id"])
+    assert final["status"] == "completed", final
+    assert [a["provider_task_id"] for a in final["route"]["attempts"]] == [task_id]
+    assert toy_stats(toy_url)["submits"] == submits + 1
+    assert httpx.get(f"{gw.url}{final['output']['url']}").content[4:8] == b"ftyp"
+
+
+def test_sigkill_before_submit_then_restart_completes(gw: GatewayProcess, toy_url: str, tmp_path: Path) -> None:
+    gw.env["I2V_RUNNER_ENABLED"] = "false"  # accept only: the job stays queued
+    gw.start()
+    video = httpx.post(f"{gw.url}/v1/videos", json={"prompt": "a pan", "image": data_uri(image_bytes())}).json()
+    gw.kill()
+    submits = toy_stats(toy_url)["submits"]
+    gw.env["I2V_RUNNER_ENABLED"] = "true"
+    gw.start()
+    wait_for(lambda: gw.get(video["id"])["status"] == "completed")
+    assert toy_stats(toy_url)["submits"] == submits + 1
+
+
+def test_attempt_interrupted_during_submit_is_not_resubmitted(gw: GatewayProcess, toy_url: str) -> None:
+    """A crash between writing the attempt and learning the task id: that attempt ends, the next
+    candidate runs, and the first candidate is never called again."""
+    gw.env["I2V_RUNNER_ENABLED"] = "false"
+    gw.start()
+    video = httpx.post(f"{gw.url}/v1/videos", json={"prompt": "a pan", "image": data_uri(image_bytes())}).json()
+    gw.kill()
+
+    import asyncio
+
+    from gateway.db import JobStore, make_engine
+
+    async def add_submitting_attempt() -> None:
+        engine = make_engine(f"sqlite+aiosqlite:///{Path(gw.env['I2V_DATA_DIR']) / 'gateway.db'}")
+        store = JobStore(engine)
+        await store.add_attempt(
+            AttemptRow(
+                id=new_id("att"),
+                job_id=video["id"],
+                seq=0,
+                model="toy-fast",
+                adapter="toy",
+                provider_model="toy-1",
+                status="submitting",
+                task_data={},
+                usage={},
+            )
+        )
+        await store.update(video["id"], status="in_progress")
+        await engine.dispose()
+
+    asyncio.run(add_submitting_attempt())
+    submits = toy_stats(toy_url)["submits"]
+    gw.env["I2V_RUNNER_ENABLED"] = "true"
+    gw.start()
+    wait_for(lambda: gw.get(video["id"])["status"] == "completed")
+    final = gw.get(video["id"])
+    attempts = final["route"]["attempts"]
+    assert [(a["model"], a["status"]) for a in attempts] == [("toy-fast", "failed"), ("toy-backup", "completed")]
+    assert attempts[0]["error"]["code"] == "interrupted"
+    assert toy_stats(toy_url)["submits"] == submits + 1

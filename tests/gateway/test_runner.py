@@ -1,0 +1,122 @@
+"""The runner: idempotent create, fallback across candidates, unusable results, webhooks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar import Litestar, Request, post
+from litestar.datastructures import State
+
+from tests.conftest import Gateway, toy_stats
+from tests.support.images import data_uri, image_bytes
+from tests.support.servers import serve_in_thread
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    return {"prompt": "gentle pan right", "image": data_uri(image_bytes()), **fields}
+
+
+def test_idempotency_key_replays_without_second_submission(gateway: Gateway, toy_url: str) -> None:
+    b = body(seconds=2)
+    first = gateway.client.post("/v1/videos", json=b, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 202
+    gateway.wait(first.json()["id"])
+    submits = toy_stats(toy_url)["submits"]
+    again = gateway.client.post("/v1/videos", json=b, headers={"Idempotency-Key": "k-1"})
+    assert again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["status"] == "completed"
+    time.sleep(0.3)
+    assert toy_stats(toy_url)["submits"] == submits
+    assert len(gateway.client.get("/v1/videos").json()["data"]) == 1
+
+
+def test_idempotency_key_with_other_body_is_422(gateway: Gateway) -> None:
+    gateway.client.post("/v1/videos", json=body(seconds=2), headers={"Idempotency-Key": "k-2"})
+    resp = gateway.client.post("/v1/videos", json=body(seconds=4), headers={"Idempotency-Key": "k-2"})
+    assert resp.status_code == 422
+    err = resp.json()["error"]
+    assert err["code"] == "idempotency_key_reused" and err["param"] == "Idempotency-Key"
+
+
+def test_late_failure_falls_back_to_next_candidate(gateway: Gateway) -> None:
+    video = gateway.client.post("/v1/videos", json=body(prompt="[fail-late] birds fly")).json()
+    # both toy models fail late on this prompt: two attempts, then the job fails with the last error
+    final = gateway.wait(video["id"])
+    assert final["status"] == "failed"
+    assert [(a["model"], a["status"]) for a in final["route"]["attempts"]] == [
+        ("toy-fast", "failed"),
+        ("toy-backup", "failed"),
+    ]
+    assert final["error"]["code"] == "provider_error" and final["error"]["provider"] == "toy"
+
+
+def test_content_policy_does_not_fall_back(gateway: Gateway) -> None:
+    video = gateway.client.post("/v1/videos", json=body(prompt="[reject] something")).json()
+    final = gateway.wait(video["id"])
+    assert final["status"] == "failed"
+    assert len(final["route"]["attempts"]) == 1
+    assert final["error"]["code"] == "content_policy"
+    assert final["metrics"]["cost_usd"] == 0.0
+
+
+def test_result_that_is_not_a_video_fails_the_attempt(gateway: Gateway) -> None:
+    video = gateway.client.post("/v1/videos", json=body(prompt="[not-video] x", model="toy-unpriced")).json()
+    final = gateway.wait(video["id"])
+    assert final["status"] == "failed"
+    assert "not a video" in final["error"]["message"]
+
+
+def test_deadline_fails_with_timeout_and_cancels_at_provider(gateway: Gateway, toy_url: str) -> None:
+    cancels = toy_stats(toy_url)["cancels"]
+    video = gateway.client.post("/v1/videos", json=body(prompt="[slow] dusk", deadline_s=0.5)).json()
+    final = gateway.wait(video["id"])
+    assert final["status"] == "failed" and final["error"]["code"] == "timeout"
+    assert toy_stats(toy_url)["cancels"] == cancels + 1
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    got: list[dict[str, Any]] = []
+
+    @post("/hook", status_code=204)
+    async def hook(request: Request[Any, Any, Any], state: State) -> None:
+        got.append({"headers": dict(request.headers), "body": await request.body()})
+
+    with serve_in_thread(Litestar([hook])) as url:
+        yield url, got
+
+
+def test_webhook_on_completion_is_signed(gateway_factory, receiver) -> None:
+    url, got = receiver
+    gw = gateway_factory(webhook_secret="whsec_test", image_fetch_allow_networks=["127.0.0.1/32"])
+    video = gw.client.post("/v1/videos", json=body(webhook_url=f"{url}/hook")).json()
+    gw.wait(video["id"])
+    for _ in range(100):
+        if got:
+            break
+        time.sleep(0.05)
+    assert len(got) == 1
+    h, raw = got[0]["headers"], got[0]["body"]
+    payload = json.loads(raw)
+    assert payload["type"] == "video.completed"
+    assert payload["data"]["id"] == video["id"] and payload["data"]["status"] == "completed"
+    signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + raw
+    expected = base64.b64encode(hmac.new(b"test", signed, hashlib.sha256).digest()).decode()
+    assert h["webhook-signature"] == f"v1,{expected}"
+
+
+def test_webhook_to_private_address_is_not_sent(gateway: Gateway, receiver) -> None:
+    url, got = receiver  # the default policy refuses loopback targets
+    video = gateway.client.post("/v1/videos", json=body(webhook_url=f"{url}/hook")).json()
+    assert gateway.wait(video["id"])["status"] == "completed"
+    time.sleep(0.3)
+    assert got == []
