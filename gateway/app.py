@@ -200,5 +200,6 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
             description="One HTTP API over every image-to-video backend.",
         ),
         request_max_body_size=int(settings.max_image_bytes * 1.4) + 65536,
+        logging_config=None,  # ours (gateway/logs.py), not Litestar's default handlers
         debug=False,
     )

@@ -25,7 +25,7 @@ class JSONFormatter(logging.Formatter):
         if job_id:
             entry["job_id"] = job_id
         for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_"):
+            if key not in _RESERVED and not key.startswith("_") and key != "color_message":
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

@@ -87,6 +87,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+    access_log: bool = Field(default=False, description="uvicorn's per-request lines (metrics count requests).")
 
     adapters: dict[str, AdapterSettings] = Field(default_factory=dict)
 
