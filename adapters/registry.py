@@ -12,7 +12,9 @@ from typing import Any
 from adapters.base import Adapter
 
 #: Built-in families: name -> "module:Class". Filled as provider families land.
-BUILTIN: dict[str, str] = {}
+BUILTIN: dict[str, str] = {
+    "wan": "adapters.wan:WanAdapter",
+}
 
 
 class AdapterConfigError(ValueError):

@@ -1,0 +1,170 @@
+"""Wan image-to-video through Alibaba DashScope's async task API (provider-protocols.md §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from adapters.base import ProviderError, ProviderErrorInfo, ProviderRequest, ProviderStatus, ProviderTask, VideoSource
+from adapters.http import ProviderHTTP, http_error, json_body
+from adapters.images import data_uri, fit_image
+
+DEFAULT_BASE_URL = "https://dashscope-intl.aliyuncs.com"
+CREATE_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
+
+_STATE = {
+    "PENDING": "queued",
+    "SUSPENDED": "queued",
+    "RUNNING": "in_progress",
+    "SUCCEEDED": "completed",
+    "FAILED": "failed",
+    "CANCELED": "cancelled",
+}
+
+
+def _code(provider_code: str) -> str:
+    """DashScope's string codes to unified ones."""
+    if provider_code.startswith("DataInspectionFailed"):
+        return "content_policy"
+    if provider_code.startswith("Throttling"):
+        return "rate_limited"
+    if provider_code == "Arrearage":
+        return "quota_exceeded"
+    if provider_code.startswith(("InvalidApiKey", "AccessDenied")):
+        return "auth_failed"
+    if provider_code.startswith(("InvalidParameter", "BadRequest", "InvalidURL", "UnsupportedOperation")):
+        return "invalid_request"
+    if provider_code == "RequestTimeOut":
+        return "timeout"
+    if provider_code.startswith("InternalError"):
+        return "provider_error"
+    return ""
+
+
+def _parse(resp: httpx.Response) -> dict[str, Any]:
+    body = json_body(resp)
+    if resp.is_success:
+        return body
+    provider_code = str(body.get("code", ""))
+    message = str(body.get("message", resp.reason_phrase))
+    err = http_error(resp, provider_code, message)
+    mapped = _code(provider_code)
+    if mapped and not (mapped == "provider_error" and resp.status_code >= 500):
+        err.code = mapped
+        err.retryable = mapped in ("rate_limited", "provider_error", "timeout")
+    raise err
+
+
+class WanAdapter:
+    family = "wan"
+
+    def __init__(self, name: str, settings: Any) -> None:
+        if settings.api_key is None:
+            raise ValueError(f"adapter '{name}' needs api_key (your DashScope key)")
+        self.name = name
+        self.max_concurrency = settings.max_concurrency
+        self._key = settings.api_key.get_secret_value()
+        self.http = ProviderHTTP(
+            settings.base_url or DEFAULT_BASE_URL,
+            timeout_s=settings.timeout_s,
+            max_attempts=int(settings.options.get("max_attempts", 4)),
+        )
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key}"}
+
+    async def submit(self, request: ProviderRequest) -> ProviderTask:
+        image, mime = fit_image(
+            request.image,
+            min_side=360,
+            max_side=2000,
+            max_bytes=10 * 2**20,
+            formats=("image/jpeg", "image/png", "image/webp"),
+        )
+        inp: dict[str, Any] = {"prompt": request.prompt, "img_url": data_uri(image, mime)}
+        if request.negative_prompt:
+            inp["negative_prompt"] = request.negative_prompt
+        params: dict[str, Any] = {
+            "resolution": request.resolution.upper(),
+            "duration": request.seconds,
+            "prompt_extend": True,
+            "watermark": False,
+        }
+        if request.seed is not None:
+            params["seed"] = request.seed % 2147483648
+        params.update(request.params)
+        body = await self.http.call(
+            "POST",
+            CREATE_PATH,
+            parse=_parse,
+            idempotent=False,
+            headers=lambda: {**self._headers(), "X-DashScope-Async": "enable"},
+            json={"model": request.provider_model, "input": inp, "parameters": params},
+        )
+        return ProviderTask(task_id=body["output"]["task_id"], provider_model=request.provider_model)
+
+    async def _task(self, task: ProviderTask) -> dict[str, Any]:
+        return await self.http.call(
+            "GET", f"/api/v1/tasks/{task.task_id}", parse=_parse, idempotent=True, headers=self._headers
+        )
+
+    async def poll(self, task: ProviderTask) -> ProviderStatus:
+        body = await self._task(task)
+        out = body.get("output") or {}
+        status = out.get("task_status")
+        if status == "UNKNOWN":
+            # DashScope's answer for a task that does not exist or expired (>24 h): it is gone.
+            return ProviderStatus(
+                state="failed",
+                error=ProviderErrorInfo(
+                    code="provider_error",
+                    provider_code="UNKNOWN",
+                    retryable=True,
+                    message="DashScope no longer knows this task (UNKNOWN: missing or expired)",
+                ),
+            )
+        if status not in _STATE:
+            raise ProviderError("provider_error", f"unexpected DashScope task_status {status!r}", retryable=False)
+        state = _STATE[status]
+        error = None
+        if state == "failed":
+            code = str(out.get("code", ""))
+            error = ProviderErrorInfo(
+                code=_code(code) or "provider_error",
+                provider_code=code or None,
+                message=str(out.get("message", "the task failed")),
+                retryable=not code.startswith(("DataInspection", "InvalidParameter")),
+            )
+        return ProviderStatus(
+            state=state,
+            error=error,
+            usage=_usage(body.get("usage") or {}),
+            progress=50 if state == "in_progress" else None,
+        )
+
+    async def fetch(self, task: ProviderTask) -> VideoSource:
+        out = (await self._task(task)).get("output") or {}
+        if not out.get("video_url"):
+            raise ProviderError("provider_error", "the finished task has no video_url")
+        return VideoSource(url=out["video_url"])
+
+    async def cancel(self, task: ProviderTask) -> None:
+        try:
+            await self.http.call(
+                "POST", f"/api/v1/tasks/{task.task_id}/cancel", parse=_parse, idempotent=True, headers=self._headers
+            )
+        except ProviderError as exc:
+            if exc.provider_code != "UnsupportedOperation":  # only PENDING tasks can be cancelled
+                raise
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def _usage(raw: dict[str, Any]) -> dict[str, Any]:
+    """Both eras' keys, plus `billed_seconds` in one name (wan2.6 `duration`, older `video_duration`)."""
+    if not raw:
+        return {}
+    billed = raw.get("duration", raw.get("video_duration"))
+    return {**raw, "billed_seconds": billed}
