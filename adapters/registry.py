@@ -14,6 +14,8 @@ from adapters.base import Adapter
 #: Built-in families: name -> "module:Class". Filled as provider families land.
 BUILTIN: dict[str, str] = {
     "wan": "adapters.wan:WanAdapter",
+    "hailuo": "adapters.minimax:MiniMaxAdapter",
+    "live": "adapters.minimax:MiniMaxAdapter",
 }
 
 

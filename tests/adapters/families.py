@@ -10,7 +10,9 @@ from litestar import Litestar
 
 from adapters.base import InputImage, ProviderRequest
 from adapters.emulators.common import EmulatorConfig
+from adapters.emulators.minimax import create_minimax_emulator
 from adapters.emulators.wan import create_wan_emulator
+from adapters.minimax import MiniMaxAdapter
 from adapters.wan import WanAdapter
 from gateway.ingest import ImageLimits, inspect_image
 from gateway.settings import AdapterSettings
@@ -64,5 +66,27 @@ FAMILIES = [
         seconds=5,
         can_cancel=True,
         secrets=["sk-emu-wan"],
+    ),
+    Family(
+        name="hailuo",
+        emulator=lambda cfg: create_minimax_emulator(["mm-emu-key"], cfg),
+        adapter_cls=MiniMaxAdapter,
+        credentials={"api_key": "mm-emu-key"},
+        provider_model="MiniMax-Hailuo-2.3-Fast",
+        resolution="768p",
+        seconds=6,
+        can_cancel=False,
+        secrets=["mm-emu-key"],
+    ),
+    Family(
+        name="live",
+        emulator=lambda cfg: create_minimax_emulator(["mm-emu-key"], cfg),
+        adapter_cls=MiniMaxAdapter,
+        credentials={"api_key": "mm-emu-key"},
+        provider_model="I2V-01-live",
+        resolution="720p",
+        seconds=6,
+        can_cancel=False,
+        secrets=["mm-emu-key"],
     ),
 ]
