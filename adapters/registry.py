@@ -14,6 +14,7 @@ from adapters.base import Adapter
 #: Built-in families: name -> "module:Class". Filled as provider families land.
 BUILTIN: dict[str, str] = {
     "wan": "adapters.wan:WanAdapter",
+    "kling": "adapters.kling:KlingAdapter",
     "hailuo": "adapters.minimax:MiniMaxAdapter",
     "live": "adapters.minimax:MiniMaxAdapter",
 }

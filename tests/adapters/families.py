@@ -10,8 +10,10 @@ from litestar import Litestar
 
 from adapters.base import InputImage, ProviderRequest
 from adapters.emulators.common import EmulatorConfig
+from adapters.emulators.kling import create_kling_emulator
 from adapters.emulators.minimax import create_minimax_emulator
 from adapters.emulators.wan import create_wan_emulator
+from adapters.kling import KlingAdapter
 from adapters.minimax import MiniMaxAdapter
 from adapters.wan import WanAdapter
 from gateway.ingest import ImageLimits, inspect_image
@@ -56,6 +58,17 @@ def request(fam: Family, prompt: str = "slow push in on the scene", **kw: Any) -
 
 
 FAMILIES = [
+    Family(
+        name="kling",
+        emulator=lambda cfg: create_kling_emulator({"ak-emu": "sk-emu-kling-secret-0123456789abcdef"}, cfg),
+        adapter_cls=KlingAdapter,
+        credentials={"api_key": "ak-emu", "secret_key": "sk-emu-kling-secret-0123456789abcdef"},
+        provider_model="kling-v2-6",
+        resolution="720p",
+        seconds=5,
+        can_cancel=False,
+        secrets=["sk-emu-kling-secret-0123456789abcdef"],
+    ),
     Family(
         name="wan",
         emulator=lambda cfg: create_wan_emulator(["sk-emu-wan"], cfg),

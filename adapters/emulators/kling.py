@@ -1,0 +1,259 @@
+"""Kling AI official API emulator (image-to-video), per provider-protocols.md §1.
+
+Quirks kept: auth is a JWT (HS256 over {iss: access key, exp, nbf}) signed with the secret
+key, checked for signature, issuer, nbf and exp (codes 1001-1004); `image` is a URL or raw
+base64 *without* a `data:` prefix; `duration` is a string; timestamps are milliseconds; the
+status is `succeed`; a moderation failure after acceptance is `failed` + `task_status_msg` with
+HTTP 200 / code 0; a task can be queried by `external_task_id`; there is no cancel endpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import time
+import uuid
+from typing import Any
+
+import jwt
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from PIL import Image
+
+from adapters.emulators.common import (
+    LATE_FAULTS,
+    MALFORMED,
+    SHARED_ROUTES,
+    EmulatorConfig,
+    EmuTask,
+    TaskBook,
+    fit_size,
+    hang,
+    result_url,
+)
+
+# model -> {mode: output short side}; durations "5"/"10" ("3".."15" for v3)
+MODELS: dict[str, dict[str, int]] = {
+    "kling-v1": {"std": 720, "pro": 720},
+    "kling-v1-5": {"std": 720, "pro": 1080},
+    "kling-v1-6": {"std": 720, "pro": 1080},
+    "kling-v2-master": {"": 720},
+    "kling-v2-1": {"std": 720, "pro": 1080},
+    "kling-v2-1-master": {"": 1080},
+    "kling-v2-5-turbo": {"std": 720, "pro": 1080},
+    "kling-v2-6": {"std": 720, "pro": 1080},
+    "kling-v3": {"std": 720, "pro": 1080},
+}
+CAMERA_TYPES = {"simple", "down_back", "forward_up", "right_turn_forward", "left_turn_forward"}
+CAMERA_AXES = ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")
+STATUS = {"queued": "submitted", "running": "processing", "succeeded": "succeed", "failed": "failed"}
+
+
+def _err(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
+    return Response(
+        {"code": code, "message": message, "request_id": str(uuid.uuid4())}, status_code=status, headers=headers or {}
+    )
+
+
+def _auth(request: Request[Any, Any, Any], keys: dict[str, str]) -> Response[dict[str, Any]] | None:
+    header = request.headers.get("authorization", "")
+    if not header:
+        return _err(401, 1001, "Authorization is empty")
+    if not header.startswith("Bearer "):
+        return _err(401, 1002, "Authorization is invalid")
+    token = header[7:]
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        if jwt.get_unverified_header(token).get("alg") != "HS256":
+            return _err(401, 1002, "Authorization is invalid")
+    except jwt.PyJWTError:
+        return _err(401, 1002, "Authorization is invalid")
+    secret = keys.get(str(claims.get("iss", "")))
+    if secret is None:
+        return _err(401, 1002, "Authorization is invalid")
+    try:
+        jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["iss", "exp", "nbf"]})
+    except jwt.ImmatureSignatureError:
+        return _err(401, 1003, "Authorization is not yet valid")
+    except jwt.ExpiredSignatureError:
+        return _err(401, 1004, "Authorization has expired")
+    except jwt.PyJWTError:
+        return _err(401, 1002, "Authorization is invalid")
+    return None
+
+
+async def _fault_response(book: TaskBook, fault: str | None) -> Response[Any] | None:
+    if fault == "rate_limit":
+        return _err(429, 1302, "API rate limit exceeded", {"Retry-After": str(book.config.faults.retry_after_s)})
+    if fault == "server_error":
+        return _err(500, 5000, "Server internal error")
+    if fault == "timeout":
+        await hang(book)
+        return _err(504, 5002, "Server internal timeout")
+    if fault == "malformed":
+        return MALFORMED
+    if fault == "moderation_submit":
+        return _err(400, 1301, "Failure to pass the content security policy check")
+    return None
+
+
+def _image(value: Any, field: str) -> bytes | Response[dict[str, Any]]:
+    if not isinstance(value, str) or not value:
+        return _err(400, 1201, f"{field} is required")
+    if value.startswith("data:"):
+        return _err(400, 1201, f"{field}: invalid image, base64 must not include a data: prefix")
+    if value.startswith(("http://", "https://")):
+        return _err(400, 1201, f"{field}: this emulator cannot fetch URLs; send raw base64")
+    try:
+        data = base64.b64decode(value, validate=True)
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            fmt = img.format
+    except (binascii.Error, ValueError, OSError):
+        return _err(400, 1201, f"{field}: invalid image, cannot decode base64 as jpg/png")
+    if fmt not in ("JPEG", "PNG") or len(data) > 10 * 2**20:
+        return _err(400, 1201, f"{field}: only .jpg/.jpeg/.png up to 10MB are supported")
+    if min(w, h) < 300 or not (1 / 2.5 <= w / h <= 2.5):
+        return _err(400, 1201, f"{field}: width and height must be at least 300px, aspect ratio 1:2.5 to 2.5:1")
+    return data
+
+
+def _camera_error(camera: Any, model: str, mode: str, duration: str) -> str | None:
+    if not isinstance(camera, dict) or camera.get("type") not in CAMERA_TYPES:
+        return f"camera_control.type must be one of {', '.join(sorted(CAMERA_TYPES))}"
+    if not (model == "kling-v1-5" and mode == "pro" and duration == "5"):
+        return "camera_control is only supported by kling-v1-5 in pro mode at 5s"
+    config = camera.get("config")
+    if camera["type"] != "simple":
+        return "camera_control.config must be empty unless type is simple" if config else None
+    if not isinstance(config, dict):
+        return "camera_control.config is required when type is simple"
+    values = [config.get(axis, 0) for axis in CAMERA_AXES]
+    if any(not isinstance(v, int | float) or not -10 <= v <= 10 for v in values):
+        return "camera_control.config values must be numbers in [-10, 10]"
+    if sum(1 for v in values if v) != 1:
+        return "camera_control.config must have exactly one non-zero field"
+    return None
+
+
+def _task_body(book: TaskBook, task: EmuTask, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    phase = book.phase(task)
+    data: dict[str, Any] = {
+        "task_id": task.id,
+        "task_status": STATUS[phase],
+        "task_status_msg": "",
+        "task_info": {"external_task_id": task.extra.get("external_task_id")}
+        if task.extra.get("external_task_id")
+        else {},
+        "created_at": int(task.created * 1000),
+        "updated_at": int(time.time() * 1000),
+    }
+    if phase == "succeeded":
+        data["final_unit_deduction"] = "1" if task.seconds <= 5 else "2"
+        data["watermark_info"] = {"enabled": False}
+        data["task_result"] = {
+            "videos": [
+                {
+                    "id": str(uuid.uuid4().int)[:18],
+                    "url": result_url(request, task),
+                    "duration": f"{task.seconds + 0.1:.1f}",
+                }
+            ]
+        }
+    elif phase == "failed":
+        data["task_status_msg"] = (
+            "Failure to pass the risk control system"
+            if task.fate == "moderation_late"
+            else "Task failed due to an internal error, please retry"
+        )
+    return {"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": data}
+
+
+@post("/v1/videos/image2video", status_code=200)
+async def create(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    book: TaskBook = state.book
+    book.stats["submits"] += 1
+    if denied := _auth(request, state.api_keys):
+        return denied
+    fault = book.fault("submit")
+    if answer := await _fault_response(book, fault):
+        return answer
+    try:
+        body = await request.json()
+    except Exception:
+        return _err(400, 1200, "Invalid request parameters: body is not JSON")
+    model = body.get("model_name") or "kling-v1"
+    if model not in MODELS:
+        return _err(400, 1201, f"model_name: {model} is not supported")
+    modes = MODELS[model]
+    mode = body.get("mode", "std" if "std" in modes else "")
+    if mode not in modes and not (mode == "std" and "" in modes):
+        return _err(400, 1201, f"mode: {mode} is not supported by {model}")
+    duration = body.get("duration", "5")
+    allowed = {str(d) for d in range(3, 16)} if model == "kling-v3" else {"5", "10"}
+    if not isinstance(duration, str) or duration not in allowed:
+        return _err(400, 1201, f"duration: must be one of {sorted(allowed, key=int)} as a string")
+    image = _image(body.get("image"), "image")
+    if isinstance(image, Response):
+        return image
+    if "image_tail" in body:
+        tail = _image(body["image_tail"], "image_tail")
+        if isinstance(tail, Response):
+            return tail
+    for field in ("prompt", "negative_prompt"):
+        if len(body.get(field) or "") > 2500:
+            return _err(400, 1201, f"{field}: must be at most 2500 characters")
+    groups = [
+        bool(body.get("image_tail")),
+        bool(body.get("static_mask") or body.get("dynamic_masks")),
+        bool(body.get("camera_control")),
+    ]
+    if sum(groups) > 1:
+        return _err(400, 1201, "image_tail, motion brush masks and camera_control cannot be used together")
+    if body.get("camera_control") and (why := _camera_error(body["camera_control"], model, mode, duration)):
+        return _err(400, 1201, why)
+    external = body.get("external_task_id")
+    if external and external in book.by_external:
+        return _err(400, 1201, "external_task_id already exists")
+    with Image.open(io.BytesIO(image)) as img:
+        w, h = img.size
+    out_w, out_h = fit_size(w, h, modes.get(mode) or modes.get("") or 720)
+    task = EmuTask(
+        id=str(867283741759111202 + book.next_seq()),
+        created=time.time(),
+        prompt=body.get("prompt", ""),
+        image=image,
+        width=out_w,
+        height=out_h,
+        seconds=int(duration),
+        fps=book.config.fps or 24,
+        fate=fault if fault in LATE_FAULTS else None,
+        extra={"external_task_id": external},
+    )
+    book.add(task, external_id=external)
+    return Response(_task_body(book, task, request))
+
+
+@get("/v1/videos/image2video/{task_id:str}")
+async def query(task_id: str, request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    book: TaskBook = state.book
+    book.stats["polls"] += 1
+    if denied := _auth(request, state.api_keys):
+        return denied
+    if answer := await _fault_response(book, book.fault("poll")):
+        return answer
+    task = book.find(task_id)
+    if task is None or book.phase(task) == "unknown":
+        return _err(404, 1203, "Task not found")
+    return Response(_task_body(book, task, request))
+
+
+def create_kling_emulator(keys: dict[str, str], config: EmulatorConfig | None = None) -> Litestar:
+    """`keys` maps access key -> secret key."""
+    config = config or EmulatorConfig()
+    return Litestar(
+        [create, query, *SHARED_ROUTES],
+        state=State({"book": TaskBook(config), "api_keys": dict(keys)}),
+        logging_config=None,
+    )

@@ -1,0 +1,206 @@
+"""Kling AI official API, image-to-video (provider-protocols.md §1): JWT auth from the access
+and secret keys, raw base64 images, `external_task_id` so a lost submit answer is recovered
+by querying instead of submitting again."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import httpx
+import jwt
+
+from adapters.base import ProviderError, ProviderErrorInfo, ProviderRequest, ProviderStatus, ProviderTask, VideoSource
+from adapters.http import ProviderHTTP, http_error, json_body
+from adapters.images import fit_image
+
+DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
+PATH = "/v1/videos/image2video"
+
+_STATE = {"submitted": "queued", "processing": "in_progress", "succeed": "completed", "failed": "failed"}
+#: Kling's structured camera control works on kling-v1-5 (pro, 5 s); other models get the move in words.
+CAMERA_MODELS = ("kling-v1-5",)
+_CAMERA_AXIS = {
+    "pan": "pan",
+    "tilt": "tilt",
+    "roll": "roll",
+    "truck": "horizontal",
+    "pedestal": "vertical",
+    "zoom_in": "zoom",
+    "zoom_out": "zoom",
+    "push_in": "zoom",
+    "pull_back": "zoom",
+    "dolly": "zoom",
+}
+_MODERATION_WORDS = ("risk", "content", "sensitive", "policy", "moderation")
+
+
+def unified(code: int) -> str:
+    if 1000 <= code <= 1004 or code in (1103, 1304):
+        return "auth_failed"
+    if code in (1100, 1101, 1102):
+        return "quota_exceeded"
+    if code in (1300, 1301):
+        return "content_policy"
+    if code in (1302, 1303):
+        return "rate_limited"
+    if 1200 <= code <= 1203:
+        return "invalid_request"
+    if 5000 <= code <= 5002:
+        return "provider_unavailable"
+    return "provider_error"
+
+
+def _parse(resp: httpx.Response) -> dict[str, Any]:
+    body = json_body(resp)
+    code = body.get("code", 0)
+    if resp.is_success and code == 0:
+        return body.get("data") or {}
+    err = http_error(resp, code, str(body.get("message", "")))
+    if isinstance(code, int) and code:
+        err.code = unified(code)
+        err.retryable = err.code in ("rate_limited", "provider_unavailable", "quota_exceeded")
+    raise err
+
+
+def camera_control(camera: Any) -> dict[str, Any] | None:
+    axis = _CAMERA_AXIS.get(camera.type)
+    if axis is None:
+        return None
+    sign = -1 if camera.direction in ("left", "down", "out", "ccw") or camera.type in ("zoom_out", "pull_back") else 1
+    return {
+        "type": "simple",
+        "config": {a: 0 for a in ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")}
+        | {axis: round(sign * max(1, camera.intensity * 10), 1)},
+    }
+
+
+def camera_words(camera: Any) -> str:
+    speed = "slow" if camera.intensity < 0.4 else "fast" if camera.intensity > 0.7 else "steady"
+    move = camera.type.replace("_", " ")
+    return f" Camera: {speed} {move}{' ' + camera.direction if camera.direction else ''}."
+
+
+class KlingAdapter:
+    family = "kling"
+
+    def __init__(self, name: str, settings: Any) -> None:
+        if settings.api_key is None or settings.secret_key is None:
+            raise ValueError(f"adapter '{name}' needs api_key (Kling access key) and secret_key (secret key)")
+        self.name = name
+        self.max_concurrency = settings.max_concurrency
+        self._ak = settings.api_key.get_secret_value()
+        self._sk = settings.secret_key.get_secret_value()
+        self._token: tuple[str, float] = ("", 0.0)
+        self.http = ProviderHTTP(
+            settings.base_url or DEFAULT_BASE_URL,
+            timeout_s=settings.timeout_s,
+            max_attempts=int(settings.options.get("max_attempts", 4)),
+        )
+
+    def _headers(self) -> dict[str, str]:
+        """A fresh JWT every ~25 minutes: {iss: AK, exp: now+1800, nbf: now-5}, HS256 with SK."""
+        token, until = self._token
+        now = time.time()
+        if now > until:
+            token = jwt.encode(
+                {"iss": self._ak, "exp": int(now) + 1800, "nbf": int(now) - 5},
+                self._sk,
+                algorithm="HS256",
+                headers={"typ": "JWT"},
+            )
+            self._token = (token, now + 1500)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def submit(self, request: ProviderRequest) -> ProviderTask:
+        image, _ = fit_image(request.image, min_side=300, max_side=4096, max_bytes=10 * 2**20)
+        params = dict(request.params)
+        mode = params.pop("mode", "pro" if request.resolution == "1080p" else "std")
+        body: dict[str, Any] = {
+            "model_name": request.provider_model,
+            "mode": mode,
+            "duration": str(request.seconds),
+            "image": base64.b64encode(image).decode(),
+            "prompt": request.prompt,
+            "external_task_id": request.attempt_id,
+        }
+        if request.negative_prompt:
+            body["negative_prompt"] = request.negative_prompt
+        if request.camera:
+            control = camera_control(request.camera) if request.provider_model in CAMERA_MODELS else None
+            if control:
+                body["camera_control"] = control
+            else:
+                body["prompt"] += camera_words(request.camera)
+        body.update(params)
+        try:
+            data = await self.http.call("POST", PATH, parse=_parse, idempotent=False, headers=self._headers, json=body)
+        except ProviderError as exc:
+            if exc.code not in ("timeout", "provider_error", "provider_unavailable"):
+                raise
+            # The answer was lost, not necessarily the task: look it up by our own id first.
+            found = await self._find(request.attempt_id)
+            if found is None:
+                raise
+            data = found
+        return ProviderTask(task_id=str(data["task_id"]), provider_model=request.provider_model)
+
+    async def _find(self, external_id: str) -> dict[str, Any] | None:
+        try:
+            return await self.http.call(
+                "GET", f"{PATH}/{external_id}", parse=_parse, idempotent=True, headers=self._headers
+            )
+        except ProviderError:
+            return None
+
+    async def _query(self, task: ProviderTask) -> dict[str, Any]:
+        return await self.http.call(
+            "GET", f"{PATH}/{task.task_id}", parse=_parse, idempotent=True, headers=self._headers
+        )
+
+    async def poll(self, task: ProviderTask) -> ProviderStatus:
+        try:
+            data = await self._query(task)
+        except ProviderError as exc:
+            if exc.http_status == 404:
+                return ProviderStatus(
+                    state="failed",
+                    error=ProviderErrorInfo(
+                        code="provider_error",
+                        provider_code=exc.provider_code,
+                        retryable=True,
+                        message=f"Kling no longer knows this task: {exc.message}",
+                    ),
+                )
+            raise
+        status = data.get("task_status")
+        if status not in _STATE:
+            raise ProviderError("provider_error", f"unexpected Kling task_status {status!r}", retryable=False)
+        error = None
+        if status == "failed":
+            msg = str(data.get("task_status_msg") or "the task failed")
+            moderated = any(w in msg.lower() for w in _MODERATION_WORDS)
+            error = ProviderErrorInfo(
+                code="content_policy" if moderated else "provider_error",
+                message=msg,
+                provider_code="task_failed",
+                retryable=not moderated,
+            )
+        usage = {}
+        if status == "succeed":
+            videos = (data.get("task_result") or {}).get("videos") or [{}]
+            usage = {"units": data.get("final_unit_deduction"), "duration": videos[0].get("duration")}
+        return ProviderStatus(state=_STATE[status], error=error, usage=usage)
+
+    async def fetch(self, task: ProviderTask) -> VideoSource:
+        videos = ((await self._query(task)).get("task_result") or {}).get("videos") or []
+        if not videos or not videos[0].get("url"):
+            raise ProviderError("provider_error", "the finished Kling task has no video url")
+        return VideoSource(url=videos[0]["url"])
+
+    async def cancel(self, task: ProviderTask) -> None:
+        """Kling documents no cancel for image-to-video; the task runs out and is not fetched."""
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
