@@ -21,6 +21,7 @@ from gateway.ids import new_id
 from gateway.ingest import load_image
 from gateway.results import video_object
 from gateway.router import RoutePlan, chain_for, plan, shape_for
+from gateway.sandbox import WARNING as SANDBOX_WARNING
 from gateway.schemas import (
     TERMINAL,
     CreateVideoRequest,
@@ -157,7 +158,7 @@ class VideosController(Controller):
             request=req_dict,
             route={"rule": route.rule, "traits": {}, "candidates": route.candidates, "dropped": route.dropped},
             metrics={},
-            warnings=_route_warnings(req, route),
+            warnings=_route_warnings(req, route, services),
             metadata_=req.metadata,
             webhook_url=req.webhook_url,
             idempotency_key=request.headers.get("idempotency-key"),
@@ -274,13 +275,17 @@ class VideosController(Controller):
         return DeletedVideo(id=video_id)
 
 
-def _route_warnings(req: CreateVideoRequest, route: RoutePlan) -> list[str]:
+def _route_warnings(req: CreateVideoRequest, route: RoutePlan, services: Services) -> list[str]:
+    warnings = []
     if req.model != "auto" and req.model in route.dropped:
-        return [
+        warnings.append(
             f"{req.model} cannot serve this request ({route.dropped[req.model]}); "
             f"it goes to its fallback {route.candidates[0]}"
-        ]
-    return []
+        )
+    if services.settings.sandbox:
+        adapter = services.rules().models[route.candidates[0]].adapter
+        warnings.append(SANDBOX_WARNING.format(adapter=adapter))
+    return warnings
 
 
 def _owned(job: JobRow | None, owner: str, video_id: str) -> JobRow:
@@ -349,8 +354,8 @@ async def list_models(services: Svc, owner: Owner) -> ModelList:
 
 
 @get("/healthz", summary="Liveness", include_in_schema=True)
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz(services: Svc) -> dict[str, Any]:
+    return {"status": "ok", "sandbox": True} if services.settings.sandbox else {"status": "ok"}
 
 
 @get("/readyz", summary="Readiness: the database answers and the runner is alive")

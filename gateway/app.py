@@ -84,7 +84,7 @@ def _on_crash(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _error_response(APIError(500, "internal_error", "The gateway hit an internal error; it is logged."))
 
 
-def _metrics_middleware(metrics: GatewayMetrics) -> Any:
+def _metrics_middleware(metrics: GatewayMetrics, sandbox: bool) -> Any:
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
@@ -96,6 +96,8 @@ def _metrics_middleware(metrics: GatewayMetrics) -> Any:
             async def send_wrapper(message: Any) -> None:
                 if message["type"] == "http.response.start":
                     status["code"] = message["status"]
+                    if sandbox:
+                        message["headers"] = [*message.get("headers", []), (b"x-i2v-sandbox", b"true")]
                 await send(message)
 
             try:
@@ -118,6 +120,14 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
     """Build the gateway. `adapters` overrides what `settings.adapters` would build."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
+    sandbox = None
+    if settings.sandbox:
+        from adapters.emulators.common import EmulatorConfig
+        from gateway.sandbox import Sandbox
+
+        t = settings.sandbox_task_s
+        sandbox = Sandbox(EmulatorConfig(queue_s=t / 5, run_s=t * 4 / 5))
+        settings = settings.model_copy(update={"adapters": {**sandbox.adapters, **settings.adapters}})
     rules_box: dict[str, RulesFile] = {"rules": load_rules(settings.rules_file)}
     live_adapters = adapters if adapters is not None else build_adapters(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +165,8 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if sandbox:
+            sandbox.start()
         await migrate(engine)
         if settings.runner_enabled:
             await runner.start()
@@ -177,6 +189,8 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
             await downloads.aclose()
             await runner.webhooks.client.aclose()
             await engine.dispose()
+            if sandbox:
+                sandbox.stop()
 
     def provide_services(state: State) -> Services:
         return state.services  # type: ignore[no-any-return]
@@ -191,7 +205,7 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
             HTTPException: _http_error_handler(settings.max_image_bytes),
             Exception: _on_crash,
         },
-        middleware=[_metrics_middleware(metrics)],
+        middleware=[_metrics_middleware(metrics, settings.sandbox)],
         openapi_config=OpenAPIConfig(
             title="i2v-gateway",
             version="0.1.0",

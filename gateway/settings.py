@@ -56,6 +56,10 @@ class Settings(BaseSettings):
         default=None, description="Prefix for absolute URLs in webhooks; responses use relative paths."
     )
 
+    sandbox: bool = Field(
+        default=False, description="Start every provider emulator in-process and route to them (no keys)."
+    )
+    sandbox_task_s: float = Field(default=5.0, gt=0, description="How long a sandbox task takes, queue included.")
     api_keys: list[SecretStr] = Field(
         default_factory=list, description="Bearer keys accepted. Empty: no auth (local use)."
     )

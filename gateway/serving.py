@@ -1,0 +1,50 @@
+"""Run an ASGI app with uvicorn in a background thread (the sandbox's emulators, tests, the CLI's
+in-process gateway)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerThread:
+    """`start()` returns once the server accepts connections; `stop()` shuts it down."""
+
+    def __init__(self, app: Any, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.port = port or free_port()
+        self.url = f"http://{host}:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host=host, port=self.port, log_config=None, log_level="warning", access_log=False, lifespan="on"
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, timeout_s: float = 30) -> str:
+        self.thread.start()
+        deadline = time.time() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.time() > deadline:
+                raise RuntimeError(f"server on port {self.port} did not start")
+            time.sleep(0.02)
+        return self.url
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
