@@ -128,7 +128,7 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
         t = settings.sandbox_task_s
         sandbox = Sandbox(EmulatorConfig(queue_s=t / 5, run_s=t * 4 / 5))
         settings = settings.model_copy(update={"adapters": {**sandbox.adapters, **settings.adapters}})
-    rules_box: dict[str, RulesFile] = {"rules": load_rules(settings.rules_file)}
+    rules_box: dict[str, RulesFile] = {"rules": load_rules(settings.resolved_rules_file)}
     live_adapters = adapters if adapters is not None else build_adapters(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)

@@ -112,7 +112,7 @@ def video_object(job: JobRow, attempts: list[AttemptRow]) -> Video:
 
 
 def merged_metrics(
-    job: JobRow, attempts: list[AttemptRow], now: float, facts: VideoFacts | None, extra_overhead_ms: float = 0.0
+    job: JobRow, attempts: list[AttemptRow], now: float, facts: VideoFacts | None, fetch_ms: float = 0.0
 ) -> dict[str, Any]:
     first_submit = min((a.submitted_at for a in attempts if a.submitted_at), default=None)
     cost = sum(a.cost_usd or 0.0 for a in attempts)
@@ -121,7 +121,8 @@ def merged_metrics(
         queue_s=round(first_submit - job.created_at, 3) if first_submit else None,
         run_s=round(now - first_submit, 3) if first_submit else None,
         total_s=round(now - job.created_at, 3),
-        gateway_overhead_ms=round(m.get("create_ms", 0.0) + extra_overhead_ms, 2),
+        gateway_overhead_ms=m.get("create_ms", 0.0),  # the gateway's own time on the request path
+        fetch_s=round(fetch_ms / 1000, 3),  # result download, probe and store
         cost_usd=round(cost, 6),
         cost_estimated=any(a.usage.get("cost_source") == "catalog" for a in attempts),
         video_seconds=facts.duration_s if facts else 0.0,

@@ -416,7 +416,7 @@ class JobRunner:
         job.status = status
         job.error = error
         job.completed_at = now
-        job.metrics = merged_metrics(job, attempts, now, facts, extra_overhead_ms=store_ms)
+        job.metrics = merged_metrics(job, attempts, now, facts, fetch_ms=store_ms)
         if status == "completed":
             job.progress = 100
         await self._update(

@@ -51,7 +51,10 @@ class Settings(BaseSettings):
         "PostgreSQL: postgresql+asyncpg://user@host/db.",
     )
     blob_dir: Path | None = Field(default=None, description="Default: <data_dir>/blobs.")
-    rules_file: Path = Field(default=Path("router_rules.yaml"), description="Model catalog and rules.")
+    rules_file: Path | None = Field(
+        default=None,
+        description="Model catalog and rules. Default: ./router_rules.yaml, else the one in the source tree.",
+    )
     public_base_url: str | None = Field(
         default=None, description="Prefix for absolute URLs in webhooks; responses use relative paths."
     )
@@ -100,6 +103,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'gateway.db').resolve()}"
+
+    @property
+    def resolved_rules_file(self) -> Path:
+        if self.rules_file is not None:
+            return self.rules_file
+        here = Path("router_rules.yaml")
+        return here if here.is_file() else Path(__file__).resolve().parent.parent / "router_rules.yaml"
 
     @property
     def resolved_blob_dir(self) -> Path:

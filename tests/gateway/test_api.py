@@ -50,7 +50,7 @@ def test_job_completes_with_facts_read_back_from_the_file(gateway: Gateway) -> N
     assert m["cost_estimated"] is True
     assert m["video_seconds"] == 1.0
     assert m["total_s"] >= m["run_s"] > 0 and m["queue_s"] >= 0
-    assert m["gateway_overhead_ms"] > 0
+    assert m["gateway_overhead_ms"] > 0 and m["fetch_s"] > 0
     assert m["provider"]["seconds"] == 2
     attempts = video["route"]["attempts"]
     assert [a["status"] for a in attempts] == ["completed"]
