@@ -20,14 +20,20 @@ def sandbox(gateway_factory) -> Gateway:
 
 
 @pytest.mark.parametrize(
-    ("model", "adapter"),
-    [("auto", "wan"), ("kling-v2.6-motion", "kling"), ("hailuo-2.3-fast", "hailuo"), ("video-01-live", "live")],
+    ("model", "adapter", "camera"),
+    [
+        ("auto", "wan", None),
+        ("kling-v2.6-motion", "kling", {"type": "pan", "direction": "left"}),
+        ("kling-v1.5-camera", "kling", {"type": "zoom_in", "intensity": 0.6}),  # native camera_control
+        ("hailuo-2.3-fast", "hailuo", {"type": "tilt", "direction": "up"}),  # bracket command
+        ("video-01-live", "live", None),
+    ],
 )
-def test_every_family_makes_a_real_mp4_from_the_photo(sandbox: Gateway, model: str, adapter: str) -> None:
-    resp = sandbox.client.post(
-        "/v1/videos",
-        json={"model": model, "prompt": "slow push in on the face", "image": data_uri(image_bytes(800, 600))},
-    )
+def test_every_family_makes_a_real_mp4_from_the_photo(sandbox: Gateway, model: str, adapter: str, camera) -> None:
+    body = {"model": model, "prompt": "slow push in on the face", "image": data_uri(image_bytes(800, 600))}
+    if camera:
+        body["camera"] = camera
+    resp = sandbox.client.post("/v1/videos", json=body)
     assert resp.status_code == 202, resp.text
     assert resp.headers["x-i2v-sandbox"] == "true"
     video = sandbox.wait(resp.json()["id"], timeout=60)
