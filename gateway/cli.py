@@ -62,6 +62,35 @@ def serve(
     )
 
 
+@app.command()
+def emulate(
+    family: Annotated[str, typer.Argument(help="wan, kling or minimax")],
+    port: Annotated[int, typer.Option()] = 9100,
+    key: Annotated[str, typer.Option(help="API key it accepts (Kling: ACCESS:SECRET)")] = "sandbox-key",
+    queue_s: Annotated[float, typer.Option()] = 1.0,
+    run_s: Annotated[float, typer.Option()] = 4.0,
+    max_side: Annotated[int, typer.Option(help="Rendered clips' long side cap")] = 640,
+    max_frames: Annotated[int, typer.Option()] = 48,
+) -> None:
+    """Run one provider emulator on its own (point an adapter's base_url at it)."""
+    from adapters.emulators.common import EmulatorConfig
+    from adapters.emulators.kling import create_kling_emulator
+    from adapters.emulators.minimax import create_minimax_emulator
+    from adapters.emulators.wan import create_wan_emulator
+
+    cfg = EmulatorConfig(queue_s=queue_s, run_s=run_s, max_side=max_side, max_frames=max_frames)
+    if family == "wan":
+        emulator = create_wan_emulator([key], cfg)
+    elif family == "minimax":
+        emulator = create_minimax_emulator([key], cfg)
+    elif family == "kling":
+        access, _, secret = key.partition(":")
+        emulator = create_kling_emulator({access: secret}, cfg)
+    else:
+        raise typer.BadParameter("family must be wan, kling or minimax")
+    uvicorn.run(emulator, host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
 def _client(base_url: str, api_key: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     return httpx.Client(base_url=base_url, headers=headers, timeout=60)

@@ -1,0 +1,146 @@
+"""1,000 concurrent jobs through the gateway against a provider emulator over real HTTP.
+
+    python bench/emulator_load.py --jobs 1000 --provider-s 3
+
+Starts `i2v-gateway emulate wan` and `i2v-gateway serve` (SQLite) as separate processes, creates
+the jobs as fast as 50 concurrent clients can, and waits until every job is terminal. Reports
+completed/failed, wall time, and the gateway process's CPU seconds per job and peak RSS. The
+emulator renders small clips (160 px, 8 frames) so its CPU does not starve the gateway's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.gateway_load import cpu_seconds, rss_mb  # noqa: E402
+
+
+def wait_ready(url: str) -> None:
+    for _ in range(300):
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def run(url: str, jobs: int) -> tuple[list[str], float]:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buf, "JPEG")
+    body = {
+        "prompt": "slow push in",
+        "model": "wan-2.6-i2v",
+        "resolution": "720p",
+        "image": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(),
+    }
+    sem = asyncio.Semaphore(50)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def create() -> str:
+            async with sem:
+                r = await client.post("/v1/videos", json=body)
+                r.raise_for_status()
+                return r.json()["id"]
+
+        t0 = time.time()
+        ids = await asyncio.gather(*(create() for _ in range(jobs)))
+        return list(ids), time.time() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--provider-s", type=float, default=3.0, help="emulated provider latency per task")
+    args = ap.parse_args()
+    data = tempfile.mkdtemp(prefix="i2v-emu-bench-")
+    emu = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "emulate",
+            "wan",
+            "--port",
+            "9181",
+            "--key",
+            "sk-b",
+            "--queue-s",
+            str(args.provider_s / 3),
+            "--run-s",
+            str(args.provider_s * 2 / 3),
+            "--max-side",
+            "160",
+            "--max-frames",
+            "8",
+        ],
+        cwd=ROOT,
+    )
+    env = {
+        **os.environ,
+        "I2V_PORT": "9180",
+        "I2V_DATA_DIR": data,
+        "I2V_LOG_LEVEL": "WARNING",
+        "I2V_ADAPTERS__WAN__BASE_URL": "http://127.0.0.1:9181",
+        "I2V_ADAPTERS__WAN__API_KEY": "sk-b",
+        "I2V_ADAPTERS__WAN__MAX_CONCURRENCY": "2000",
+        "I2V_RUNNER_CONCURRENCY": "2000",
+        "I2V_POLL_INTERVAL_S": "1.0",
+        "I2V_POLL_INTERVAL_MAX_S": "2.0",
+    }
+    gw = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env)
+    url = "http://127.0.0.1:9180"
+    try:
+        wait_ready("http://127.0.0.1:9181/_emulator/stats")
+        wait_ready(f"{url}/healthz")
+        cpu0, t0 = cpu_seconds(gw.pid), time.time()
+        _, create_wall = asyncio.run(run(url, args.jobs))
+        with httpx.Client(base_url=url, timeout=30) as client:
+            while True:
+                active = sum(
+                    len(client.get("/v1/videos", params={"status": s, "limit": 1}).json()["data"])
+                    for s in ("queued", "in_progress")
+                )
+                if not active or time.time() - t0 > 1200:
+                    break
+                time.sleep(0.5)
+            wall = time.time() - t0
+            cpu = cpu_seconds(gw.pid) - cpu0
+            counts = {s: 0 for s in ("completed", "failed", "cancelled", "queued", "in_progress")}
+            after = None
+            while True:
+                page = client.get("/v1/videos", params={"limit": 100, **({"after": after} if after else {})}).json()
+                for v in page["data"]:
+                    counts[v["status"]] += 1
+                if not page["has_more"]:
+                    break
+                after = page["last_id"]
+        stats = httpx.get("http://127.0.0.1:9181/_emulator/stats").json()
+        print(f"\n{args.jobs} jobs, provider latency {args.provider_s:.1f} s, SQLite, CPUs: {os.cpu_count()}")
+        print(f"created in {create_wall:.1f} s; all terminal after {wall:.1f} s")
+        print(f"statuses: {counts}")
+        print(f"gateway CPU {cpu:.1f} s = {cpu / args.jobs * 1000:.1f} ms per job; peak RSS {rss_mb(gw.pid):.0f} MB")
+        print(f"emulator saw: {stats}")
+    finally:
+        for p in (gw, emu):
+            p.terminate()
+            p.wait(20)
+
+
+if __name__ == "__main__":
+    main()
