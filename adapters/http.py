@@ -64,6 +64,15 @@ class ProviderHTTP:
         self.max_attempts = max_attempts
         self.max_wait_s = max_wait_s
 
+    @classmethod
+    def from_settings(cls, settings: Any, default_base_url: str) -> ProviderHTTP:
+        """The client an adapter's `AdapterSettings` describe (`options.max_attempts` bounds retries)."""
+        return cls(
+            settings.base_url or default_base_url,
+            timeout_s=settings.timeout_s,
+            max_attempts=int(settings.options.get("max_attempts", 4)),
+        )
+
     async def call(
         self,
         method: str,

@@ -93,11 +93,7 @@ class KlingAdapter:
         self._ak = settings.api_key.get_secret_value()
         self._sk = settings.secret_key.get_secret_value()
         self._token: tuple[str, float] = ("", 0.0)
-        self.http = ProviderHTTP(
-            settings.base_url or DEFAULT_BASE_URL,
-            timeout_s=settings.timeout_s,
-            max_attempts=int(settings.options.get("max_attempts", 4)),
-        )
+        self.http = ProviderHTTP.from_settings(settings, DEFAULT_BASE_URL)
 
     def _headers(self) -> dict[str, str]:
         """A fresh JWT every ~25 minutes: {iss: AK, exp: now+1800, nbf: now-5}, HS256 with SK."""

@@ -83,11 +83,7 @@ class MiniMaxAdapter:
         self.family = name if name in ("hailuo", "live") else "hailuo"
         self.max_concurrency = settings.max_concurrency
         self._key = settings.api_key.get_secret_value()
-        self.http = ProviderHTTP(
-            settings.base_url or DEFAULT_BASE_URL,
-            timeout_s=settings.timeout_s,
-            max_attempts=int(settings.options.get("max_attempts", 4)),
-        )
+        self.http = ProviderHTTP.from_settings(settings, DEFAULT_BASE_URL)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"}
