@@ -286,10 +286,3 @@ class JobStore:
     async def update_attempt(self, attempt_id: str, **values: Any) -> None:
         async with self.sessions.begin() as s:
             await s.execute(update(AttemptRow).where(AttemptRow.id == attempt_id).values(**values))
-
-    async def count_active_by_model(self) -> dict[str, int]:
-        async with self.sessions() as s:
-            rows = await s.execute(
-                select(JobRow.model, func.count()).where(JobRow.status.in_(ACTIVE)).group_by(JobRow.model)
-            )
-            return {m: int(n) for m, n in rows}

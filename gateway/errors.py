@@ -47,9 +47,5 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def invalid(code: str, message: str, param: str | None = None, status: int = 422) -> APIError:
-    return APIError(status, code, message, param)
-
-
 def not_found(what: str, ident: str, param: str | None = None) -> APIError:
     return APIError(404, f"{what}_not_found", f"No {what} with id '{ident}'.", param)

@@ -95,8 +95,9 @@ class JobRunner:
             self._cancel[job_id].set()
 
     @property
-    def in_flight(self) -> int:
-        return len(self._active)
+    def alive(self) -> bool:
+        """Started and none of its loops has died."""
+        return bool(self._tasks) and all(not t.done() for t in self._tasks)
 
     async def _scan_loop(self) -> None:
         while True:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -28,7 +28,6 @@ class Services:
     fetcher: httpx.AsyncClient
     runner: JobRunner
     image_limits: ImageLimits
-    extra_closers: list[Callable[[], object]] = field(default_factory=list)
 
     def runner_alive(self) -> bool:
-        return not self.settings.runner_enabled or all(not t.done() for t in self.runner._tasks)
+        return not self.settings.runner_enabled or self.runner.alive

@@ -55,9 +55,6 @@ class Settings(BaseSettings):
         default=None,
         description="Model catalog and rules. Default: ./router_rules.yaml, else the one in the source tree.",
     )
-    public_base_url: str | None = Field(
-        default=None, description="Prefix for absolute URLs in webhooks; responses use relative paths."
-    )
 
     sandbox: bool = Field(
         default=False, description="Start every provider emulator in-process and route to them (no keys)."
