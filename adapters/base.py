@@ -52,6 +52,7 @@ class CameraMove(BaseModel):
         "crane",
         "roll",
         "tracking",
+        "rack_focus",
     ]
     direction: Literal["left", "right", "up", "down", "in", "out", "cw", "ccw"] | None = None
     intensity: float = Field(default=0.5, ge=0.0, le=1.0, description="0 barely moves, 1 strongest.")

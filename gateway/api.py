@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import UploadFile
@@ -15,23 +16,29 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import Parameter
 from pydantic import ValidationError
 
+from adapters.base import InputImage
+from gateway.advice import prompt_warnings
+from gateway.catalog import RulesFile
 from gateway.db import IdempotencyConflict, JobRow
 from gateway.errors import APIError, not_found
 from gateway.ids import new_id
 from gateway.ingest import load_image
 from gateway.results import video_object
-from gateway.router import RoutePlan, chain_for, plan, shape_for
+from gateway.router import RoutePlan, check_model, estimate_cost, plan, shape_for
 from gateway.sandbox import WARNING as SANDBOX_WARNING
 from gateway.schemas import (
     TERMINAL,
     CreateVideoRequest,
     DeletedVideo,
+    ExplainedCandidate,
     ModelInfo,
     ModelList,
+    RouteExplanation,
     Video,
     VideoList,
 )
 from gateway.services import Services
+from gateway.traits import Traits
 
 Svc = NamedDependency[Services]
 Owner = NamedDependency[str]
@@ -64,6 +71,34 @@ def validation_error(exc: ValidationError) -> APIError:
     if param == "prompt" and kind == "string_too_long":
         return APIError(422, "prompt_too_long", f"prompt: {err['msg']}.", param)
     return APIError(422, "invalid_field", f"{param}: {err['msg'].removeprefix('Value error, ')}.", param)
+
+
+async def parse_create(request: Request[Any, Any, Any], services: Services) -> tuple[CreateVideoRequest, bytes | None]:
+    """The create body, validated: the shared first step of create and explain."""
+    fields, upload = await _read_body(request)
+    try:
+        req = CreateVideoRequest.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+    limit = services.settings.max_prompt_chars
+    if len(req.prompt) > limit:
+        raise APIError(
+            422,
+            "prompt_too_long",
+            f"prompt: {len(req.prompt)} characters; the limit is {limit}. Describe the motion in fewer words.",
+            "prompt",
+        )
+    if upload is not None and (req.image or req.input_reference):
+        raise APIError(422, "ambiguous_image", "image: send either a file or a URL, not both.", "image")
+    return req, upload
+
+
+async def _image_of(req: CreateVideoRequest, upload: bytes | None, services: Services) -> InputImage:
+    reference = req.image or (req.input_reference.image_url if req.input_reference else None)
+    param = "input_reference" if upload is not None or req.input_reference else "image"
+    return await load_image(
+        upload=upload, reference=reference, param=param, limits=services.image_limits, fetcher=services.fetcher
+    )
 
 
 async def _read_body(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], bytes | None]:
@@ -115,31 +150,12 @@ class VideosController(Controller):
     async def create(self, request: Request[Any, Any, Any], services: Svc, owner: Owner) -> Response[Video]:
         """JSON (`image`: URL or data URI) or multipart (`input_reference`: the file). See docs/api.md."""
         t0 = time.perf_counter()
-        fields, upload = await _read_body(request)
-        try:
-            req = CreateVideoRequest.model_validate(fields)
-        except ValidationError as exc:
-            raise validation_error(exc) from exc
-        s = services.settings
-        if len(req.prompt) > s.max_prompt_chars:
-            raise APIError(
-                422,
-                "prompt_too_long",
-                f"prompt: {len(req.prompt)} characters; the limit is "
-                f"{s.max_prompt_chars}. Describe the motion in fewer words.",
-                "prompt",
-            )
-        if upload is not None and (req.image or req.input_reference):
-            raise APIError(422, "ambiguous_image", "image: send either a file or a URL, not both.", "image")
-        reference = req.image or (req.input_reference.image_url if req.input_reference else None)
-        param = "input_reference" if upload is not None or req.input_reference else "image"
+        req, upload = await parse_create(request, services)
         rules = services.rules()
-        # Refuse what no model can do before paying for an image download.
-        chain_for(req, rules)
-        image = await load_image(
-            upload=upload, reference=reference, param=param, limits=services.image_limits, fetcher=services.fetcher
-        )
-        route = plan(req, image, rules, set(services.adapters))
+        check_model(req, rules)  # refuse an unknown model before paying for an image download
+        image = await _image_of(req, upload, services)
+        decision = await decide(req, image, rules, services, owner)
+        route = decision.plan
         first = rules.models[route.candidates[0]]
         req_dict = req.model_dump(
             mode="json", exclude={"image", "input_reference", "prompt", "model", "webhook_url", "metadata"}
@@ -156,9 +172,17 @@ class VideosController(Controller):
             model=route.candidates[0],
             prompt=req.prompt,
             request=req_dict,
-            route={"rule": route.rule, "traits": {}, "candidates": route.candidates, "dropped": route.dropped},
+            route={
+                "rule": route.rule,
+                "arm": route.arm,
+                "traits": decision.traits,
+                "candidates": route.candidates,
+                "dropped": route.dropped,
+                "max_attempts": route.max_attempts,
+                "fallback_on": route.fallback_on,
+            },
             metrics={},
-            warnings=_route_warnings(req, route, services),
+            warnings=decision.warnings,
             metadata_=req.metadata,
             webhook_url=req.webhook_url,
             idempotency_key=request.headers.get("idempotency-key"),
@@ -275,17 +299,102 @@ class VideosController(Controller):
         return DeletedVideo(id=video_id)
 
 
+class Decision(NamedTuple):
+    plan: RoutePlan
+    traits: dict[str, Any]
+    warnings: list[str]
+
+
+async def decide(
+    req: CreateVideoRequest, image: InputImage, rules: RulesFile, services: Services, owner: str, refuse: bool = True
+) -> Decision:
+    """Traits, rule match, candidates and advice for one request. Runs in a worker thread: the
+    face detector, when a rule asks for it, is tens of milliseconds of CPU."""
+    load = await services.load()
+
+    def work() -> Decision:
+        traits = Traits(req, image, load, services.trait_settings, batch=req.batch_id is not None)
+        route = plan(
+            req,
+            image,
+            rules,
+            set(services.adapters),
+            traits,
+            services.breakers,
+            sticky=req.user or owner,
+            refuse=refuse,
+        )
+        loops = bool(route.candidates) and rules.models[route.candidates[0]].loop
+        warnings = prompt_warnings(req.prompt, traits, loops_natively=loops) + _route_warnings(req, route, services)
+        return Decision(route, traits.computed(), warnings)
+
+    return await asyncio.to_thread(work)
+
+
 def _route_warnings(req: CreateVideoRequest, route: RoutePlan, services: Services) -> list[str]:
-    warnings = []
+    warnings: list[str] = []
+    if not route.candidates:
+        return warnings
     if req.model != "auto" and req.model in route.dropped:
         warnings.append(
             f"{req.model} cannot serve this request ({route.dropped[req.model]}); "
             f"it goes to its fallback {route.candidates[0]}"
         )
+    first = services.rules().models[route.candidates[0]]
+    if req.camera is not None and not first.camera_control:
+        warnings.append(
+            f"camera: {route.candidates[0]} has no native camera control, so the move is sent in words; "
+            "models with camera_control in GET /v1/models follow it exactly"
+        )
     if services.settings.sandbox:
-        adapter = services.rules().models[route.candidates[0]].adapter
+        adapter = first.adapter
         warnings.append(SANDBOX_WARNING.format(adapter=adapter))
     return warnings
+
+
+@post(
+    "/v1/route/explain",
+    status_code=200,
+    summary="Explain how a request would be routed, without creating a job",
+    dependencies={"owner": Provide(resolve_owner)},
+)
+async def explain_route(request: Request[Any, Any, Any], services: Svc, owner: Owner) -> RouteExplanation:
+    """Same body as POST /v1/videos. Returns the traits, the rule that matched (and the ones
+    tried before it), every candidate with why it was kept or dropped, and the warnings."""
+    req, upload = await parse_create(request, services)
+    rules = services.rules()
+    check_model(req, rules)
+    image = await _image_of(req, upload, services)
+    decision = await decide(req, image, rules, services, owner, refuse=False)
+    route = decision.plan
+    chain = [*route.candidates, *[a for a in route.dropped if a not in route.candidates]]
+    candidates = []
+    for alias in chain:
+        spec = rules.models[alias]
+        shape = shape_for(spec, req.model_dump(), image.width, image.height)
+        candidates.append(
+            ExplainedCandidate(
+                model=alias,
+                adapter=spec.adapter,
+                kept=alias in route.candidates,
+                reason=route.dropped.get(alias, "can serve this request"),
+                resolution=shape.resolution,
+                seconds=shape.seconds,
+                estimated_cost_usd=estimate_cost(spec, shape),
+                typical_latency_s=spec.typical_latency_s,
+                circuit=services.breakers.state(spec.adapter),
+            )
+        )
+    return RouteExplanation(
+        model=req.model,
+        rule=route.rule,
+        arm=route.arm,
+        rules_tried=route.evaluated,
+        traits=decision.traits,
+        candidates=candidates,
+        max_attempts=route.max_attempts,
+        warnings=decision.warnings,
+    )
 
 
 def _owned(job: JobRow | None, owner: str, video_id: str) -> JobRow:

@@ -6,6 +6,7 @@ settings and adapters.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from adapters.base import Adapter
 from adapters.registry import build_adapter
 from gateway import api
 from gateway.blobs import BlobStore
-from gateway.catalog import RulesFile, load_rules
+from gateway.breaker import Breakers
 from gateway.db import JobStore, make_engine
 from gateway.errors import APIError
 from gateway.ingest import ImageLimits
@@ -33,6 +34,7 @@ from gateway.logs import configure_logging
 from gateway.metrics import GatewayMetrics
 from gateway.migrate import migrate
 from gateway.netguard import AddressPolicy, guarded_client
+from gateway.rules_watch import RulesHolder
 from gateway.runner import JobRunner
 from gateway.services import Services
 from gateway.settings import Settings
@@ -128,7 +130,8 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
         t = settings.sandbox_task_s
         sandbox = Sandbox(EmulatorConfig(queue_s=t / 5, run_s=t * 4 / 5))
         settings = settings.model_copy(update={"adapters": {**sandbox.adapters, **settings.adapters}})
-    rules_box: dict[str, RulesFile] = {"rules": load_rules(settings.resolved_rules_file)}
+    rules = RulesHolder(settings.resolved_rules_file)
+    breakers = Breakers(settings.breaker)
     live_adapters = adapters if adapters is not None else build_adapters(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
@@ -141,8 +144,9 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
     runner = JobRunner(
         store=store,
         adapters=live_adapters,
-        rules=lambda: rules_box["rules"],
+        rules=rules.get,
         blobs=blobs,
+        breakers=breakers,
         settings=settings,
         metrics=metrics,
         downloads=downloads,
@@ -153,7 +157,9 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
     )
     services = Services(
         settings=settings,
-        rules=lambda: rules_box["rules"],
+        rules=rules.get,
+        rules_holder=rules,
+        breakers=breakers,
         adapters=live_adapters,
         store=store,
         blobs=blobs,
@@ -170,6 +176,8 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
         await migrate(engine)
         if settings.runner_enabled:
             await runner.start()
+        rules.install_sighup()
+        watcher = asyncio.create_task(rules.watch(settings.rules_reload_s)) if settings.rules_reload_s else None
         log.info(
             "gateway ready",
             extra={
@@ -181,6 +189,8 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
             if settings.runner_enabled:
                 await runner.stop()
             for adapter in live_adapters.values():
@@ -196,7 +206,7 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
         return state.services  # type: ignore[no-any-return]
 
     return Litestar(
-        route_handlers=[api.VideosController, api.list_models, api.healthz, api.readyz, api.metrics],
+        route_handlers=[api.VideosController, api.explain_route, api.list_models, api.healthz, api.readyz, api.metrics],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         state=State({"services": services}),
         lifespan=[lifespan],

@@ -20,6 +20,8 @@ from gateway.serving import ServerThread
 app = typer.Typer(help="i2v-gateway: one HTTP API over every image-to-video backend.", no_args_is_help=True)
 jobs_app = typer.Typer(help="List, show and cancel jobs on a running gateway.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+rules_app = typer.Typer(help="Check routing rules files.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
 console = Console(stderr=True)
 
 BaseUrl = Annotated[str, typer.Option("--base-url", envvar="I2V_BASE_URL", help="A running gateway.")]
@@ -245,6 +247,19 @@ def jobs_cancel(video_id: str, base_url: BaseUrl = "http://127.0.0.1:8000", api_
     with _client(base_url, api_key) as client:
         video = _check(client.post(f"/v1/videos/{video_id}/cancel"))
     typer.echo(f"{video['id']} {video['status']}")
+
+
+@rules_app.command("check")
+def rules_check(file: Annotated[Path, typer.Argument(help="A router_rules.yaml to validate.")]) -> None:
+    """Validate a rules file the way the gateway loads it; errors name the file, line and field."""
+    from gateway.catalog import CatalogError, load_rules
+
+    try:
+        rules = load_rules(file)
+    except CatalogError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    console.print(f"{file}: OK, {len(rules.models)} models, {len(rules.rules)} rules", highlight=False)
 
 
 def main() -> None:

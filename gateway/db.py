@@ -175,6 +175,11 @@ class JobStore:
                 out[row.job_id].append(row)
         return out
 
+    async def count_queued(self) -> int:
+        async with self.sessions() as session:
+            result = await session.execute(select(func.count()).select_from(JobRow).where(JobRow.status == "queued"))
+            return int(result.scalar_one())
+
     async def list(
         self,
         owner: str,

@@ -24,10 +24,12 @@ import httpx
 
 from adapters.base import Adapter, InputImage, ProviderError, ProviderRequest, ProviderStatus, ProviderTask
 from gateway.blobs import BlobStore
+from gateway.breaker import Breakers
 from gateway.catalog import RulesFile
 from gateway.db import AttemptRow, JobRow, JobStore
 from gateway.ids import new_id
 from gateway.logs import job_id_var
+from gateway.media import VideoFacts, make_loop, probe
 from gateway.metrics import GatewayMetrics
 from gateway.results import merged_metrics, store_video, video_object
 from gateway.router import estimate_cost, shape_for
@@ -53,6 +55,7 @@ class JobRunner:
         adapters: dict[str, Adapter],
         rules: Callable[[], RulesFile],
         blobs: BlobStore,
+        breakers: Breakers,
         settings: Settings,
         metrics: GatewayMetrics,
         downloads: httpx.AsyncClient,
@@ -62,6 +65,7 @@ class JobRunner:
         self.adapters = adapters
         self.rules = rules
         self.blobs = blobs
+        self.breakers = breakers
         self.settings = settings
         self.metrics = metrics
         self.downloads = downloads
@@ -70,6 +74,7 @@ class JobRunner:
         self._active: dict[str, asyncio.Task[None]] = {}
         self._cancel: dict[str, asyncio.Event] = {}
         self._slots = {name: asyncio.Semaphore(a.max_concurrency) for name, a in adapters.items()}
+        self._in_flight: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -93,6 +98,10 @@ class JobRunner:
     def request_cancel(self, job_id: str) -> None:
         if job_id in self._cancel:
             self._cancel[job_id].set()
+
+    def in_flight(self) -> dict[str, int]:
+        """Provider tasks this process is following, per adapter (live load for the router)."""
+        return {k: v for k, v in self._in_flight.items() if v}
 
     @property
     def alive(self) -> bool:
@@ -192,14 +201,23 @@ class JobRunner:
                 return await self._finish(job, attempts, "cancelled", error=_cancelled())
 
     def _next_candidate(self, job: JobRow, attempts: list[AttemptRow]) -> str | None:
-        if attempts and (attempts[-1].error or {}).get("code") in NO_FALLBACK:
+        """The next model of the chain after the last one tried, skipping adapters whose circuit
+        is open; None when the chain, `max_attempts` or the deadline is spent."""
+        last_code = (attempts[-1].error or {}).get("code") if attempts else None
+        if last_code in NO_FALLBACK and last_code not in job.route.get("fallback_on", []):
             return None
         if job.deadline_at and time.time() >= job.deadline_at:
             return None
         candidates: list[str] = job.route.get("candidates", [])
-        tried = len(attempts)
-        max_attempts = job.route.get("max_attempts") or len(candidates)
-        return candidates[tried] if tried < min(len(candidates), max_attempts) else None
+        if len(attempts) >= (job.route.get("max_attempts") or len(candidates)):
+            return None
+        start = candidates.index(attempts[-1].model) + 1 if attempts and attempts[-1].model in candidates else 0
+        rules = self.rules()
+        for alias in candidates[start:]:
+            spec = rules.models.get(alias)
+            if spec is not None and spec.adapter in self.adapters and self.breakers.allow(spec.adapter):
+                return alias
+        return None
 
     def _final_error(self, job: JobRow, attempts: list[AttemptRow]) -> dict[str, Any]:
         if job.deadline_at and time.time() >= job.deadline_at:
@@ -300,6 +318,7 @@ class JobRunner:
         cancel_event = self._cancel.get(job.id) or asyncio.Event()
         async with self._slots[attempt.adapter]:
             self.metrics.in_flight.labels(attempt.adapter).inc()
+            self._in_flight[attempt.adapter] = self._in_flight.get(attempt.adapter, 0) + 1
             try:
                 while True:
                     if cancel_event.is_set() or await self._cancel_flagged(job):
@@ -333,6 +352,7 @@ class JobRunner:
                         await asyncio.wait_for(cancel_event.wait(), max(0.01, min(wait, limit_at - time.time())))
             finally:
                 self.metrics.in_flight.labels(attempt.adapter).dec()
+                self._in_flight[attempt.adapter] -= 1
 
     async def _poll_once(self, adapter: Adapter, task: ProviderTask, attempt: AttemptRow) -> ProviderStatus | None:
         try:
@@ -372,8 +392,15 @@ class JobRunner:
         except ProviderError as exc:
             await self._end_attempt(attempt, "failed", _err(exc, attempt.adapter))
             return False
-        store_ms = (time.perf_counter() - t0) * 1000
         spec = self.rules().models.get(attempt.model)
+        post: list[str] = []
+        if job.request.get("loop") and not (spec and spec.loop):
+            original = facts.sha256
+            facts = await asyncio.to_thread(self._loop, facts)
+            post.append("loop_crossfade")
+            if not await self.store.other_jobs_use_blob(original, job.id):
+                self.blobs.delete(original)
+        store_ms = (time.perf_counter() - t0) * 1000
         if attempt.cost_usd is None and spec is not None:
             shape = job.request["shape"]
             price = spec.price_per_second(shape["resolution"])
@@ -381,10 +408,22 @@ class JobRunner:
                 attempt.cost_usd = round(price * shape["seconds"], 6)
                 attempt.usage = {**attempt.usage, "cost_source": "catalog"}
         await self._end_attempt(attempt, "completed", None)
-        job.output = facts.model_dump()
+        job.output = facts.model_dump() | ({"post_processing": post} if post else {})
         job.output_sha256 = facts.sha256
         await self._finish(job, attempts, "completed", facts=facts, store_ms=store_ms)
         return True
+
+    def _loop(self, facts: VideoFacts) -> VideoFacts:
+        """The model cannot loop: make the stored clip a seamless loop (crossfade)."""
+        looped = make_loop(self.blobs.path(facts.sha256))
+        tmp = self.blobs.temp_path()
+        try:
+            tmp.write_bytes(looped)
+            new = probe(tmp)
+            self.blobs.put_file(tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return new
 
     async def _end_attempt(self, attempt: AttemptRow, status: str, error: dict[str, Any] | None) -> None:
         attempt.status = status
@@ -399,6 +438,8 @@ class JobRunner:
             cost_usd=attempt.cost_usd,
         )
         code = (error or {}).get("code", "")
+        if status in ("completed", "failed"):
+            self.breakers.record(attempt.adapter, status == "completed", code)
         self.metrics.attempts.labels(attempt.model, attempt.adapter, status, code).inc()
         if attempt.cost_usd:
             self.metrics.cost_usd.labels(attempt.model).inc(attempt.cost_usd)

@@ -52,6 +52,9 @@ class CreateVideoRequest(BaseModel):
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
     parameters: dict[str, Any] | None = Field(default=None, description="Passed through to the provider.")
     user: str | None = Field(default=None, max_length=256)
+    batch_id: str | None = Field(
+        default=None, max_length=128, description="Marks the request as part of a batch: routed as bulk volume."
+    )
 
     @field_validator("seconds", mode="before")
     @classmethod
@@ -130,6 +133,9 @@ class VideoOutput(BaseModel):
     bytes: int
     sha256: str
     codec: str
+    post_processing: list[str] = Field(
+        default_factory=list, description="What the gateway did to the provider's clip, e.g. `loop_crossfade`."
+    )
 
 
 class Video(BaseModel):
@@ -190,3 +196,29 @@ class ModelInfo(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelInfo]
+
+
+class ExplainedCandidate(BaseModel):
+    model: str
+    adapter: str
+    kept: bool
+    reason: str
+    resolution: str
+    seconds: int
+    estimated_cost_usd: float | None = None
+    typical_latency_s: float | None = None
+    circuit: str = Field(description="closed, open or half_open.")
+
+
+class RouteExplanation(BaseModel):
+    """`POST /v1/route/explain`: how a request would be routed, without creating a job."""
+
+    object: Literal["route.explanation"] = "route.explanation"
+    model: str
+    rule: str | None
+    arm: str | None = None
+    rules_tried: list[dict[str, Any]]
+    traits: dict[str, Any]
+    candidates: list[ExplainedCandidate]
+    max_attempts: int | None = None
+    warnings: list[str]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -9,18 +10,23 @@ import httpx
 
 from adapters.base import Adapter
 from gateway.blobs import BlobStore
+from gateway.breaker import Breakers
 from gateway.catalog import RulesFile
 from gateway.db import JobStore
 from gateway.ingest import ImageLimits
 from gateway.metrics import GatewayMetrics
+from gateway.rules_watch import RulesHolder
 from gateway.runner import JobRunner
 from gateway.settings import Settings
+from gateway.traits import Load, TraitSettings
 
 
 @dataclass
 class Services:
     settings: Settings
     rules: Callable[[], RulesFile]
+    rules_holder: RulesHolder
+    breakers: Breakers
     adapters: dict[str, Adapter]
     store: JobStore
     blobs: BlobStore
@@ -28,6 +34,22 @@ class Services:
     fetcher: httpx.AsyncClient
     runner: JobRunner
     image_limits: ImageLimits
+
+    _load: tuple[float, Load] = (0.0, Load())
+
+    @property
+    def trait_settings(self) -> TraitSettings:
+        s = self.settings
+        return TraitSettings(s.portrait_face_area, s.min_face_share, s.high_volume_queued)
+
+    async def load(self) -> Load:
+        """Queued jobs (counted at most once a second) and jobs in flight per adapter."""
+        at, load = self._load
+        now = time.monotonic()
+        if now - at > 1.0:
+            load = Load(queued=await self.store.count_queued(), in_flight=self.runner.in_flight())
+            self._load = (now, load)
+        return load
 
     def runner_alive(self) -> bool:
         return not self.settings.runner_enabled or self.runner.alive

@@ -20,6 +20,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from gateway.breaker import BreakerSettings
+
 
 class AdapterSettings(BaseModel):
     """How to reach one backend. Every field is optional; each adapter says what it needs."""
@@ -94,6 +96,20 @@ class Settings(BaseSettings):
     access_log: bool = Field(default=False, description="uvicorn's per-request lines (metrics count requests).")
 
     adapters: dict[str, AdapterSettings] = Field(default_factory=dict)
+
+    rules_reload_s: float = Field(
+        default=2.0, ge=0, description="How often the rules file is checked for changes (0: only on SIGHUP)."
+    )
+    portrait_face_area: float = Field(
+        default=0.02, gt=0, le=1, description="`portrait` when the largest face covers this share of the frame."
+    )
+    min_face_share: float = Field(
+        default=0.12, gt=0, le=1, description="Smallest face searched for, as a share of the image's short side."
+    )
+    high_volume_queued: int = Field(
+        default=50, ge=1, description="`volume: high` when at least this many jobs wait to start."
+    )
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings, description="Per-adapter circuit breakers.")
 
     @property
     def resolved_database_url(self) -> str:

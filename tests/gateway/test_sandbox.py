@@ -30,7 +30,7 @@ def sandbox(gateway_factory) -> Gateway:
     ],
 )
 def test_every_family_makes_a_real_mp4_from_the_photo(sandbox: Gateway, model: str, adapter: str, camera) -> None:
-    body = {"model": model, "prompt": "slow push in on the face", "image": data_uri(image_bytes(800, 600))}
+    body = {"model": model, "prompt": "leaves sway in a gentle breeze", "image": data_uri(image_bytes(800, 600))}
     if camera:
         body["camera"] = camera
     resp = sandbox.client.post("/v1/videos", json=body)
