@@ -88,6 +88,7 @@ def video_object(job: JobRow, attempts: list[AttemptRow]) -> Video:
         size=f"{req['shape']['width']}x{req['shape']['height']}",
         route=Route(
             rule=job.route.get("rule"),
+            arm=job.route.get("arm"),
             traits=job.route.get("traits", {}),
             candidates=job.route.get("candidates", []),
             attempts=[

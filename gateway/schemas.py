@@ -118,6 +118,7 @@ class Attempt(BaseModel):
 
 class Route(BaseModel):
     rule: str | None = None
+    arm: str | None = Field(default=None, description="The A/B arm, when the rule splits traffic.")
     traits: dict[str, Any] = Field(default_factory=dict)
     candidates: list[str] = Field(default_factory=list)
     attempts: list[Attempt] = Field(default_factory=list)

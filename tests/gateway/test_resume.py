@@ -170,3 +170,28 @@ def test_attempt_interrupted_during_submit_is_not_resubmitted(gw: GatewayProcess
     assert [(a["model"], a["status"]) for a in attempts] == [("toy-fast", "failed"), ("toy-backup", "completed")]
     assert attempts[0]["error"]["code"] == "interrupted"
     assert toy_stats(toy_url)["submits"] == submits + 1
+
+
+def test_sighup_reloads_the_rules_of_a_running_gateway(tmp_path: Path, toy_url: str) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.read_text())
+    g = GatewayProcess(tmp_path / "data", toy_url)
+    g.env.update(I2V_RULES_FILE=str(rules), I2V_RULES_RELOAD_S="0")  # no file watching: only SIGHUP
+    g.start()
+    try:
+        body = {"prompt": "leaves sway", "image": data_uri(image_bytes(320, 240))}
+
+        def rule() -> str | None:
+            return httpx.post(f"{g.url}/v1/route/explain", json=body, timeout=10).json()["rule"]
+
+        before = rule()
+        assert before is not None
+        rules.write_text(RULES.read_text().replace(f"name: {before}", "name: after-sighup"))
+        time.sleep(0.3)
+        assert rule() == before  # nothing watches the file
+        assert g.proc is not None
+        g.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: rule() == "after-sighup", timeout=10)
+        assert g.proc.poll() is None  # SIGHUP did not kill it
+    finally:
+        g.stop()

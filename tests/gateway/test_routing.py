@@ -180,3 +180,72 @@ def test_rules_file_changes_apply_without_restart(gateway_factory: Any, emulator
     time.sleep(0.5)
     assert explain(gw, prompt="mist drifts")["rule"] == "ambient"
     assert gw.client.get("/healthz").status_code == 200
+
+
+def _custom_rules(tmp_path: Path, extra: str) -> Path:
+    text = (ROOT / "router_rules.yaml").read_text().replace("rules:\n", "rules:\n" + extra, 1)
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_fallback_on_and_max_attempts_come_from_the_rule(
+    gateway_factory: Any, emulators: Sandbox, tmp_path: Path
+) -> None:
+    rules = _custom_rules(
+        tmp_path,
+        "  - name: moderated-retry\n"
+        "    when: {metadata.case: retry}\n"
+        "    route: [wan-2.6-i2v, hailuo-2.3-fast]\n"
+        "    fallback_on: [content_policy]\n"
+        "  - name: one-shot\n"
+        "    when: {metadata.case: once}\n"
+        "    route: [wan-2.6-i2v, hailuo-2.3-fast]\n"
+        "    max_attempts: 1\n",
+    )
+    gw = gateway_factory(rules_file=rules, adapters=emulators.adapters)
+    body = {"image": LANDSCAPE, "prompt": "mist drifts"}
+    try:
+        faults(emulators, "wan", {"script": {"submit": ["moderation_late"]}})
+        vid = gw.client.post("/v1/videos", json={**body, "metadata": {"case": "retry"}}).json()["id"]
+        video = gw.wait(vid, timeout=30)
+        assert video["status"] == "completed"
+        assert [a["error"]["code"] if a["error"] else None for a in video["route"]["attempts"]] == [
+            "content_policy",
+            None,
+        ]
+        faults(emulators, "wan", {"script": {"submit": ["task_fail"]}})
+        vid = gw.client.post("/v1/videos", json={**body, "metadata": {"case": "once"}}).json()["id"]
+        video = gw.wait(vid, timeout=30)
+        assert video["status"] == "failed" and len(video["route"]["attempts"]) == 1
+        faults(emulators, "wan", {"script": {"submit": ["moderation_late"]}})
+        vid = gw.client.post("/v1/videos", json=body).json()["id"]  # default rule: no fallback on moderation
+        video = gw.wait(vid, timeout=30)
+        assert video["status"] == "failed" and video["error"]["code"] == "content_policy"
+        assert len(video["route"]["attempts"]) == 1
+    finally:
+        faults(emulators, "wan", {})
+
+
+def test_split_assigns_sticky_arms_by_weight(gateway_factory: Any, emulators: Sandbox, tmp_path: Path) -> None:
+    rules = _custom_rules(
+        tmp_path,
+        "  - name: ab\n"
+        "    when: {metadata.experiment: wan-vs-hailuo}\n"
+        "    split:\n"
+        "      - {name: wan, weight: 3, route: [wan-2.6-i2v]}\n"
+        "      - {name: hailuo, weight: 1, route: [hailuo-2.3]}\n",
+    )
+    gw = gateway_factory(rules_file=rules, adapters=emulators.adapters)
+    meta = {"experiment": "wan-vs-hailuo"}
+    arms = [explain(gw, prompt="mist drifts", user=f"user-{i}", metadata=meta)["arm"] for i in range(200)]
+    assert set(arms) == {"wan", "hailuo"}
+    assert 0.65 < arms.count("wan") / len(arms) < 0.85  # weight 3:1
+    again = [explain(gw, prompt="mist drifts", user=f"user-{i}", metadata=meta)["arm"] for i in range(20)]
+    assert again == arms[:20]  # sticky per user
+    resp = gw.client.post(
+        "/v1/videos", json={"image": LANDSCAPE, "prompt": "mist drifts", "user": "user-0", "metadata": meta}
+    )
+    video = gw.wait(resp.json()["id"], timeout=30)
+    assert video["route"]["arm"] == arms[0] and video["route"]["rule"] == "ab"
+    assert video["route"]["attempts"][0]["model"] == ("wan-2.6-i2v" if arms[0] == "wan" else "hailuo-2.3")
