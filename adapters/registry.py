@@ -17,6 +17,7 @@ BUILTIN: dict[str, str] = {
     "kling": "adapters.kling:KlingAdapter",
     "hailuo": "adapters.minimax:MiniMaxAdapter",
     "live": "adapters.minimax:MiniMaxAdapter",
+    "local": "adapters.local:LocalAdapter",
 }
 
 

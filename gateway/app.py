@@ -37,7 +37,7 @@ from gateway.netguard import AddressPolicy, guarded_client
 from gateway.rules_watch import RulesHolder
 from gateway.runner import JobRunner
 from gateway.services import Services
-from gateway.settings import Settings
+from gateway.settings import AdapterSettings, Settings
 from gateway.webhooks import WebhookSender
 
 log = logging.getLogger("i2v.app")
@@ -130,6 +130,9 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
         t = settings.sandbox_task_s
         sandbox = Sandbox(EmulatorConfig(queue_s=t / 5, run_s=t * 4 / 5))
         settings = settings.model_copy(update={"adapters": {**sandbox.adapters, **settings.adapters}})
+    if settings.local_wan_path and "local" not in settings.adapters:
+        local = AdapterSettings(max_concurrency=64, options={"model_path": str(settings.local_wan_path)})
+        settings = settings.model_copy(update={"adapters": {**settings.adapters, "local": local}})
     rules = RulesHolder(settings.resolved_rules_file)
     breakers = Breakers(settings.breaker)
     live_adapters = adapters if adapters is not None else build_adapters(settings)

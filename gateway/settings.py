@@ -97,6 +97,10 @@ class Settings(BaseSettings):
 
     adapters: dict[str, AdapterSettings] = Field(default_factory=dict)
 
+    local_wan_path: Path | None = Field(
+        default=None,
+        description="A diffusers Wan I2V folder; turns on the `local` adapter (local_engine) with default options.",
+    )
     rules_reload_s: float = Field(
         default=2.0, ge=0, description="How often the rules file is checked for changes (0: only on SIGHUP)."
     )

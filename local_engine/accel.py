@@ -1,0 +1,111 @@
+"""Accelerations of the torch runtime, each one switchable and each one measured for accuracy
+against plain eager bf16 (tests/local_engine, bench/engine.py).
+
+- attention backend: diffusers' dispatcher (`_native_cudnn` is PyTorch's cuDNN SDPA, which on
+  Hopper is much faster than the default flash-2 path for Wan's 128-wide heads);
+- fp8 linear layers: weights stored as float8_e4m3fn with one scale per output row,
+  activations quantized per token on the fly, `torch._scaled_mm` with bf16 output;
+- regional compile: `compile_repeated_blocks(fullgraph=True)` compiles one transformer block
+  and reuses it for all 40 (seconds of compile, not minutes);
+- step caching: diffusers' first-block cache (skip the remaining blocks while the first
+  block's residual changes by less than the threshold).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8).max
+
+
+def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise symmetric fp8 quantization: (values, scale per row as float32 column)."""
+    amax = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12)
+    scale = amax / FP8_MAX
+    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+
+
+class Fp8Linear(nn.Module):
+    """A Linear whose matmul runs in fp8 on GPUs that have it (sm_89+), with row-wise scales.
+
+    Elsewhere (CPU tests) the same quantized numbers are multiplied in float32, so the error
+    the tests measure is the quantization error the GPU path has.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight, scale = _quantize_rows(linear.weight.data)
+        self.register_buffer("weight_fp8", weight)
+        self.register_buffer("weight_scale", scale.t().contiguous())  # (1, out)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.data.clone(), requires_grad=False)
+        self.out_dtype = linear.weight.dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        xq, xs = _quantize_rows(x2)
+        if x.is_cuda:
+            out = torch._scaled_mm(
+                xq,
+                self.weight_fp8.t(),
+                scale_a=xs,
+                scale_b=self.weight_scale,
+                bias=self.bias,
+                out_dtype=self.out_dtype,
+            )
+        else:
+            out = (xq.float() * xs) @ (self.weight_fp8.float() * self.weight_scale.t()).t()
+            if self.bias is not None:
+                out = out + self.bias.float()
+            out = out.to(self.out_dtype)
+        return out.reshape(*shape[:-1], self.out_features)
+
+
+def fp8_linears(transformer: nn.Module, min_features: int = 16) -> int:
+    """Swap the Linear layers of the repeated blocks for Fp8Linear. Returns how many.
+
+    Only the blocks: the embeddings and the output head are small and sensitive. Layers whose
+    sides are not multiples of 16 stay as they are (fp8 GEMMs need that alignment).
+    """
+    count = 0
+    for block in getattr(transformer, "blocks", []):
+        for name, module in list(block.named_modules()):
+            if isinstance(module, nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0:
+                if min(module.in_features, module.out_features) < min_features:
+                    continue
+                parent = block.get_submodule(name.rsplit(".", 1)[0]) if "." in name else block
+                setattr(parent, name.rsplit(".", 1)[-1], Fp8Linear(module))
+                count += 1
+    return count
+
+
+def apply(
+    transformer: Any, *, attention: str | None, fp8: bool, compile: bool, cache_threshold: float | None
+) -> dict[str, Any]:
+    """Apply the configured options in the order that composes: attention, fp8, cache, compile."""
+    applied: dict[str, Any] = {}
+    if attention:
+        transformer.set_attention_backend(attention)
+        applied["attention"] = attention
+    if fp8:
+        applied["fp8_linear_layers"] = fp8_linears(transformer)
+    if cache_threshold is not None:
+        from diffusers.hooks import FirstBlockCacheConfig
+
+        transformer.enable_cache(FirstBlockCacheConfig(threshold=cache_threshold))
+        applied["first_block_cache"] = cache_threshold
+    if compile:
+        transformer.compile_repeated_blocks(fullgraph=True)
+        applied["compile"] = "repeated_blocks"
+    return applied
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in float32: the accuracy measure used throughout."""
+    a32, b32 = a.float(), b.float()
+    return float((a32 - b32).norm() / b32.norm().clamp(min=1e-12))

@@ -1,0 +1,39 @@
+"""Engine configuration: which weights, which runtime, which accelerations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    """Set through the `local` adapter's options (`I2V_ADAPTERS__LOCAL__OPTIONS__...`) or, for the
+    weights folder alone, `I2V_LOCAL_WAN_PATH`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: Path = Field(description="A diffusers folder of WanImageToVideoPipeline weights.")
+    runtime: Literal["torch", "onnx"] = "torch"
+    devices: list[str] = Field(default_factory=lambda: ["auto"], description="One job queue per device.")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(default="bfloat16", description="float32 on CPU.")
+    attention: str | None = Field(
+        default=None,
+        description="A diffusers attention backend (e.g. `_native_cudnn`, `flash`, `_flash_3`); None: PyTorch SDPA.",
+    )
+    compile: bool = Field(default=False, description="Regional torch.compile of the repeated transformer blocks.")
+    fp8_linear: bool = Field(default=False, description="fp8 (e4m3) matmuls with row-wise scales in the blocks.")
+    cache_threshold: float | None = Field(
+        default=None, ge=0, description="First-block cache: reuse the residual while the change stays under this."
+    )
+    steps: int = Field(default=40, ge=1)
+    guidance_scale: float = Field(default=5.0, ge=1.0)
+    fps: int = Field(default=16, ge=1, description="Wan 2.1 makes 16 fps; Wan 2.2 TI2V-5B 24.")
+    max_frames: int = Field(default=81, ge=5)
+    onnx_dir: Path | None = Field(default=None, description="Where exported ONNX graphs are kept (onnx runtime).")
+    onnx_providers: list[str] = Field(
+        default_factory=lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        description="Tried in order; those not installed are skipped.",
+    )
+    queue_size: int = Field(default=32, ge=1, description="Jobs waiting per device before submits are refused.")

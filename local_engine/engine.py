@@ -1,0 +1,235 @@
+"""The engine: load the pipeline once per device, run one job at a time per device, report
+progress per denoising step, stop between steps on cancel, hand back an H.264 MP4.
+
+Jobs queue per device (a worker thread each: the GPU is the bottleneck, not Python); a new
+job goes to the device with the shortest queue. State lives in memory: after a restart the
+gateway's runner finds the task unknown and falls back (the adapter says `interrupted`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gateway.media import encode_mp4
+from local_engine import accel
+from local_engine.config import EngineConfig
+
+log = logging.getLogger("i2v.local")
+State = Literal["queued", "in_progress", "completed", "failed", "cancelled"]
+
+
+class Cancelled(Exception):
+    """Raised from the step callback: leaves the denoising loop between two steps."""
+
+
+@dataclass
+class Job:
+    id: str
+    image: bytes
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    num_frames: int
+    seed: int | None
+    steps: int
+    guidance_scale: float
+    state: State = "queued"
+    step: int = 0
+    error: str | None = None
+    video: bytes | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def progress(self) -> int:
+        return int(100 * self.step / max(1, self.steps))
+
+
+def frames_for(seconds: float, fps: int, max_frames: int) -> int:
+    """Wan needs 4k+1 frames (its VAE packs 4 frames per latent after the first)."""
+    n = min(max_frames, max(5, round(seconds * fps) + 1))
+    return (n - 1) // 4 * 4 + 1
+
+
+def snap16(x: int) -> int:
+    """Sides must be multiples of 16 (8x VAE, 2x2 patches)."""
+    return max(16, round(x / 16) * 16)
+
+
+def resolve_device(name: str) -> str:
+    if name != "auto":
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pipeline(config: EngineConfig, device: str) -> Any:
+    """`from_pretrained` on the local folder, then the configured runtime and accelerations."""
+    from diffusers import WanImageToVideoPipeline
+
+    if not (Path(config.model_path) / "model_index.json").exists():
+        raise FileNotFoundError(
+            f"{config.model_path} is not a diffusers pipeline folder (no model_index.json). Point I2V_LOCAL_WAN_PATH "
+            "at a downloaded Wan I2V checkpoint, e.g. Wan-AI/Wan2.1-I2V-14B-480P-Diffusers."
+        )
+    dtype = getattr(torch, config.dtype) if device != "cpu" else torch.float32
+    pipe = WanImageToVideoPipeline.from_pretrained(config.model_path, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    if config.runtime == "onnx":
+        from local_engine.onnx_runtime import OnnxTransformer
+
+        onnx_dir = config.onnx_dir or Path(config.model_path) / "onnx"
+        pipe.transformer = OnnxTransformer(pipe.transformer, onnx_dir, config.onnx_providers, str(config.model_path))
+        applied: dict[str, Any] = {"runtime": "onnx", "providers": pipe.transformer.providers}
+    else:
+        applied = accel.apply(
+            pipe.transformer,
+            attention=config.attention,
+            fp8=config.fp8_linear and device.startswith("cuda"),
+            compile=config.compile,
+            cache_threshold=config.cache_threshold,
+        )
+    log.info("local pipeline loaded", extra={"path": str(config.model_path), "device": device, **applied})
+    return pipe
+
+
+class DeviceWorker:
+    """One device: a thread that owns the pipeline and runs its queue in order."""
+
+    def __init__(self, config: EngineConfig, device: str) -> None:
+        self.config = config
+        self.device = resolve_device(device)
+        self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=config.queue_size)
+        self.pipe: Any = None
+        self.thread = threading.Thread(target=self._loop, name=f"i2v-local-{self.device}", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            if job.cancel.is_set():
+                job.state = "cancelled"
+                continue
+            try:
+                self._run(job)
+            except Cancelled:
+                job.state = "cancelled"
+            except Exception as exc:  # a failed job must not kill the device's worker
+                log.exception("local generation failed")
+                job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+
+    def _run(self, job: Job) -> None:
+        job.state = "in_progress"
+        t0 = time.perf_counter()
+        if self.pipe is None:
+            self.pipe = load_pipeline(self.config, self.device)
+            job.timings["load_s"] = round(time.perf_counter() - t0, 3)
+        image = (
+            Image.open(io.BytesIO(job.image)).convert("RGB").resize((job.width, job.height), Image.Resampling.LANCZOS)
+        )
+        generator = torch.Generator(device="cpu").manual_seed(
+            job.seed if job.seed is not None else secrets.randbits(31)
+        )
+
+        def on_step(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            job.step = i + 1
+            if job.cancel.is_set():
+                raise Cancelled
+            return tensors
+
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.pipe(
+                image=image,
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt or "",
+                height=job.height,
+                width=job.width,
+                num_frames=job.num_frames,
+                num_inference_steps=job.steps,
+                guidance_scale=job.guidance_scale,
+                generator=generator,
+                output_type="np",
+                callback_on_step_end=on_step,
+            )
+        job.timings["generate_s"] = round(time.perf_counter() - t1, 3)
+        frames = (np.clip(out.frames[0], 0, 1) * 255 + 0.5).astype(np.uint8)
+        t2 = time.perf_counter()
+        job.video = encode_mp4(list(frames), self.config.fps)
+        job.timings["encode_s"] = round(time.perf_counter() - t2, 3)
+        job.state = "completed"
+
+    def stop(self) -> None:
+        self.queue.put(None)
+
+
+class QueueFull(RuntimeError):
+    pass
+
+
+class LocalEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.workers = [DeviceWorker(config, d) for d in config.devices]
+        self.jobs: dict[str, Job] = {}
+
+    def submit(
+        self,
+        image: bytes,
+        prompt: str,
+        *,
+        width: int,
+        height: int,
+        seconds: float,
+        negative_prompt: str | None = None,
+        seed: int | None = None,
+    ) -> Job:
+        job = Job(
+            id=f"local-{secrets.token_hex(8)}",
+            image=image,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            width=snap16(width),
+            height=snap16(height),
+            num_frames=frames_for(seconds, self.config.fps, self.config.max_frames),
+            seed=seed,
+            steps=self.config.steps,
+            guidance_scale=self.config.guidance_scale,
+        )
+        worker = min(self.workers, key=lambda w: w.queue.qsize())
+        try:
+            worker.queue.put_nowait(job)
+        except queue.Full as exc:
+            raise QueueFull(f"{len(self.workers)} device queue(s) full ({self.config.queue_size} each)") from exc
+        self.jobs[job.id] = job
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def cancel(self, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            job.cancel.set()
+
+    def forget(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()

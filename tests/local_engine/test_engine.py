@@ -1,0 +1,91 @@
+"""The engine end to end on CPU: load from a saved folder, generate, encode, progress, cancel."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from local_engine.config import EngineConfig
+from local_engine.engine import Job, LocalEngine, frames_for, snap16
+from tests.support.images import image_bytes
+
+
+def wait(job: Job, timeout: float = 120) -> Job:
+    deadline = time.time() + timeout
+    while job.state in ("queued", "in_progress"):
+        assert time.time() < deadline, f"job still {job.state}"
+        time.sleep(0.02)
+    return job
+
+
+@pytest.fixture
+def engine(tiny_wan: Path):
+    eng = LocalEngine(EngineConfig(model_path=tiny_wan, devices=["cpu"], steps=3, fps=8, max_frames=9))
+    yield eng
+    eng.close()
+
+
+def test_generates_an_h264_mp4_with_the_requested_frames_fps_and_size(engine: LocalEngine) -> None:
+    job = engine.submit(image_bytes(200, 130), "slow push in", width=100, height=60, seconds=1.0, seed=3)
+    assert (job.width, job.height, job.num_frames) == (96, 64, 9)
+    wait(job)
+    assert job.state == "completed", job.error
+    assert job.progress == 100 and job.timings["generate_s"] > 0
+    with av.open(io.BytesIO(job.video or b"")) as c:
+        stream = c.streams.video[0]
+        frames = list(c.decode(stream))
+        assert stream.codec_context.name == "h264"
+        assert (stream.codec_context.width, stream.codec_context.height) == (96, 64)
+        assert float(stream.average_rate) == 8
+    assert len(frames) == 9
+
+
+def test_same_seed_same_video(engine: LocalEngine) -> None:
+    a = wait(engine.submit(image_bytes(96, 64), "mist drifts", width=96, height=64, seconds=1.0, seed=7))
+    b = wait(engine.submit(image_bytes(96, 64), "mist drifts", width=96, height=64, seconds=1.0, seed=7))
+    assert _frames(a.video) == _frames(b.video)  # the files differ in their creation time only
+
+
+def _frames(video: bytes | None) -> list[bytes]:
+    with av.open(io.BytesIO(video or b"")) as c:
+        return [f.to_ndarray(format="rgb24").tobytes() for f in c.decode(video=0)]
+
+
+def test_cancel_stops_between_steps(tiny_wan: Path) -> None:
+    eng = LocalEngine(EngineConfig(model_path=tiny_wan, devices=["cpu"], steps=200, fps=8, max_frames=9))
+    try:
+        job = eng.submit(image_bytes(96, 64), "waves", width=96, height=64, seconds=1.0)
+        queued = eng.submit(image_bytes(96, 64), "waves", width=96, height=64, seconds=1.0)
+        while job.step < 2:
+            assert job.state in ("queued", "in_progress"), job.error
+            time.sleep(0.01)
+        eng.cancel(job.id)
+        eng.cancel(queued.id)
+        assert wait(job).state == "cancelled" and 2 <= job.step < 200 and job.video is None
+        assert wait(queued).state == "cancelled" and queued.step == 0  # never started
+    finally:
+        eng.close()
+
+
+def test_a_folder_without_weights_fails_the_job_with_a_clear_error(tmp_path: Path) -> None:
+    eng = LocalEngine(EngineConfig(model_path=tmp_path, devices=["cpu"], steps=2))
+    try:
+        job = wait(eng.submit(image_bytes(96, 64), "x", width=96, height=64, seconds=1.0))
+        assert job.state == "failed" and "no model_index.json" in (job.error or "")
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "fps", "cap", "frames"), [(5, 16, 81, 81), (1, 8, 81, 9), (10, 16, 81, 81), (2, 24, 81, 49)]
+)
+def test_frame_counts_are_4k_plus_1(seconds: float, fps: int, cap: int, frames: int) -> None:
+    assert frames_for(seconds, fps, cap) == frames and (frames - 1) % 4 == 0
+
+
+def test_sizes_snap_to_16() -> None:
+    assert (snap16(832), snap16(481), snap16(7)) == (832, 480, 16)
