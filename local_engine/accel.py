@@ -51,13 +51,10 @@ class Fp8Linear(nn.Module):
         xq, xs = _quantize_rows(x2)
         if x.is_cuda:
             out = torch._scaled_mm(
-                xq,
-                self.weight_fp8.t(),
-                scale_a=xs,
-                scale_b=self.weight_scale,
-                bias=self.bias,
-                out_dtype=self.out_dtype,
+                xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.weight_scale, out_dtype=self.out_dtype
             )
+            if self.bias is not None:  # added outside: not every build takes a bias with row-wise scales
+                out = out + self.bias
         else:
             out = (xq.float() * xs) @ (self.weight_fp8.float() * self.weight_scale.t()).t()
             if self.bias is not None:
@@ -100,7 +97,9 @@ def apply(
         transformer.enable_cache(FirstBlockCacheConfig(threshold=cache_threshold))
         applied["first_block_cache"] = cache_threshold
     if compile:
-        transformer.compile_repeated_blocks(fullgraph=True)
+        # The cache's hooks branch in Python around the blocks, so with a cache the blocks are
+        # compiled with graph breaks allowed.
+        transformer.compile_repeated_blocks(fullgraph=cache_threshold is None)
         applied["compile"] = "repeated_blocks"
     return applied
 

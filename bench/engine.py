@@ -1,0 +1,360 @@
+"""Local engine speed on one GPU: the full-size Wan 2.1 I2V-14B architecture (random weights).
+
+    python bench/engine.py --part forward     # per-forward and per-guided-step table + accuracy
+    python bench/engine.py --part accuracy    # final latents after N steps, each option vs eager
+    python bench/engine.py --part e2e         # 40 guided steps end to end (+ VAE), best config
+
+Every row is measured in the same run as the baseline (plain diffusers eager bf16, PyTorch SDPA).
+A guided step is two transformer forwards (cond and uncond), as diffusers and the official code
+run it. Accuracy is ||x - ref|| / ||ref|| against eager bf16 on the same inputs. Prints one table
+per part (markdown), ready for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from local_engine import accel
+from local_engine.tiny import TEXT_TOKENS, WAN21_I2V_14B
+
+DEV = "cuda"
+BF16 = torch.bfloat16
+ARCH: dict[str, Any] = WAN21_I2V_14B
+CUDNN = "_native_cudnn"
+ROWS: list[dict[str, Any]] = []
+
+
+def say(*args: Any) -> None:
+    print(*args, flush=True)
+
+
+def sync() -> None:
+    if DEV == "cuda":
+        sync()
+
+
+def sync_time(fn: Any, repeat: int) -> tuple[float, Any]:
+    """Median seconds of `repeat` calls (after the caller's warm-up) and the last output."""
+    times, out = [], None
+    for _ in range(repeat):
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2], out
+
+
+def make_transformer() -> Any:
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(0)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(BF16)
+    with torch.device(DEV):
+        model = WanTransformer3DModel(**ARCH)
+    torch.set_default_dtype(old)
+    model.eval().requires_grad_(False)
+    # Default init lets the residual stream grow through 40 blocks; scale weights like a trained
+    # model's (std 0.02) so values stay in bf16's comfortable range.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.02)
+    return model
+
+
+def inputs(frames: int, height: int, width: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    lat_f, lat_h, lat_w = (frames - 1) // 4 + 1, height // 8, width // 8
+    return {
+        "hidden_states": torch.randn(1, 36, lat_f, lat_h, lat_w, generator=g, device=DEV, dtype=BF16),
+        "timestep": torch.tensor([750.0], device=DEV),
+        "encoder_hidden_states": torch.randn(1, TEXT_TOKENS, ARCH["text_dim"], generator=g, device=DEV, dtype=BF16),
+        "encoder_hidden_states_image": torch.randn(1, 257, ARCH["image_dim"], generator=g, device=DEV, dtype=BF16),
+    }
+
+
+def forward(model: Any, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(**x, return_dict=False)[0]
+
+
+def part_forward(args: argparse.Namespace) -> None:
+    model = make_transformer()
+    params = sum(p.numel() for p in model.parameters())
+    say(f"transformer: {params / 1e9:.2f} B params, {torch.cuda.memory_allocated() / 2**30:.1f} GiB")
+    cond = inputs(81, 480, 832, seed=0)
+    uncond = dict(cond, encoder_hidden_states=inputs(81, 480, 832, seed=1)["encoder_hidden_states"])
+    reference: torch.Tensor | None = None
+
+    def measure(name: str, compile_note: str = "") -> None:
+        nonlocal reference
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        forward(model, cond)  # warm-up (compiles when compiled)
+        sync()
+        warm = time.perf_counter() - t0
+        per_forward, out = sync_time(lambda: forward(model, cond), args.repeat)
+        per_step, _ = sync_time(lambda: (forward(model, cond), forward(model, uncond)), max(1, args.repeat - 1))
+        if reference is None:
+            reference = out.float().clone()
+        err = accel.relative_error(out, reference)
+        row = {
+            "config": name,
+            "s/forward": round(per_forward, 3),
+            "s/guided step": round(per_step, 3),
+            "vs eager": round(ROWS[0]["s/guided step"] / per_step, 2) if ROWS else 1.0,
+            "rel err (1 fwd)": f"{err:.1e}",
+            "first call s": round(warm, 1),
+            "peak GiB": round(torch.cuda.max_memory_allocated() / 2**30, 1),
+        }
+        ROWS.append(row)
+        say(json.dumps(row))
+
+    measure("diffusers eager bf16, SDPA (baseline)")
+    model.set_attention_backend(CUDNN)
+    measure("eager + cuDNN attention")
+    model.set_attention_backend("native")
+    model.compile_repeated_blocks(fullgraph=True)
+    measure("regional compile, SDPA")
+    model.set_attention_backend(CUDNN)
+    measure("regional compile + cuDNN attention")
+    n = accel.fp8_linears(model)
+    gc.collect()
+    torch.cuda.empty_cache()
+    say(f"fp8: {n} linear layers swapped")
+    model.compile_repeated_blocks(fullgraph=True)
+    measure("regional compile + cuDNN attention + fp8 linears")
+    table("Wan 2.1 I2V-14B transformer, 480x832, 81 frames (32,760 tokens), bf16", ROWS)
+
+
+def part_accuracy(args: argparse.Namespace) -> None:
+    """Final latents after `--steps` guided steps of a flow-matching UniPC schedule, at a small
+    video size so every option can run the whole loop, against eager bf16."""
+    from diffusers import UniPCMultistepScheduler
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    model = make_transformer()
+    x = inputs(args.acc_frames, args.acc_height, args.acc_width, seed=0)
+    neg = inputs(args.acc_frames, args.acc_height, args.acc_width, seed=1)["encoder_hidden_states"]
+    cond_lat = x["hidden_states"][:, 16:]
+
+    def run() -> torch.Tensor:
+        sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+        sched.set_timesteps(args.steps, device=DEV)
+        lat = x["hidden_states"][:, :16].float().clone()
+        with torch.inference_mode():
+            for t in sched.timesteps:
+                inp = torch.cat([lat, cond_lat.float()], 1).to(BF16)
+                ts = t.expand(1)
+                with model.cache_context("cond"):
+                    c = model(inp, ts, x["encoder_hidden_states"], x["encoder_hidden_states_image"], return_dict=False)[
+                        0
+                    ]
+                with model.cache_context("uncond"):
+                    u = model(inp, ts, neg, x["encoder_hidden_states_image"], return_dict=False)[0]
+                lat = sched.step(u + 5.0 * (c - u), t, lat, return_dict=False)[0]
+        return lat
+
+    rows: list[dict[str, Any]] = []
+
+    def record(name: str, ref: torch.Tensor | None) -> torch.Tensor:
+        sync()
+        t0 = time.perf_counter()
+        out = run()
+        sync()
+        rows.append(
+            {
+                "config": name,
+                "steps": args.steps,
+                "loop s": round(time.perf_counter() - t0, 2),
+                "rel err final latents": "-" if ref is None else f"{accel.relative_error(out, ref):.1e}",
+            }
+        )
+        say(json.dumps(rows[-1]))
+        return out
+
+    ref = record("eager bf16, SDPA (reference)", None)
+    model.set_attention_backend(CUDNN)
+    record("cuDNN attention", ref)
+    for threshold in (0.05, 0.1):
+        model.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+        record(f"cuDNN + first-block cache {threshold}", ref)
+        model.disable_cache()
+    model.compile_repeated_blocks(fullgraph=True)
+    run()  # compile outside the timing
+    record("regional compile + cuDNN", ref)
+    accel.fp8_linears(model)
+    model.compile_repeated_blocks(fullgraph=True)
+    run()
+    record("compile + cuDNN + fp8 linears", ref)
+    size = f"{args.acc_width}x{args.acc_height}, {args.acc_frames} frames"
+    table(f"final latents after {args.steps} guided steps, {size}", rows)
+
+
+def part_e2e(args: argparse.Namespace) -> None:
+    """Guided steps through WanImageToVideoPipeline.__call__ (CLIP, VAE encode of the first
+    frame, denoising, VAE decode) with the full-size transformer and VAE. The text encoder is
+    skipped by passing embeddings (UMT5 costs ~0.2 s once per video per the anchors)."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline
+    from diffusers.hooks import FirstBlockCacheConfig
+    from PIL import Image
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    model = make_transformer()
+    F, H, W = args.frames, args.height, args.width
+    vae_cfg = {} if ARCH is WAN21_I2V_14B else {"base_dim": 8, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1}
+    with torch.device(DEV):
+        vae = AutoencoderKLWan(**vae_cfg).to(BF16 if args.vae_bf16 else torch.float32)
+        # A 2-layer CLIP vision tower of the real width (1280, 257 tokens): the pipeline needs
+        # its image path; the full ViT-H costs ~0.7 s once per video (engine-anchors.md).
+        clip = CLIPVisionModel(
+            CLIPVisionConfig(
+                hidden_size=ARCH["image_dim"],
+                intermediate_size=4 * ARCH["image_dim"],
+                num_hidden_layers=2,
+                num_attention_heads=16 if ARCH["image_dim"] % 16 == 0 else 1,
+                image_size=224,
+                patch_size=14,
+            )
+        ).to(BF16 if DEV == "cuda" else torch.float32)
+    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    pipe = WanImageToVideoPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=vae,
+        scheduler=sched,
+        transformer=model,
+        image_encoder=clip,
+        image_processor=CLIPImageProcessor(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    x = inputs(F, H, W, seed=0)
+    neg = inputs(F, H, W, seed=1)["encoder_hidden_states"]
+    image = Image.new("RGB", (W, H), (120, 140, 160))
+    rows: list[dict[str, Any]] = []
+
+    def run(name: str, steps: int) -> None:
+        torch.cuda.reset_peak_memory_stats()
+        sync()
+        t0 = time.perf_counter()
+        step_times: list[float] = []
+        last = [0.0]
+
+        def on_step(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict[str, Any]:
+            sync()
+            now = time.perf_counter()
+            if i > 0:
+                step_times.append(now - last[0])
+            last[0] = now
+            return kw
+
+        out = pipe(
+            image=image,
+            prompt_embeds=x["encoder_hidden_states"],
+            negative_prompt_embeds=neg,
+            height=H,
+            width=W,
+            num_frames=F,
+            num_inference_steps=steps,
+            guidance_scale=5.0,
+            output_type="pt",
+            callback_on_step_end=on_step,
+            generator=torch.Generator(device=DEV).manual_seed(0),
+        )
+        sync()
+        total = time.perf_counter() - t0
+        per_step = sum(step_times) / max(1, len(step_times))  # steps 2..N: one guided step each
+        rows.append(
+            {
+                "config": name,
+                "steps": steps,
+                "end to end s": round(total, 1),
+                "s/guided step": round(per_step, 3),
+                "all but denoising s": round(total - per_step * steps, 1),
+                "output": "x".join(map(str, out.frames.shape)),
+                "peak GiB": round(torch.cuda.max_memory_allocated() / 2**30, 1),
+            }
+        )
+        say(json.dumps(rows[-1]))
+
+    latents = torch.randn(1, 16, (F - 1) // 4 + 1, H // 8, W // 8, device=DEV, dtype=vae.dtype)
+    with torch.inference_mode():
+        vae.decode(latents[:, :, :3])  # warm-up
+        dt, _ = sync_time(lambda: vae.decode(latents).sample, 1)
+    say(json.dumps({f"VAE decode -> {F}x{H}x{W} s": round(dt, 2), "dtype": str(vae.dtype)}))
+    model.set_attention_backend(CUDNN)
+    if args.fp8:
+        accel.fp8_linears(model)
+    model.compile_repeated_blocks(fullgraph=True)
+    run("warm-up (compile)", 2)
+    label = "compile + cuDNN" + (" + fp8 linears" if args.fp8 else "")
+    run(label, args.steps)
+    if args.cache is not None:
+        model.enable_cache(FirstBlockCacheConfig(threshold=args.cache))
+        model.compile_repeated_blocks(fullgraph=False)  # the cache's hooks need graph breaks
+        run("warm-up (compile with cache)", 2)
+        run(f"{label} + first-block cache {args.cache}", args.steps)
+    title = f"End to end, WanImageToVideoPipeline, {W}x{H}, {F} frames, CFG 5.0"
+    table(title, [r for r in rows if "warm" not in r["config"]])
+
+
+def table(title: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    cols = list(rows[0])
+    say(f"\n### {title}\n")
+    say("| " + " | ".join(cols) + " |")
+    say("|" + "---|" * len(cols))
+    for r in rows:
+        say("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=["forward", "accuracy", "e2e"], required=True)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--fp8", action="store_true")
+    ap.add_argument("--vae-bf16", action="store_true")
+    ap.add_argument("--cache", type=float, default=None)
+    ap.add_argument("--frames", type=int, default=81)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--width", type=int, default=832)
+    ap.add_argument("--acc-frames", type=int, default=21)
+    ap.add_argument("--acc-height", type=int, default=240)
+    ap.add_argument("--acc-width", type=int, default=416)
+    ap.add_argument("--tiny", action="store_true", help="smoke-test the script on CPU with the tiny layout")
+    args = ap.parse_args()
+    if args.tiny:
+        global DEV, ARCH, CUDNN
+        from local_engine.tiny import TINY_I2V
+
+        DEV, ARCH, CUDNN = "cpu", TINY_I2V, "native"
+        torch.cuda.reset_peak_memory_stats = lambda *a: None  # type: ignore[assignment]
+        torch.cuda.max_memory_allocated = lambda *a: 0  # type: ignore[assignment]
+        torch.cuda.memory_allocated = lambda *a: 0  # type: ignore[assignment]
+        torch.cuda.empty_cache = lambda *a: None  # type: ignore[assignment]
+        torch.cuda.get_device_name = lambda *a: "cpu (tiny smoke test)"  # type: ignore[assignment]
+    say(
+        f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+        f"diffusers {__import__('diffusers').__version__}, cuDNN {torch.backends.cudnn.version()}"
+    )
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/inductor")
+    {"forward": part_forward, "accuracy": part_accuracy, "e2e": part_e2e}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
