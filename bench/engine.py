@@ -40,7 +40,7 @@ def say(*args: Any) -> None:
 
 def sync() -> None:
     if DEV == "cuda":
-        sync()
+        torch.cuda.synchronize()
 
 
 def sync_time(fn: Any, repeat: int) -> tuple[float, Any]:
@@ -137,7 +137,46 @@ def part_forward(args: argparse.Namespace) -> None:
     say(f"fp8: {n} linear layers swapped")
     model.compile_repeated_blocks(fullgraph=True)
     measure("regional compile + cuDNN attention + fp8 linears")
+    if DEV == "cuda":
+        model.set_attention_backend("native")
+        accel.force_sdpa_kernel(model, "sdpa_cudnn")
+        torch._dynamo.reset()
+        measure("regional compile + fp8 linears + SDPA forced to cuDNN")
     table("Wan 2.1 I2V-14B transformer, 480x832, 81 frames (32,760 tokens), bf16", ROWS)
+
+
+def part_attention(args: argparse.Namespace) -> None:
+    """Self-attention alone at Wan's 480p shape (1 x 40 heads x 32,760 tokens x 128), per SDPA backend."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (torch.randn(1, 40, 32760, 128, device=DEV, dtype=BF16) for _ in range(3))
+    flops = 4 * 32760 * 32760 * 128 * 40
+    rows = []
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    for name, backend in [
+        ("default choice", None),
+        ("FLASH_ATTENTION", SDPBackend.FLASH_ATTENTION),
+        ("EFFICIENT_ATTENTION", SDPBackend.EFFICIENT_ATTENTION),
+        ("CUDNN_ATTENTION", SDPBackend.CUDNN_ATTENTION),
+    ]:
+        try:
+            ctx = sdpa_kernel([backend]) if backend is not None else __import__("contextlib").nullcontext()
+            with ctx:
+                fn = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)  # noqa: E731
+                fn()
+                dt, out = sync_time(fn, 5)
+            rows.append(
+                {
+                    "backend": name,
+                    "ms": round(dt * 1000, 1),
+                    "TFLOP/s": round(flops / dt / 1e12),
+                    "rel err vs default": f"{accel.relative_error(out, ref):.1e}",
+                }
+            )
+        except RuntimeError as exc:
+            rows.append({"backend": name, "ms": "-", "TFLOP/s": "-", "rel err vs default": str(exc)[:60]})
+        say(json.dumps(rows[-1]))
+    table("scaled_dot_product_attention, 1x40x32760x128 bf16", rows)
 
 
 def part_accuracy(args: argparse.Namespace) -> None:
@@ -324,7 +363,7 @@ def table(title: str, rows: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["forward", "accuracy", "e2e"], required=True)
+    ap.add_argument("--part", choices=["attention", "forward", "accuracy", "e2e"], required=True)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--fp8", action="store_true")
@@ -353,7 +392,8 @@ def main() -> None:
         f"diffusers {__import__('diffusers').__version__}, cuDNN {torch.backends.cudnn.version()}"
     )
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/inductor")
-    {"forward": part_forward, "accuracy": part_accuracy, "e2e": part_e2e}[args.part](args)
+    parts = {"attention": part_attention, "forward": part_forward, "accuracy": part_accuracy, "e2e": part_e2e}
+    parts[args.part](args)
 
 
 if __name__ == "__main__":

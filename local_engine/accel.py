@@ -1,8 +1,8 @@
 """Accelerations of the torch runtime, each one switchable and each one measured for accuracy
 against plain eager bf16 (tests/local_engine, bench/engine.py).
 
-- attention backend: diffusers' dispatcher (`_native_cudnn` is PyTorch's cuDNN SDPA, which on
-  Hopper is much faster than the default flash-2 path for Wan's 128-wide heads);
+- attention: a PyTorch SDPA kernel forced for the whole call (`sdpa_cudnn`, `sdpa_flash`, ...)
+  or any backend of diffusers' dispatcher (`flash`, `_flash_3`, `sage` where installed);
 - fp8 linear layers: weights stored as float8_e4m3fn with one scale per output row,
   activations quantized per token on the fly, `torch._scaled_mm` with bf16 output;
 - regional compile: `compile_repeated_blocks(fullgraph=True)` compiles one transformer block
@@ -81,12 +81,41 @@ def fp8_linears(transformer: nn.Module, min_features: int = 16) -> int:
     return count
 
 
+#: PyTorch SDPA kernels, forced for the whole transformer call (`attention: sdpa_cudnn`, ...).
+SDPA_KERNELS = {
+    "sdpa_cudnn": "CUDNN_ATTENTION",
+    "sdpa_flash": "FLASH_ATTENTION",
+    "sdpa_efficient": "EFFICIENT_ATTENTION",
+}
+
+
+def force_sdpa_kernel(transformer: Any, name: str) -> None:
+    """Run every attention of the transformer on one SDPA kernel. Wraps `forward`, so a compiled
+    graph is traced with (and keeps) that kernel."""
+    import functools
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = getattr(SDPBackend, SDPA_KERNELS[name])
+    inner = transformer.forward
+
+    @functools.wraps(inner)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        with sdpa_kernel([backend]):
+            return inner(*args, **kwargs)
+
+    transformer.forward = forward
+
+
 def apply(
     transformer: Any, *, attention: str | None, fp8: bool, compile: bool, cache_threshold: float | None
 ) -> dict[str, Any]:
     """Apply the configured options in the order that composes: attention, fp8, cache, compile."""
     applied: dict[str, Any] = {}
-    if attention:
+    if attention in SDPA_KERNELS:
+        force_sdpa_kernel(transformer, attention)
+        applied["attention"] = attention
+    elif attention:
         transformer.set_attention_backend(attention)
         applied["attention"] = attention
     if fp8:

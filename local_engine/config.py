@@ -20,7 +20,8 @@ class EngineConfig(BaseModel):
     dtype: Literal["bfloat16", "float16", "float32"] = Field(default="bfloat16", description="float32 on CPU.")
     attention: str | None = Field(
         default=None,
-        description="A diffusers attention backend (e.g. `_native_cudnn`, `flash`, `_flash_3`); None: PyTorch SDPA.",
+        description="`sdpa_cudnn` / `sdpa_flash` / `sdpa_efficient` (force one PyTorch SDPA kernel), or a diffusers "
+        "attention backend (`flash`, `_flash_3`, `sage`, ...); None: PyTorch's own choice.",
     )
     compile: bool = Field(default=False, description="Regional torch.compile of the repeated transformer blocks.")
     fp8_linear: bool = Field(default=False, description="fp8 (e4m3) matmuls with row-wise scales in the blocks.")
