@@ -124,19 +124,24 @@ def part_forward(args: argparse.Namespace) -> None:
         say(json.dumps(row))
 
     measure("diffusers eager bf16, SDPA (baseline)")
-    model.set_attention_backend(CUDNN)
-    measure("eager + cuDNN attention")
-    model.set_attention_backend("native")
-    model.compile_repeated_blocks(fullgraph=True)
-    measure("regional compile, SDPA")
-    model.set_attention_backend(CUDNN)
-    measure("regional compile + cuDNN attention")
-    n = accel.fp8_linears(model)
+    if not args.fp8_only:
+        model.set_attention_backend(CUDNN)
+        measure("eager + cuDNN attention")
+        model.set_attention_backend("native")
+        model.compile_repeated_blocks(fullgraph=True)
+        measure("regional compile, SDPA")
+        model.set_attention_backend(CUDNN)
+        measure("regional compile + cuDNN attention")
+    if args.fuse:
+        accel.fuse_qkv(model)
+    n = accel.fp8_linears(model, scaling=args.fp8_scaling)
+    if args.fp8_scaling == "static":
+        accel.calibrate(model, lambda: (forward(model, cond), forward(model, uncond)))
     gc.collect()
     torch.cuda.empty_cache()
     say(f"fp8: {n} linear layers swapped")
     model.compile_repeated_blocks(fullgraph=True)
-    measure("regional compile + cuDNN attention + fp8 linears")
+    measure(f"regional compile + {'fused qkv + ' if args.fuse else ''}fp8 linears ({args.fp8_scaling} scales)")
     if DEV == "cuda":
         model.set_attention_backend("native")
         accel.force_sdpa_kernel(model, "sdpa_cudnn")
@@ -179,6 +184,41 @@ def part_attention(args: argparse.Namespace) -> None:
     table("scaled_dot_product_attention, 1x40x32760x128 bf16", rows)
 
 
+def part_gemm(args: argparse.Namespace) -> None:
+    """The transformer's GEMM shapes at 480p (32,760 tokens): bf16 vs fp8 (row / tensor scales),
+    the matmul alone and the whole Fp8Linear (quantization included)."""
+    rows = []
+    for k, n in [(5120, 5120), (5120, 13824), (13824, 5120)]:
+        x = torch.randn(32760, k, device=DEV, dtype=BF16)
+        lin = torch.nn.Linear(k, n, device=DEV, dtype=BF16)
+        flops = 2 * 32760 * k * n
+        with torch.inference_mode():
+            bf16_s, ref = sync_time(lambda: lin(x), 10)  # noqa: B023
+            row = {
+                "K x N": f"{k} x {n}",
+                "bf16 ms": round(bf16_s * 1e3, 2),
+                "bf16 TFLOP/s": round(flops / bf16_s / 1e12),
+            }
+            for scaling in ("row", "tensor"):
+                f8 = accel.Fp8Linear(lin, scaling)
+                xq, xs = (accel._quantize_rows if scaling == "row" else accel._quantize_tensor)(x)
+
+                def mm(xq=xq, xs=xs, f8=f8):  # type: ignore[no-untyped-def]
+                    return torch._scaled_mm(xq, f8.weight_fp8.t(), scale_a=xs, scale_b=f8.weight_scale, out_dtype=BF16)
+
+                mm_s, _ = sync_time(mm, 10)
+                comp = torch.compile(f8)
+                comp(x)
+                full_s, out = sync_time(lambda: comp(x), 10)  # noqa: B023
+                row[f"fp8 {scaling} mm ms"] = round(mm_s * 1e3, 2)
+                row[f"fp8 {scaling} TFLOP/s"] = round(flops / mm_s / 1e12)
+                row[f"{scaling} linear+quant ms"] = round(full_s * 1e3, 2)
+                row[f"{scaling} rel err"] = f"{accel.relative_error(out, ref):.1e}"
+        rows.append(row)
+        say(json.dumps(rows[-1]))
+    table("GEMMs at 32,760 tokens", rows)
+
+
 def part_accuracy(args: argparse.Namespace) -> None:
     """Final latents after `--steps` guided steps of a flow-matching UniPC schedule, at a small
     video size so every option can run the whole loop, against eager bf16."""
@@ -190,12 +230,15 @@ def part_accuracy(args: argparse.Namespace) -> None:
     neg = inputs(args.acc_frames, args.acc_height, args.acc_width, seed=1)["encoder_hidden_states"]
     cond_lat = x["hidden_states"][:, 16:]
 
-    def run() -> torch.Tensor:
+    def run(calibration: bool = False) -> torch.Tensor:
+        """The guided loop; `calibration`: only the first and the last step (fp8 static scales)."""
         sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
         sched.set_timesteps(args.steps, device=DEV)
         lat = x["hidden_states"][:, :16].float().clone()
         with torch.inference_mode():
-            for t in sched.timesteps:
+            for i, t in enumerate(sched.timesteps):
+                if calibration and 0 < i < len(sched.timesteps) - 1:
+                    continue
                 inp = torch.cat([lat, cond_lat.float()], 1).to(BF16)
                 ts = t.expand(1)
                 with model.cache_context("cond"):
@@ -235,10 +278,14 @@ def part_accuracy(args: argparse.Namespace) -> None:
     model.compile_repeated_blocks(fullgraph=True)
     run()  # compile outside the timing
     record("regional compile + cuDNN", ref)
-    accel.fp8_linears(model)
+    if args.fuse:
+        accel.fuse_qkv(model)
+    accel.fp8_linears(model, scaling=args.fp8_scaling)
+    if args.fp8_scaling == "static":
+        accel.calibrate(model, lambda: run(calibration=True))
     model.compile_repeated_blocks(fullgraph=True)
     run()
-    record("compile + cuDNN + fp8 linears", ref)
+    record(f"compile + {'fused qkv + ' if args.fuse else ''}fp8 linears ({args.fp8_scaling} scales)", ref)
     size = f"{args.acc_width}x{args.acc_height}, {args.acc_frames} frames"
     table(f"final latents after {args.steps} guided steps, {size}", rows)
 
@@ -335,11 +382,15 @@ def part_e2e(args: argparse.Namespace) -> None:
         dt, _ = sync_time(lambda: vae.decode(latents).sample, 1)
     say(json.dumps({f"VAE decode -> {F}x{H}x{W} s": round(dt, 2), "dtype": str(vae.dtype)}))
     model.set_attention_backend(CUDNN)
+    if args.fuse:
+        accel.fuse_qkv(model)
     if args.fp8:
-        accel.fp8_linears(model)
+        accel.fp8_linears(model, scaling=args.fp8_scaling)
+        if args.fp8_scaling == "static":
+            accel.calibrate(model, lambda: run("calibration (first and last step)", 2))
     model.compile_repeated_blocks(fullgraph=True)
     run("warm-up (compile)", 2)
-    label = "compile + cuDNN" + (" + fp8 linears" if args.fp8 else "")
+    label = "compile" + (" + fused qkv" if args.fuse else "") + (f" + fp8 ({args.fp8_scaling})" if args.fp8 else "")
     run(label, args.steps)
     if args.cache is not None:
         model.enable_cache(FirstBlockCacheConfig(threshold=args.cache))
@@ -347,7 +398,7 @@ def part_e2e(args: argparse.Namespace) -> None:
         run("warm-up (compile with cache)", 2)
         run(f"{label} + first-block cache {args.cache}", args.steps)
     title = f"End to end, WanImageToVideoPipeline, {W}x{H}, {F} frames, CFG 5.0"
-    table(title, [r for r in rows if "warm" not in r["config"]])
+    table(title, [r for r in rows if "warm" not in r["config"] and "calibration" not in r["config"]])
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> None:
@@ -363,7 +414,10 @@ def table(title: str, rows: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["attention", "forward", "accuracy", "e2e"], required=True)
+    ap.add_argument("--part", choices=["attention", "gemm", "forward", "accuracy", "e2e"], required=True)
+    ap.add_argument("--fp8-scaling", choices=["row", "tensor", "static"], default="tensor")
+    ap.add_argument("--fuse", action="store_true", help="fused qkv projections")
+    ap.add_argument("--fp8-only", action="store_true", help="forward: baseline, then straight to compile + fp8")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--fp8", action="store_true")
@@ -392,7 +446,13 @@ def main() -> None:
         f"diffusers {__import__('diffusers').__version__}, cuDNN {torch.backends.cudnn.version()}"
     )
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/inductor")
-    parts = {"attention": part_attention, "forward": part_forward, "accuracy": part_accuracy, "e2e": part_e2e}
+    parts = {
+        "attention": part_attention,
+        "gemm": part_gemm,
+        "forward": part_forward,
+        "accuracy": part_accuracy,
+        "e2e": part_e2e,
+    }
     parts[args.part](args)
 
 

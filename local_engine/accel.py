@@ -20,6 +20,9 @@ from torch import nn
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max
+#: Static activation scales leave this much room above the largest value seen in calibration.
+#: e4m3 is floating point, so headroom costs no precision for normal values, only range.
+STATIC_HEADROOM = 2.0
 
 
 def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,41 +32,95 @@ def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
 
 
-class Fp8Linear(nn.Module):
-    """A Linear whose matmul runs in fp8 on GPUs that have it (sm_89+), with row-wise scales.
+def _quantize_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One scale for the whole tensor (cuBLASLt's fast fp8 path), as a float32 scalar tensor."""
+    scale = (x.abs().amax().float() / FP8_MAX).clamp(min=1e-12)
+    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
 
-    Elsewhere (CPU tests) the same quantized numbers are multiplied in float32, so the error
-    the tests measure is the quantization error the GPU path has.
+
+class Fp8Linear(nn.Module):
+    """A Linear whose matmul runs in fp8 on GPUs that have it (sm_89+).
+
+    `scaling="row"`: one scale per weight row and per token (more accurate, CUTLASS kernel);
+    `scaling="tensor"`: one scale per tensor (cuBLASLt kernel). Elsewhere (CPU tests) the same
+    quantized numbers are multiplied in float32, so the error the tests measure is the
+    quantization error the GPU path has.
     """
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, scaling: str = "row") -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight, scale = _quantize_rows(linear.weight.data)
+        self.scaling = scaling
+        # "static": tensor scales, the activation's fixed after calibration (see `calibrate`).
+        self.register_buffer("x_scale", torch.zeros((), dtype=torch.float32, device=linear.weight.device))
+        self.calibrating = False
+        quantize = _quantize_rows if scaling == "row" else _quantize_tensor
+        weight, scale = quantize(linear.weight.data)
         self.register_buffer("weight_fp8", weight)
-        self.register_buffer("weight_scale", scale.t().contiguous())  # (1, out)
+        self.register_buffer("weight_scale", scale.t().contiguous() if scaling == "row" else scale)  # (1, out) or ()
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.data.clone(), requires_grad=False)
         self.out_dtype = linear.weight.dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        xq, xs = _quantize_rows(x2)
+        if self.scaling == "row":
+            xq, xs = _quantize_rows(x2)
+        elif self.scaling == "static" and not self.calibrating:
+            xs = self.x_scale  # one pass: scale and cast, no reduction over the activations
+            xq = (x2.float() / xs).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+        else:
+            xq, xs = _quantize_tensor(x2)
+            if self.calibrating:  # remember the largest scale seen, with 2x headroom
+                self.x_scale.copy_(torch.maximum(self.x_scale, xs * STATIC_HEADROOM))
         if x.is_cuda:
             out = torch._scaled_mm(
-                xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.weight_scale, out_dtype=self.out_dtype
+                xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.weight_scale, bias=self.bias, out_dtype=self.out_dtype
             )
-            if self.bias is not None:  # added outside: not every build takes a bias with row-wise scales
-                out = out + self.bias
         else:
-            out = (xq.float() * xs) @ (self.weight_fp8.float() * self.weight_scale.t()).t()
+            w_scale = self.weight_scale.t() if self.scaling == "row" else self.weight_scale
+            out = (xq.float() * xs) @ (self.weight_fp8.float() * w_scale).t()
             if self.bias is not None:
                 out = out + self.bias.float()
             out = out.to(self.out_dtype)
         return out.reshape(*shape[:-1], self.out_features)
 
 
-def fp8_linears(transformer: nn.Module, min_features: int = 16) -> int:
+def calibrate(transformer: nn.Module, run: Any) -> None:
+    """Fix the activation scales of `static` Fp8Linear layers from the calls `run()` makes
+    (e.g. one guided step at the start and one at the end of the schedule)."""
+    layers = [m for m in transformer.modules() if isinstance(m, Fp8Linear) and m.scaling == "static"]
+    for m in layers:
+        m.calibrating = True
+    try:
+        run()
+    finally:
+        for m in layers:
+            m.calibrating = False
+
+
+def fuse_qkv(transformer: nn.Module) -> int:
+    """One GEMM for q, k and v of self-attention (and k, v of cross-attention) in every block:
+    wider GEMMs, and with fp8 one activation quantization instead of three. The separate
+    projections are dropped, so the weights are not held twice."""
+    count = 0
+    for block in getattr(transformer, "blocks", []):
+        for attn in (getattr(block, "attn1", None), getattr(block, "attn2", None)):
+            if attn is None or not hasattr(attn, "fuse_projections"):
+                continue
+            attn.fuse_projections()
+            names = ["to_k", "to_v"] + ([] if attn.is_cross_attention else ["to_q"])
+            for name in names:
+                delattr(attn, name)
+            if getattr(attn, "add_k_proj", None) is not None:
+                # diffusers tests `add_k_proj is not None` to know it is an I2V block; keep a
+                # weightless marker instead of the 4 GB of duplicated weights.
+                attn.add_k_proj = attn.add_v_proj = nn.Identity()
+            count += 1
+    return count
+
+
+def fp8_linears(transformer: nn.Module, min_features: int = 16, scaling: str = "row") -> int:
     """Swap the Linear layers of the repeated blocks for Fp8Linear. Returns how many.
 
     Only the blocks: the embeddings and the output head are small and sensitive. Layers whose
@@ -76,7 +133,7 @@ def fp8_linears(transformer: nn.Module, min_features: int = 16) -> int:
                 if min(module.in_features, module.out_features) < min_features:
                     continue
                 parent = block.get_submodule(name.rsplit(".", 1)[0]) if "." in name else block
-                setattr(parent, name.rsplit(".", 1)[-1], Fp8Linear(module))
+                setattr(parent, name.rsplit(".", 1)[-1], Fp8Linear(module, scaling))
                 count += 1
     return count
 
@@ -108,7 +165,14 @@ def force_sdpa_kernel(transformer: Any, name: str) -> None:
 
 
 def apply(
-    transformer: Any, *, attention: str | None, fp8: bool, compile: bool, cache_threshold: float | None
+    transformer: Any,
+    *,
+    attention: str | None,
+    fp8: bool,
+    compile: bool,
+    cache_threshold: float | None,
+    fuse: bool = False,
+    fp8_scaling: str = "tensor",
 ) -> dict[str, Any]:
     """Apply the configured options in the order that composes: attention, fp8, cache, compile."""
     applied: dict[str, Any] = {}
@@ -118,8 +182,11 @@ def apply(
     elif attention:
         transformer.set_attention_backend(attention)
         applied["attention"] = attention
+    if fuse:
+        applied["fused_qkv"] = fuse_qkv(transformer)
     if fp8:
-        applied["fp8_linear_layers"] = fp8_linears(transformer)
+        applied["fp8_linear_layers"] = fp8_linears(transformer, scaling=fp8_scaling)
+        applied["fp8_scaling"] = fp8_scaling
     if cache_threshold is not None:
         from diffusers.hooks import FirstBlockCacheConfig
 

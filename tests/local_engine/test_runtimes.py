@@ -124,3 +124,28 @@ def test_onnx_runtime_inside_the_pipeline_matches_torch(tiny_wan: Path, tmp_path
     reference = _run(pipe)
     pipe.transformer = OnnxTransformer(pipe.transformer, tmp_path, ["CPUExecutionProvider"], "tiny")
     assert accel.relative_error(_run(pipe), reference) < 1e-3
+
+
+def test_fused_qkv_gives_the_same_output_with_one_gemm(transformer) -> None:
+    fused = copy.deepcopy(transformer)
+    assert accel.fuse_qkv(fused) == 2 * len(fused.blocks)
+    attn1, attn2 = fused.blocks[0].attn1, fused.blocks[0].attn2
+    assert hasattr(attn1, "to_qkv") and not hasattr(attn1, "to_q") and not hasattr(attn1, "to_k")
+    assert hasattr(attn2, "to_kv") and hasattr(attn2, "to_added_kv") and isinstance(attn2.add_k_proj, torch.nn.Identity)
+    inputs = _inputs()
+    assert accel.relative_error(_forward(fused, inputs), _forward(transformer, inputs)) < 1e-5
+
+
+@pytest.mark.parametrize("scaling", ["tensor", "static"])
+def test_fp8_tensor_and_static_scales_within_bound(transformer, scaling: str) -> None:
+    quantized = copy.deepcopy(transformer)
+    accel.fuse_qkv(quantized)
+    accel.fp8_linears(quantized, scaling=scaling)
+    if scaling == "static":
+        accel.calibrate(quantized, lambda: [_forward(quantized, _inputs(s)) for s in (10, 11)])
+        layer = quantized.blocks[0].ffn.net[2]
+        assert float(layer.x_scale) > 0 and layer.calibrating is False
+    for seed in range(3):
+        inputs = _inputs(seed)
+        err = accel.relative_error(_forward(quantized, inputs), _forward(transformer, inputs))
+        assert 0 < err < 0.08, err
