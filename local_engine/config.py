@@ -24,7 +24,13 @@ class EngineConfig(BaseModel):
         "attention backend (`flash`, `_flash_3`, `sage`, ...); None: PyTorch's own choice.",
     )
     compile: bool = Field(default=False, description="Regional torch.compile of the repeated transformer blocks.")
-    fp8_linear: bool = Field(default=False, description="fp8 (e4m3) matmuls with row-wise scales in the blocks.")
+    fuse_qkv: bool = Field(default=False, description="One GEMM for q/k/v (self-attention) and k/v (cross).")
+    fp8_linear: bool = Field(default=False, description="fp8 (e4m3) matmuls in the blocks (CUDA, sm_89+).")
+    fp8_scaling: Literal["row", "tensor", "static"] = Field(
+        default="static",
+        description="row: per row and token; tensor: per tensor, dynamic; static: per tensor, activation scales "
+        "calibrated once at load (a 2-step run: the first and the last timestep).",
+    )
     cache_threshold: float | None = Field(
         default=None, ge=0, description="First-block cache: reuse the residual while the change stays under this."
     )

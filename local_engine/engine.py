@@ -95,15 +95,39 @@ def load_pipeline(config: EngineConfig, device: str) -> Any:
         pipe.transformer = OnnxTransformer(pipe.transformer, onnx_dir, config.onnx_providers, str(config.model_path))
         applied: dict[str, Any] = {"runtime": "onnx", "providers": pipe.transformer.providers}
     else:
+        fp8 = config.fp8_linear and device.startswith("cuda")
         applied = accel.apply(
             pipe.transformer,
             attention=config.attention,
-            fp8=config.fp8_linear and device.startswith("cuda"),
-            compile=config.compile,
+            fp8=fp8,
+            fuse=config.fuse_qkv,
+            fp8_scaling=config.fp8_scaling,
+            compile=False,
             cache_threshold=config.cache_threshold,
         )
+        if fp8 and config.fp8_scaling == "static":
+            accel.calibrate(pipe.transformer, lambda: _calibration_run(pipe))
+        if config.compile:  # after calibration, so the compiled graphs see fixed scales
+            pipe.transformer.compile_repeated_blocks(fullgraph=config.cache_threshold is None)
+            applied["compile"] = "repeated_blocks"
     log.info("local pipeline loaded", extra={"path": str(config.model_path), "device": device, **applied})
     return pipe
+
+
+def _calibration_run(pipe: Any) -> None:
+    """Two steps of a 2-step schedule at 480p: the first (pure noise) and the last timestep,
+    which bracket the activation ranges of a whole run."""
+    image = Image.new("RGB", (832, 480), (128, 128, 128))
+    with torch.inference_mode():
+        pipe(
+            image=image,
+            prompt="calibration",
+            height=480,
+            width=832,
+            num_frames=17,
+            num_inference_steps=2,
+            output_type="latent",
+        )
 
 
 class DeviceWorker:
