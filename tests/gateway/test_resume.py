@@ -195,3 +195,46 @@ def test_sighup_reloads_the_rules_of_a_running_gateway(tmp_path: Path, toy_url: 
         assert g.proc.poll() is None  # SIGHUP did not kill it
     finally:
         g.stop()
+
+
+@pytest.mark.parametrize("family", ["wan", "kling", "hailuo"])
+def test_sigkill_mid_job_resumes_against_the_provider_emulator(tmp_path: Path, toy_url: str, family: str) -> None:
+    """The same crash, against a real provider protocol: after the restart the gateway polls the
+    task the emulator already has, and the emulator sees exactly one submission."""
+    from adapters.emulators.common import EmulatorConfig
+    from gateway.sandbox import Sandbox
+
+    sandbox = Sandbox(EmulatorConfig(queue_s=1.0, run_s=3.0))
+    sandbox.start()
+    server = {"wan": "wan", "kling": "kling", "hailuo": "minimax"}[family]
+    model = {"wan": "wan-2.6-i2v", "kling": "kling-v2.1", "hailuo": "hailuo-2.3-fast"}[family]
+    g = GatewayProcess(tmp_path / "data", toy_url)
+    settings = sandbox.adapters[family]
+    g.env.update(
+        {
+            "I2V_RULES_FILE": str(ROOT / "router_rules.yaml"),
+            f"I2V_ADAPTERS__{family.upper()}__BASE_URL": settings.base_url or "",
+            f"I2V_ADAPTERS__{family.upper()}__API_KEY": settings.api_key.get_secret_value() if settings.api_key else "",
+        }
+    )
+    if settings.secret_key is not None:
+        g.env[f"I2V_ADAPTERS__{family.upper()}__SECRET_KEY"] = settings.secret_key.get_secret_value()
+    stats_url = f"{sandbox.servers[server].url}/_emulator/stats"
+    try:
+        g.start()
+        before = httpx.get(stats_url).json()
+        body = {"model": model, "prompt": "leaves sway", "image": data_uri(image_bytes(800, 600))}
+        video = httpx.post(f"{g.url}/v1/videos", json=body).json()
+        wait_for(lambda: (g.get(video["id"])["route"]["attempts"] or [{}])[0].get("provider_task_id"))
+        task_id = g.get(video["id"])["route"]["attempts"][0]["provider_task_id"]
+        g.kill()
+        g.start()
+        wait_for(lambda: g.get(video["id"])["status"] in ("completed", "failed"), timeout=60)
+        final = g.get(video["id"])
+        assert final["status"] == "completed", final
+        assert [a["provider_task_id"] for a in final["route"]["attempts"]] == [task_id]
+        after = httpx.get(stats_url).json()
+        assert after["tasks"] - before.get("tasks", 0) == 1  # tasks the emulator created: one
+    finally:
+        g.stop()
+        sandbox.stop()

@@ -65,7 +65,9 @@ def test_shipped_rules_route_by_traits(routed: Gateway) -> None:
 
     bulk = explain(routed, prompt="leaves sway in the breeze", tier="bulk")
     assert (bulk["rule"], bulk["traits"]["volume"]) == ("bulk", "high")
-    assert [c["model"] for c in bulk["candidates"]] == ["hailuo-2.3-fast", "wan-2.6-i2v-flash"]
+    assert [c["model"] for c in bulk["candidates"] if c["kept"]] == ["hailuo-2.3-fast", "wan-2.6-i2v-flash"]
+    local = next(c for c in bulk["candidates"] if c["model"] == "local-wan")  # first in the rule, not configured
+    assert local["kept"] is False and "not configured" in local["reason"]
     assert bulk["max_attempts"] == 2
     assert explain(routed, prompt="leaves sway", batch_id="b-1")["rule"] == "bulk"
 

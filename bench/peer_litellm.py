@@ -1,0 +1,276 @@
+"""i2v-gateway against the LiteLLM proxy on the anchor's workload, measured in the same run.
+
+    python bench/peer_litellm.py --litellm /tmp/llm-venv/bin/litellm --seconds 30
+
+Workload (shared/reference/gateway-anchors.md): one DashScope-protocol backend (our Wan
+emulator, tasks done 2 s after submission, small clips); closed-loop clients, each creating a
+job (`POST /v1/videos`, JSON, the photo as an http URL), polling `GET /v1/videos/{id}` every
+0.5 s until it is completed, downloading `/content`, and starting again. 5 and 50 clients.
+Each gateway runs alone as one process (LiteLLM: one worker); CPU is read from /proc for the
+gateway's whole process tree. The load generator, the emulator and the image server share the
+machine. Prints one markdown table.
+
+LiteLLM is installed in its own virtualenv (it pins other versions of our dependencies):
+`python3 -m venv /tmp/llm-venv && /tmp/llm-venv/bin/pip install 'litellm[proxy]==1.105.0' &&
+/tmp/llm-venv/bin/pip install --no-deps litellm==1.109.1` (1.109.1's own pins ask for a certifi
+newer than the index here has; its code runs with the older one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import http.server
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "sk-peer"
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and all its descendants (workers, threads included)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += times.get(p, 0.0)
+        todo.extend(c for c, parent in parents.items() if parent == p)
+    return total
+
+
+def serve_photo(directory: str, port: int) -> http.server.ThreadingHTTPServer:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
+    handler.log_message = lambda *a: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def closed_loop(url: str, model: str, image_url: str, clients: int, seconds: float) -> dict[str, Any]:
+    creates: list[float] = []
+    statuses: list[float] = []
+    done = failed = 0
+    stop_at = time.perf_counter() + seconds
+    body = {"model": model, "prompt": "slow push in, leaves drift", "input_reference": {"image_url": image_url}}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
+
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers, limits=limits) as client:
+
+        async def one_client() -> None:
+            nonlocal done, failed
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                r = await client.post("/v1/videos", json=body)
+                creates.append(time.perf_counter() - t0)
+                if r.status_code >= 300:
+                    failed += 1
+                    await asyncio.sleep(0.5)
+                    continue
+                vid = r.json()["id"]
+                while True:
+                    await asyncio.sleep(0.5)
+                    t1 = time.perf_counter()
+                    s = await client.get(f"/v1/videos/{vid}")
+                    statuses.append(time.perf_counter() - t1)
+                    state = s.json().get("status") if s.status_code == 200 else "failed"
+                    if state in ("completed", "failed", "cancelled"):
+                        break
+                if state != "completed":
+                    failed += 1
+                    continue
+                c = await client.get(f"/v1/videos/{vid}/content")
+                if c.status_code == 200 and c.content[4:8] == b"ftyp":
+                    done += 1
+                else:
+                    failed += 1
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+    return {"done": done, "failed": failed, "creates": creates, "statuses": statuses}
+
+
+def measure(
+    name: str, proc: subprocess.Popen[bytes], url: str, model: str, image_url: str, clients: int, seconds: float
+) -> dict[str, Any]:
+    asyncio.run(closed_loop(url, model, image_url, 2, 6))  # warm-up
+    cpu0, t0 = tree_cpu(proc.pid), time.perf_counter()
+    out = asyncio.run(closed_loop(url, model, image_url, clients, seconds))
+    wall = time.perf_counter() - t0
+    cpu = tree_cpu(proc.pid) - cpu0
+    jobs = max(1, out["done"])
+    return {
+        "gateway": name,
+        "clients": clients,
+        "jobs/s": round(out["done"] / wall, 1),
+        "completed": out["done"],
+        "failed": out["failed"],
+        "CPU per job ms": round(cpu / jobs * 1000, 1),
+        "create p50 / p99 ms": f"{pct(out['creates'], 0.5) * 1000:.1f} / {pct(out['creates'], 0.99) * 1000:.0f}",
+        "status p50 / p99 ms": f"{pct(out['statuses'], 0.5) * 1000:.1f} / {pct(out['statuses'], 0.99) * 1000:.0f}",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--litellm", default="/tmp/llm-venv/bin/litellm", help="the litellm CLI of its own venv")
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--clients", type=int, nargs="*", default=[5, 50])
+    ap.add_argument("--database", default="sqlite", choices=["sqlite", "postgres"])
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="i2v-peer-"))
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (tmp / "photo.jpg").write_bytes(buf.getvalue())
+    photo_server = serve_photo(str(tmp), 9290)
+    image_url = "http://127.0.0.1:9290/photo.jpg"
+    emu = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "emulate",
+            "wan",
+            "--port",
+            "9291",
+            "--key",
+            KEY,
+            "--queue-s",
+            "0.5",
+            "--run-s",
+            "1.5",
+            "--max-side",
+            "160",
+            "--max-frames",
+            "8",
+        ],
+        cwd=ROOT,
+    )
+    rows: list[dict[str, Any]] = []
+    try:
+        wait_ready("http://127.0.0.1:9291/_emulator/stats")
+
+        # --- i2v-gateway -----------------------------------------------------------------
+        env = {
+            **os.environ,
+            "I2V_PORT": "9292",
+            "I2V_DATA_DIR": str(tmp / "gw"),
+            "I2V_LOG_LEVEL": "WARNING",
+            "I2V_API_KEYS": f'["{KEY}"]',
+            "I2V_IMAGE_FETCH_ALLOW_NETWORKS": '["127.0.0.0/8"]',  # the photo server is on loopback
+            "I2V_ADAPTERS__WAN__BASE_URL": "http://127.0.0.1:9291",
+            "I2V_ADAPTERS__WAN__API_KEY": KEY,
+            "I2V_ADAPTERS__WAN__MAX_CONCURRENCY": "500",
+            "I2V_POLL_INTERVAL_S": "0.5",
+            "I2V_POLL_INTERVAL_MAX_S": "1.0",
+        }
+        if args.database == "postgres":
+            env["I2V_DATABASE_URL"] = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+        gw = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env)
+        try:
+            wait_ready("http://127.0.0.1:9292/healthz")
+            for n in args.clients:
+                rows.append(
+                    measure(
+                        f"i2v-gateway ({args.database})",
+                        gw,
+                        "http://127.0.0.1:9292",
+                        "wan-2.6-i2v",
+                        image_url,
+                        n,
+                        args.seconds,
+                    )
+                )
+                print(rows[-1], flush=True)
+        finally:
+            gw.terminate()
+            gw.wait(20)
+
+        # --- LiteLLM proxy -----------------------------------------------------------------
+        config = tmp / "litellm.yaml"
+        config.write_text(
+            "model_list:\n"
+            "  - model_name: wan-2.6-i2v\n"
+            "    litellm_params:\n"
+            "      model: dashscope/wan2.6-i2v\n"
+            "      api_base: http://127.0.0.1:9291\n"
+            f"      api_key: {KEY}\n"
+            "general_settings:\n"
+            f"  master_key: {KEY}\n"
+            "litellm_settings:\n"
+            "  drop_params: true\n"
+        )
+        llm_env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        llm = subprocess.Popen(
+            [args.litellm, "--config", str(config), "--port", "9293", "--num_workers", "1"],
+            env=llm_env,
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            wait_ready("http://127.0.0.1:9293/health/liveliness", timeout=120)
+            for n in args.clients:
+                rows.append(
+                    measure(
+                        "LiteLLM 1.109.1 proxy", llm, "http://127.0.0.1:9293", "wan-2.6-i2v", image_url, n, args.seconds
+                    )
+                )
+                print(rows[-1], flush=True)
+        finally:
+            llm.terminate()
+            llm.wait(30)
+    finally:
+        emu.terminate()
+        emu.wait(20)
+        photo_server.shutdown()
+
+    cols = list(rows[0])
+    print(f"\n{os.cpu_count()} CPUs, {args.seconds:.0f} s per row\n")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+
+
+if __name__ == "__main__":
+    main()
