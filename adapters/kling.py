@@ -17,6 +17,9 @@ from adapters.images import fit_image
 
 DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
 PATH = "/v1/videos/image2video"
+#: Motion control (§1.7): the subject of the image performs the motion of a reference video.
+#: Used when the request carries `parameters.video_url`.
+MOTION_PATH = "/v1/videos/motion-control"
 
 _STATE = {"submitted": "queued", "processing": "in_progress", "succeed": "completed", "failed": "failed"}
 #: Kling's structured camera control works on kling-v1-5 (pro, 5 s); other models get the move in words.
@@ -112,6 +115,8 @@ class KlingAdapter:
     async def submit(self, request: ProviderRequest) -> ProviderTask:
         image, _ = fit_image(request.image, min_side=300, max_side=4096, max_bytes=10 * 2**20)
         params = dict(request.params)
+        if params.get("video_url"):
+            return await self._submit_motion(request, image, params)
         mode = params.pop("mode", "pro" if request.resolution == "1080p" else "std")
         body: dict[str, Any] = {
             "model_name": request.provider_model,
@@ -142,17 +147,44 @@ class KlingAdapter:
             data = found
         return ProviderTask(task_id=str(data["task_id"]), provider_model=request.provider_model)
 
-    async def _find(self, external_id: str) -> dict[str, Any] | None:
+    async def _submit_motion(self, request: ProviderRequest, image: bytes, params: dict[str, Any]) -> ProviderTask:
+        body: dict[str, Any] = {
+            "model_name": request.provider_model,
+            "mode": params.pop("mode", "pro" if request.resolution == "1080p" else "std"),
+            "image_url": base64.b64encode(image).decode(),
+            "video_url": params.pop("video_url"),
+            "character_orientation": params.pop("character_orientation", "image"),
+            "prompt": request.prompt,
+            "external_task_id": request.attempt_id,
+        }
+        body.update(params)
+        try:
+            data = await self.http.call(
+                "POST", MOTION_PATH, parse=_parse, idempotent=False, headers=self._headers, json=body
+            )
+        except ProviderError as exc:
+            if exc.code not in ("timeout", "provider_error", "provider_unavailable"):
+                raise
+            found = await self._find(request.attempt_id, MOTION_PATH)
+            if found is None:
+                raise
+            data = found
+        return ProviderTask(
+            task_id=str(data["task_id"]), provider_model=request.provider_model, data={"path": MOTION_PATH}
+        )
+
+    async def _find(self, external_id: str, path: str = PATH) -> dict[str, Any] | None:
         try:
             return await self.http.call(
-                "GET", f"{PATH}/{external_id}", parse=_parse, idempotent=True, headers=self._headers
+                "GET", f"{path}/{external_id}", parse=_parse, idempotent=True, headers=self._headers
             )
         except ProviderError:
             return None
 
     async def _query(self, task: ProviderTask) -> dict[str, Any]:
+        path = task.data.get("path", PATH)
         return await self.http.call(
-            "GET", f"{PATH}/{task.task_id}", parse=_parse, idempotent=True, headers=self._headers
+            "GET", f"{path}/{task.task_id}", parse=_parse, idempotent=True, headers=self._headers
         )
 
     async def poll(self, task: ProviderTask) -> ProviderStatus:

@@ -73,9 +73,13 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 def serve_photo(directory: str, port: int) -> http.server.ThreadingHTTPServer:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
-    handler.log_message = lambda *a: None  # type: ignore[method-assign]
+    handler = functools.partial(_QuietHandler, directory=directory)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -158,6 +162,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--clients", type=int, nargs="*", default=[5, 50])
     ap.add_argument("--database", default="sqlite", choices=["sqlite", "postgres"])
+    ap.add_argument("--skip-litellm", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="i2v-peer-"))
     buf = io.BytesIO()
@@ -228,6 +233,8 @@ def main() -> None:
             gw.wait(20)
 
         # --- LiteLLM proxy -----------------------------------------------------------------
+        if args.skip_litellm:
+            raise SystemExit(print_table(rows, args.seconds))
         config = tmp / "litellm.yaml"
         config.write_text(
             "model_list:\n"
@@ -264,8 +271,12 @@ def main() -> None:
         emu.wait(20)
         photo_server.shutdown()
 
+    print_table(rows, args.seconds)
+
+
+def print_table(rows: list[dict[str, Any]], seconds: float) -> None:
     cols = list(rows[0])
-    print(f"\n{os.cpu_count()} CPUs, {args.seconds:.0f} s per row\n")
+    print(f"\n{os.cpu_count()} CPUs, {seconds:.0f} s per row\n")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:

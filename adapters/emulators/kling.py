@@ -5,6 +5,7 @@ key, checked for signature, issuer, nbf and exp (codes 1001-1004); `image` is a 
 base64 *without* a `data:` prefix; `duration` is a string; timestamps are milliseconds; the
 status is `succeed`; a moderation failure after acceptance is `failed` + `task_status_msg` with
 HTTP 200 / code 0; a task can be queried by `external_task_id`; there is no cancel endpoint.
+Motion control (`/v1/videos/motion-control`) takes `image_url` + `video_url`, no `duration`.
 """
 
 from __future__ import annotations
@@ -249,11 +250,96 @@ async def query(task_id: str, request: Request[Any, Any, Any], state: State) -> 
     return Response(_task_body(book, task, request))
 
 
+MOTION_MODELS = ("kling-v2-6", "kling-v3")
+
+
+def _video_ref(value: Any) -> str | None:
+    """Motion control's reference video: a URL or raw base64 (mp4/mov); None when valid."""
+    if not isinstance(value, str) or not value:
+        return "video_url is required"
+    if value.startswith("data:"):
+        return "video_url: base64 must not include a data: prefix"
+    if value.startswith(("http://", "https://")):
+        return None if value.lower().split("?")[0].endswith((".mp4", ".mov")) else "video_url: only mp4/mov"
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return "video_url: not a URL and not valid base64"
+    return None if data[4:8] == b"ftyp" else "video_url: the base64 is not an mp4/mov file"
+
+
+@post("/v1/videos/motion-control", status_code=200)
+async def create_motion(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """Motion control (§1.7): the character in `image_url` performs the motion of `video_url`.
+    No `duration`: the output follows the reference video (5 s here)."""
+    book: TaskBook = state.book
+    book.stats["submits"] += 1
+    if denied := _auth(request, state.api_keys):
+        return denied
+    fault = book.fault("submit")
+    if answer := await _fault_response(book, fault):
+        return answer
+    try:
+        body = await request.json()
+    except Exception:
+        return _err(400, 1200, "Invalid request parameters: body is not JSON")
+    model = body.get("model_name", "kling-v2-6")
+    if model not in MOTION_MODELS:
+        return _err(400, 1201, f"model_name: {model} does not support motion control")
+    if body.get("mode") not in ("std", "pro"):
+        return _err(400, 1201, "mode: required, std or pro")
+    if body.get("character_orientation", "image") not in ("image", "video"):
+        return _err(400, 1201, "character_orientation: image or video")
+    if "duration" in body:
+        return _err(400, 1201, "duration: not supported by motion control; the output follows video_url")
+    image = _image(body.get("image_url"), "image_url")
+    if isinstance(image, Response):
+        return image
+    if why := _video_ref(body.get("video_url")):
+        return _err(400, 1201, why)
+    if len(body.get("prompt") or "") > 2500:
+        return _err(400, 1201, "prompt: must be at most 2500 characters")
+    external = body.get("external_task_id")
+    if external and external in book.by_external:
+        return _err(400, 1201, "external_task_id already exists")
+    with Image.open(io.BytesIO(image)) as img:
+        w, h = img.size
+    out_w, out_h = fit_size(w, h, 1080 if body["mode"] == "pro" else 720)
+    task = EmuTask(
+        id=str(967283741759111202 + book.next_seq()),
+        created=time.time(),
+        prompt=body.get("prompt", ""),
+        image=image,
+        width=out_w,
+        height=out_h,
+        seconds=5,
+        fps=book.config.fps or 24,
+        fate=fault if fault in LATE_FAULTS else None,
+        extra={"external_task_id": external, "endpoint": "motion-control"},
+    )
+    book.add(task, external_id=external)
+    return Response(_task_body(book, task, request))
+
+
+@get("/v1/videos/motion-control/{task_id:str}")
+async def query_motion(task_id: str, request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    book: TaskBook = state.book
+    book.stats["polls"] += 1
+    if denied := _auth(request, state.api_keys):
+        return denied
+    if answer := await _fault_response(book, book.fault("poll")):
+        return answer
+    task = book.find(task_id)
+    if task is None or task.extra.get("endpoint") != "motion-control" or book.phase(task) == "unknown":
+        return _err(404, 1203, "Task not found")
+    return Response(_task_body(book, task, request))
+
+
 def create_kling_emulator(keys: dict[str, str], config: EmulatorConfig | None = None) -> Litestar:
     """`keys` maps access key -> secret key."""
     config = config or EmulatorConfig()
     return Litestar(
-        [create, query, *SHARED_ROUTES],
+        [create, query, create_motion, query_motion, *SHARED_ROUTES],
         state=State({"book": TaskBook(config), "api_keys": dict(keys)}),
         logging_config=None,
     )

@@ -52,3 +52,31 @@ def test_sandbox_says_so(sandbox: Gateway) -> None:
     assert sandbox.client.get("/healthz").json() == {"status": "ok", "sandbox": True}
     models = {m["id"]: m["available"] for m in sandbox.client.get("/v1/models").json()["data"]}
     assert models["wan-2.6-i2v"] and models["kling-v2.6-motion"] and models["video-01-live"]
+
+
+def test_kling_motion_control_through_the_gateway(sandbox: Gateway) -> None:
+    """`parameters.video_url` on a Kling 2.6 alias uses the motion-control endpoint (§1.7)."""
+    body = {
+        "model": "kling-v2.6-motion",
+        "prompt": "she dances like the reference",
+        "image": data_uri(image_bytes(800, 600)),
+        "parameters": {"video_url": "https://example.com/dance.mp4", "character_orientation": "video"},
+    }
+    resp = sandbox.client.post("/v1/videos", json=body)
+    assert resp.status_code == 202, resp.text
+    video = sandbox.wait(resp.json()["id"], timeout=60)
+    assert video["status"] == "completed", video
+    assert video["route"]["attempts"][0]["adapter"] == "kling"
+    assert video["output"]["codec"] == "h264"
+
+
+def test_kling_motion_control_refusal_is_not_retried(sandbox: Gateway) -> None:
+    body = {
+        "model": "kling-v2.6-motion",
+        "prompt": "dance",
+        "image": data_uri(image_bytes(800, 600)),
+        "parameters": {"video_url": "https://example.com/dance.gif"},
+    }
+    video = sandbox.wait(sandbox.client.post("/v1/videos", json=body).json()["id"], timeout=60)
+    assert video["status"] == "failed"
+    assert video["error"]["code"] == "invalid_request" and "mp4" in video["error"]["message"]

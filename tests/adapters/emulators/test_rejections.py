@@ -98,6 +98,38 @@ def test_kling_camera_control_rules(kling: TestClient) -> None:
     assert "cannot be used together" in both[1]["message"]
 
 
+MOTION = {"model_name": "kling-v2-6", "mode": "std", "image_url": RAW, "video_url": "https://x.example/ref.mp4"}
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"model_name": "kling-v1-5"}, "does not support motion control"),
+        ({"mode": None}, "mode: required"),
+        ({"duration": "5"}, "duration: not supported"),
+        ({"video_url": None}, "video_url is required"),
+        ({"video_url": "https://x.example/ref.gif"}, "only mp4/mov"),
+        ({"video_url": "data:video/mp4;base64,AAAA"}, "data: prefix"),
+        ({"image_url": "data:image/jpeg;base64," + RAW}, "data: prefix"),
+        ({"character_orientation": "sideways"}, "character_orientation"),
+    ],
+)
+def test_kling_motion_control_rules(kling: TestClient, change: dict[str, Any], needle: str) -> None:
+    body = {k: v for k, v in {**MOTION, **change}.items() if v is not None}
+    r = kling.post("/v1/videos/motion-control", json=body, headers={"Authorization": f"Bearer {token()}"})
+    assert r.status_code == 400 and r.json()["code"] == 1201 and needle in r.json()["message"], r.json()
+
+
+def test_kling_motion_control_task_is_queried_on_its_own_path(kling: TestClient) -> None:
+    auth = {"Authorization": f"Bearer {token()}"}
+    r = kling.post("/v1/videos/motion-control", json=MOTION, headers=auth)
+    assert r.status_code == 200 and r.json()["code"] == 0
+    task_id = r.json()["data"]["task_id"]
+    assert kling.get(f"/v1/videos/motion-control/{task_id}", headers=auth).json()["data"]["task_id"] == task_id
+    assert kling.get(f"/v1/videos/image2video/{task_id}", headers=auth).status_code == 200  # same task book
+    assert kling.post("/v1/videos/motion-control", json=MOTION).status_code == 401
+
+
 def test_kling_external_task_id_is_unique_and_queryable(kling: TestClient) -> None:
     status, body = kling_post(kling, {**GOOD, "external_task_id": "gw-1"})
     assert status == 200
