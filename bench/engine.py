@@ -99,7 +99,7 @@ def part_forward(args: argparse.Namespace) -> None:
     uncond = dict(cond, encoder_hidden_states=inputs(81, 480, 832, seed=1)["encoder_hidden_states"])
     reference: torch.Tensor | None = None
 
-    def measure(name: str, compile_note: str = "") -> None:
+    def measure(name: str) -> None:
         nonlocal reference
         torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
