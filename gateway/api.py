@@ -325,13 +325,15 @@ async def decide(
             refuse=refuse,
         )
         loops = bool(route.candidates) and rules.models[route.candidates[0]].loop
-        warnings = prompt_warnings(req.prompt, traits, loops_natively=loops) + _route_warnings(req, route, services)
+        warnings = prompt_warnings(req.prompt, traits, loops_natively=loops) + _route_warnings(
+            req, route, services, rules
+        )
         return Decision(route, traits.computed(), warnings)
 
     return await asyncio.to_thread(work)
 
 
-def _route_warnings(req: CreateVideoRequest, route: RoutePlan, services: Services) -> list[str]:
+def _route_warnings(req: CreateVideoRequest, route: RoutePlan, services: Services, rules: RulesFile) -> list[str]:
     warnings: list[str] = []
     if not route.candidates:
         return warnings
@@ -340,7 +342,7 @@ def _route_warnings(req: CreateVideoRequest, route: RoutePlan, services: Service
             f"{req.model} cannot serve this request ({route.dropped[req.model]}); "
             f"it goes to its fallback {route.candidates[0]}"
         )
-    first = services.rules().models[route.candidates[0]]
+    first = rules.models[route.candidates[0]]
     if req.camera is not None and not first.camera_control:
         warnings.append(
             f"camera: {route.candidates[0]} has no native camera control, so the move is sent in words; "

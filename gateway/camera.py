@@ -17,40 +17,68 @@ from adapters.base import CameraMove
 
 # Speed words -> intensity (0..1).
 _INTENSITY = [
-    (r"barely|very slow(?:ly)?|subtle|subtly|slight(?:ly)?|imperceptibl[ey]|gentl[ey]|slow(?:ly)?|soft(?:ly)?|gradual(?:ly)?|lazy|lazily|creeping", 0.25),
+    (
+        r"barely|very slow(?:ly)?|subtle|subtly|slight(?:ly)?|imperceptibl[ey]|gentl[ey]|slow(?:ly)?|soft(?:ly)?|gradual(?:ly)?|lazy|lazily|creeping",
+        0.25,
+    ),
     (r"steady|steadily|smooth(?:ly)?|moderate(?:ly)?|continuous(?:ly)?", 0.5),
-    (r"fast|quick(?:ly)?|rapid(?:ly)?|swift(?:ly)?|dramatic(?:ally)?|sudden(?:ly)?|aggressive(?:ly)?|whip|crash|snap", 0.85),
+    (
+        r"fast|quick(?:ly)?|rapid(?:ly)?|swift(?:ly)?|dramatic(?:ally)?|sudden(?:ly)?|aggressive(?:ly)?|whip|crash|snap",
+        0.85,
+    ),
 ]
 
 _DIR = r"(?:\s+(?:to\s+the\s+|towards?\s+the\s+|to\s+)?(?P<dir>left|right|up|upward|upwards|down|downward|downwards|in|out|inward|outward|forward|back|backward|clockwise|counter-?clockwise|anti-?clockwise))?"
 
 # (type, regex of the verb phrase). Order matters: more specific phrases first.
 _MOVES: list[tuple[str, str]] = [
-    ("static", r"static (?:camera|shot|frame)|locked[- ]off(?: camera| shot)?|fixed camera|camera (?:holds|stays|remains) (?:still|static|steady|fixed)|(?:the )?camera does not move|no camera move(?:ment)?|hold(?:s)? (?:still|steady) on"),
+    (
+        "static",
+        r"static (?:camera|shot|frame)|locked[- ]off(?: camera| shot)?|fixed camera|camera (?:holds|stays|remains) (?:still|static|steady|fixed)|(?:the )?camera does not move|no camera move(?:ment)?|hold(?:s)? (?:still|steady) on",
+    ),
     ("rack_focus", r"rack[- ]focus(?:es|ing)?|focus pull|pull(?:s)? focus"),
-    ("push_in", r"push(?:es|ing)?[- ](?:in|forward)|dolly(?:ing)?[- ]in|dollies in|move(?:s)? in(?:to)? (?:close|closer)|creep(?:s|ing)? (?:in|forward)"),
-    ("pull_back", r"pull(?:s|ing)?[- ](?:back|out)(?!\s+(?:her|his|their|its|the|a|an)\b)|dolly(?:ing)?[- ]out|dollies out|dolly(?:ing)? back|back(?:s|ing)? away|reveal(?:s|ing)? shot"),
+    (
+        "push_in",
+        r"push(?:es|ing)?[- ](?:in|forward)|dolly(?:ing)?[- ]in|dollies in|move(?:s)? in(?:to)? (?:close|closer)|creep(?:s|ing)? (?:in|forward)",
+    ),
+    (
+        "pull_back",
+        r"pull(?:s|ing)?[- ](?:back|out)(?!\s+(?:her|his|their|its|the|a|an)\b)|dolly(?:ing)?[- ]out|dollies out|dolly(?:ing)? back|back(?:s|ing)? away|reveal(?:s|ing)? shot",
+    ),
     ("zoom_in", r"zoom(?:s|ing)?[- ]in|crash zoom|snap zoom"),
     ("zoom_out", r"zoom(?:s|ing)?[- ]out"),
-    ("orbit", r"orbit(?:s|ing)?|arc(?:s|ing)?(?= (?:around|left|right|shot))|circl(?:es|ing) around|360(?:-degree)? (?:shot|turn|rotation)|revolv(?:es|ing) around"),
+    (
+        "orbit",
+        r"orbit(?:s|ing)?|arc(?:s|ing)?(?= (?:around|left|right|shot))|circl(?:es|ing) around|360(?:-degree)? (?:shot|turn|rotation)|revolv(?:es|ing) around",
+    ),
     ("pan", r"(?:whip[- ])?pan(?:s|ning|ned)?(?! of\b)"),
     ("tilt", r"tilt(?:s|ing|ed)?"),
-    ("crane", r"crane(?:s|ing)?(?: shot)?|boom(?:s|ing)?|jib(?:s|bing)?|aerial rise|rises? above|drone (?:shot|rise|ascend)"),
-    ("tracking", r"tracking(?: shot)?|track(?:s)?(?= (?:alongside|with|behind|beside|the|her|him|them|left|right))|follow(?:s|ing)? (?:shot|cam)|steadicam"),
+    (
+        "crane",
+        r"crane(?:s|ing)?(?: shot)?|boom(?:s|ing)?|jib(?:s|bing)?|aerial rise|rises? above|drone (?:shot|rise|ascend)",
+    ),
+    (
+        "tracking",
+        r"tracking(?: shot)?|track(?:s)?(?= (?:alongside|with|behind|beside|the|her|him|them|left|right))|follow(?:s|ing)? (?:shot|cam)|steadicam",
+    ),
     ("truck", r"truck(?:s|ing)?(?= (?:left|right))"),
     ("pedestal", r"pedestal(?:s|ing)?"),
     ("roll", r"dutch (?:tilt|angle)|barrel roll|camera rolls?"),
     ("dolly", r"dolly(?:ing)?|dollies"),
 ]
 
-_CAMERA_SUBJECT = r"(?:the\s+)?(?:camera|cam|shot|lens|view|viewpoint|pov|we)\s+(?:\w+ly\s+)?(?:begins to\s+|starts to\s+|then\s+)?"
+_CAMERA_SUBJECT = (
+    r"(?:the\s+)?(?:camera|cam|shot|lens|view|viewpoint|pov|we)\s+(?:\w+ly\s+)?(?:begins to\s+|starts to\s+|then\s+)?"
+)
 _LEAD = r"(?:(?:then|and|with|now)\s+)?(?:(?:\w+ly|slow|gentle|subtle|slight|fast|quick|rapid|smooth|steady|dramatic|sudden|whip|crash|snap|long|wide|close|low|high|cinematic|handheld)[\s,-]+){0,3}"
 # Verbs that only a camera does: these count anywhere in a clause.
 _CAMERA_ONLY = {"static", "rack_focus", "push_in", "zoom_in", "zoom_out", "tracking", "dolly", "roll"}
 # Everything else (pull back, orbit, pan, tilt, crane, ...) is also something people and things
 # do ("she pulls back", "the moon orbits"), so it needs the camera as subject or the order form.
 
-_CLAUSE_SPLIT = re.compile(r"[.;!?\n]+|,\s*(?:and\s+|while\s+|as\s+|then\s+)?|\s+(?:while|as|then|and then|before|after)\s+")
+_CLAUSE_SPLIT = re.compile(
+    r"[.;!?\n]+|,\s*(?:and\s+|while\s+|as\s+|then\s+)?|\s+(?:while|as|then|and then|before|after)\s+"
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +95,17 @@ def _direction(kind: str, word: str | None) -> str | None:
         return "ccw"
     if w == "clockwise":
         return "cw"
-    return {"upward": "up", "upwards": "up", "downward": "down", "downwards": "down", "inward": "in",
-            "forward": "in", "outward": "out", "back": "out", "backward": "out"}.get(w, w)
+    return {
+        "upward": "up",
+        "upwards": "up",
+        "downward": "down",
+        "downwards": "down",
+        "inward": "in",
+        "forward": "in",
+        "outward": "out",
+        "back": "out",
+        "backward": "out",
+    }.get(w, w)
 
 
 _LATER = {

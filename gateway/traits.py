@@ -8,6 +8,7 @@ same photo sent twice is not scanned twice). Whatever was computed is stored on 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -36,22 +37,29 @@ class Load:
 
 
 class _FaceCache:
+    """LRU by image hash. Decisions run in worker threads, so the dict is guarded by a lock
+    (the detector itself runs outside it)."""
+
     def __init__(self, size: int = 512) -> None:
         self._items: OrderedDict[str, FaceReport] = OrderedDict()
         self._size = size
+        self._lock = threading.Lock()
 
     def get(self, image: InputImage, settings: TraitSettings) -> FaceReport:
         key = f"{image.sha256}:{settings.min_face_share}:{settings.portrait_face_area}"
-        hit = self._items.get(key)
-        if hit is None:
-            hit = face_report(
-                image.data, min_face_share=settings.min_face_share, portrait_area=settings.portrait_face_area
-            )
-            self._items[key] = hit
-            if len(self._items) > self._size:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        report = face_report(
+            image.data, min_face_share=settings.min_face_share, portrait_area=settings.portrait_face_area
+        )
+        with self._lock:
+            self._items[key] = report
+            while len(self._items) > self._size:
                 self._items.popitem(last=False)
-        self._items.move_to_end(key)
-        return hit
+        return report
 
 
 FACES = _FaceCache()
