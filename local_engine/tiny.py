@@ -106,6 +106,60 @@ def build_tiny_pipeline(seed: int = 0) -> Any:
     )
 
 
-def save_tiny_pipeline(path: Path, seed: int = 0) -> Path:
-    build_tiny_pipeline(seed).save_pretrained(path)
+#: Wan 2.2 TI2V-5B layout (48-channel latents, no image encoder, first frame by timestep mask).
+TINY_TI2V: dict[str, Any] = TINY_I2V | {
+    "in_channels": 48,
+    "out_channels": 48,
+    "image_dim": None,
+    "added_kv_proj_dim": None,
+}
+
+
+def build_tiny_ti2v_pipeline(seed: int = 0) -> Any:
+    """Wan 2.2 TI2V-5B architecture at toy sizes: `expand_timesteps=True`, no CLIP, the Wan 2.2
+    VAE layout (residual, 48 latent channels, 2x2 patching: 16x spatial compression)."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer()
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    )
+    vae = AutoencoderKLWan(
+        base_dim=8,
+        z_dim=48,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        is_residual=True,
+        in_channels=12,
+        out_channels=12,
+        patch_size=2,
+        scale_factor_spatial=16,
+        latents_mean=[0.0] * 48,
+        latents_std=[1.0] * 48,
+    )
+    return WanImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0),
+        transformer=WanTransformer3DModel(**TINY_TI2V),
+        expand_timesteps=True,
+    )
+
+
+def save_tiny_pipeline(path: Path, seed: int = 0, layout: str = "wan2.1-i2v") -> Path:
+    """Save a tiny pipeline: `wan2.1-i2v` (default) or `wan2.2-ti2v`."""
+    pipe = build_tiny_ti2v_pipeline(seed) if layout == "wan2.2-ti2v" else build_tiny_pipeline(seed)
+    pipe.save_pretrained(path)
     return path

@@ -98,3 +98,23 @@ def test_frame_counts_are_4k_plus_1(seconds: float, fps: int, cap: int, frames: 
 
 def test_sizes_snap_to_16() -> None:
     assert (snap16(832), snap16(481), snap16(7)) == (832, 480, 16)
+
+
+def test_wan22_ti2v_layout_loads_and_generates(tmp_path: Path) -> None:
+    """The Wan 2.2 TI2V-5B layout (no image encoder, 48-channel latents, timestep-masked first
+    frame) through the same loader and engine."""
+    from local_engine.tiny import save_tiny_pipeline
+
+    path = save_tiny_pipeline(tmp_path / "ti2v", layout="wan2.2-ti2v")
+    eng = LocalEngine(EngineConfig(model_path=path, devices=["cpu"], steps=3, fps=24, max_frames=9))
+    try:
+        job = wait(eng.submit(image_bytes(200, 130), "waves", width=96, height=64, seconds=1.0, seed=1))
+        assert job.state == "completed", job.error
+        assert eng.workers[0].pipe.config.expand_timesteps is True and eng.workers[0].pipe.image_encoder is None
+        with av.open(io.BytesIO(job.video or b"")) as c:
+            stream = c.streams.video[0]
+            assert (stream.codec_context.width, stream.codec_context.height) == (96, 64)
+            assert float(stream.average_rate) == 24
+            assert len(list(c.decode(stream))) == job.num_frames == 9
+    finally:
+        eng.close()
