@@ -31,6 +31,7 @@ DEV = "cuda"
 BF16 = torch.bfloat16
 ARCH: dict[str, Any] = WAN21_I2V_14B
 CUDNN = "_native_cudnn"
+COMPILE_KW: dict[str, Any] = {}
 ROWS: list[dict[str, Any]] = []
 
 
@@ -128,7 +129,7 @@ def part_forward(args: argparse.Namespace) -> None:
         model.set_attention_backend(CUDNN)
         measure("eager + cuDNN attention")
         model.set_attention_backend("native")
-        model.compile_repeated_blocks(fullgraph=True)
+        model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
         measure("regional compile, SDPA")
         model.set_attention_backend(CUDNN)
         measure("regional compile + cuDNN attention")
@@ -140,7 +141,7 @@ def part_forward(args: argparse.Namespace) -> None:
     gc.collect()
     torch.cuda.empty_cache()
     say(f"fp8: {n} linear layers swapped")
-    model.compile_repeated_blocks(fullgraph=True)
+    model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
     measure(f"regional compile + {'fused qkv + ' if args.fuse else ''}fp8 linears ({args.fp8_scaling} scales)")
     # Classifier-free guidance as one batch of two (cond, uncond) instead of two calls.
     both = {
@@ -286,7 +287,7 @@ def part_accuracy(args: argparse.Namespace) -> None:
         model.enable_cache(FirstBlockCacheConfig(threshold=threshold))
         record(f"cuDNN + first-block cache {threshold}", ref)
         model.disable_cache()
-    model.compile_repeated_blocks(fullgraph=True)
+    model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
     run()  # compile outside the timing
     record("regional compile + cuDNN", ref)
     if args.fuse:
@@ -294,7 +295,7 @@ def part_accuracy(args: argparse.Namespace) -> None:
     accel.fp8_linears(model, scaling=args.fp8_scaling)
     if args.fp8_scaling == "static":
         accel.calibrate(model, lambda: run(calibration=True))
-    model.compile_repeated_blocks(fullgraph=True)
+    model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
     run()
     record(f"compile + {'fused qkv + ' if args.fuse else ''}fp8 linears ({args.fp8_scaling} scales)", ref)
     size = f"{args.acc_width}x{args.acc_height}, {args.acc_frames} frames"
@@ -399,7 +400,7 @@ def part_e2e(args: argparse.Namespace) -> None:
         accel.fp8_linears(model, scaling=args.fp8_scaling)
         if args.fp8_scaling == "static":
             accel.calibrate(model, lambda: run("calibration (first and last step)", 2))
-    model.compile_repeated_blocks(fullgraph=True)
+    model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
     run("warm-up (compile)", 2)
     label = "compile" + (" + fused qkv" if args.fuse else "") + (f" + fp8 ({args.fp8_scaling})" if args.fp8 else "")
     run(label, args.steps)
@@ -442,6 +443,7 @@ def main() -> None:
     ap.add_argument("--acc-height", type=int, default=240)
     ap.add_argument("--acc-width", type=int, default=416)
     ap.add_argument("--tune", action="store_true", help="inductor coordinate-descent tuning")
+    ap.add_argument("--compile-mode", default=None, help="e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--tiny", action="store_true", help="smoke-test the script on CPU with the tiny layout")
     args = ap.parse_args()
     if args.tiny:
@@ -459,6 +461,8 @@ def main() -> None:
         f"diffusers {__import__('diffusers').__version__}, cuDNN {torch.backends.cudnn.version()}"
     )
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/inductor")
+    if args.compile_mode:
+        COMPILE_KW["mode"] = args.compile_mode
     if args.tune:
         import torch._inductor.config as inductor_config
 
