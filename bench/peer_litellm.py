@@ -78,6 +78,24 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def postgres_cpu() -> float:
+    """CPU seconds of the local PostgreSQL server: live processes plus what exited backends left
+    in their parent's children-time counters (so a closed connection does not make it shrink)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() not in ("postgres", "postmaster"):
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
+    return total
+
+
 def serve_photo(directory: str, port: int) -> http.server.ThreadingHTTPServer:
     handler = functools.partial(_QuietHandler, directory=directory)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
@@ -139,10 +157,10 @@ def measure(
     name: str, proc: subprocess.Popen[bytes], url: str, model: str, image_url: str, clients: int, seconds: float
 ) -> dict[str, Any]:
     asyncio.run(closed_loop(url, model, image_url, 2, 6))  # warm-up
-    cpu0, t0 = tree_cpu(proc.pid), time.perf_counter()
+    cpu0, db0, t0 = tree_cpu(proc.pid), postgres_cpu(), time.perf_counter()
     out = asyncio.run(closed_loop(url, model, image_url, clients, seconds))
     wall = time.perf_counter() - t0
-    cpu = tree_cpu(proc.pid) - cpu0
+    cpu, db = tree_cpu(proc.pid) - cpu0, postgres_cpu() - db0
     jobs = max(1, out["done"])
     return {
         "gateway": name,
@@ -151,6 +169,7 @@ def measure(
         "completed": out["done"],
         "failed": out["failed"],
         "CPU per job ms": round(cpu / jobs * 1000, 1),
+        "+ PostgreSQL server ms": round(db / jobs * 1000, 1),
         "create p50 / p99 ms": f"{pct(out['creates'], 0.5) * 1000:.1f} / {pct(out['creates'], 0.99) * 1000:.0f}",
         "status p50 / p99 ms": f"{pct(out['statuses'], 0.5) * 1000:.1f} / {pct(out['statuses'], 0.99) * 1000:.0f}",
     }
