@@ -60,17 +60,13 @@ def _tokenizer() -> Any:
     )
 
 
-def build_tiny_pipeline(seed: int = 0) -> Any:
-    """Wan 2.1 I2V architecture, random weights: UMT5 text encoder, CLIP vision encoder,
-    WanTransformer3DModel (I2V layout), AutoencoderKLWan, flow-matching UniPC scheduler."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+def _text_encoder(vocab_size: int) -> Any:
+    """UMT5 encoder, 2 layers of width 32 (the real one is UMT5-XXL, width 4096)."""
+    from transformers import UMT5Config, UMT5EncoderModel
 
-    torch.manual_seed(seed)
-    tokenizer = _tokenizer()
-    text_encoder = UMT5EncoderModel(
+    return UMT5EncoderModel(
         UMT5Config(
-            vocab_size=len(tokenizer),
+            vocab_size=vocab_size,
             d_model=32,
             d_kv=8,
             d_ff=64,
@@ -79,6 +75,17 @@ def build_tiny_pipeline(seed: int = 0) -> Any:
             relative_attention_num_buckets=8,
         )
     )
+
+
+def build_tiny_pipeline(seed: int = 0) -> Any:
+    """Wan 2.1 I2V architecture, random weights: UMT5 text encoder, CLIP vision encoder,
+    WanTransformer3DModel (I2V layout), AutoencoderKLWan, flow-matching UniPC scheduler."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer()
+    text_encoder = _text_encoder(len(tokenizer))
     image_encoder = CLIPVisionModel(
         CLIPVisionConfig(
             hidden_size=32,
@@ -119,21 +126,10 @@ def build_tiny_ti2v_pipeline(seed: int = 0) -> Any:
     """Wan 2.2 TI2V-5B architecture at toy sizes: `expand_timesteps=True`, no CLIP, the Wan 2.2
     VAE layout (residual, 48 latent channels, 2x2 patching: 16x spatial compression)."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
     tokenizer = _tokenizer()
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-        )
-    )
+    text_encoder = _text_encoder(len(tokenizer))
     vae = AutoencoderKLWan(
         base_dim=8,
         z_dim=48,

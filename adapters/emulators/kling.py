@@ -171,8 +171,10 @@ def _task_body(book: TaskBook, task: EmuTask, request: Request[Any, Any, Any]) -
     return {"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": data}
 
 
-@post("/v1/videos/image2video", status_code=200)
-async def create(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+async def _open_submit(
+    request: Request[Any, Any, Any], state: State
+) -> tuple[str | None, dict[str, Any]] | Response[Any]:
+    """What every submit does first: count it, check the JWT, play a scripted fault, parse JSON."""
     book: TaskBook = state.book
     book.stats["submits"] += 1
     if denied := _auth(request, state.api_keys):
@@ -181,9 +183,66 @@ async def create(request: Request[Any, Any, Any], state: State) -> Response[Any]
     if answer := await _fault_response(book, fault):
         return answer
     try:
-        body = await request.json()
+        return fault, await request.json()
     except Exception:
         return _err(400, 1200, "Invalid request parameters: body is not JSON")
+
+
+def _new_task(
+    book: TaskBook,
+    request: Request[Any, Any, Any],
+    body: dict[str, Any],
+    image: bytes,
+    fault: str | None,
+    short_side: int,
+    seconds: int,
+    endpoint: str | None = None,
+) -> Response[Any]:
+    """Book an accepted task (unique external_task_id) and answer with its body."""
+    external = body.get("external_task_id")
+    if external and external in book.by_external:
+        return _err(400, 1201, "external_task_id already exists")
+    with Image.open(io.BytesIO(image)) as img:
+        out_w, out_h = fit_size(*img.size, short_side)
+    task = EmuTask(
+        id=str(867283741759111202 + book.next_seq()),
+        created=time.time(),
+        prompt=body.get("prompt", ""),
+        image=image,
+        width=out_w,
+        height=out_h,
+        seconds=seconds,
+        fps=book.config.fps or 24,
+        fate=fault if fault in LATE_FAULTS else None,
+        extra={"external_task_id": external, "endpoint": endpoint},
+    )
+    book.add(task, external_id=external)
+    return Response(_task_body(book, task, request))
+
+
+async def _query(task_id: str, request: Request[Any, Any, Any], state: State, endpoint: str | None) -> Response[Any]:
+    """One poll. With `endpoint`, only tasks created there are found; the image2video query
+    (endpoint None) answers for every task in the book."""
+    book: TaskBook = state.book
+    book.stats["polls"] += 1
+    if denied := _auth(request, state.api_keys):
+        return denied
+    if answer := await _fault_response(book, book.fault("poll")):
+        return answer
+    task = book.find(task_id)
+    wrong_path = endpoint is not None and task is not None and task.extra.get("endpoint") != endpoint
+    if task is None or wrong_path or book.phase(task) == "unknown":
+        return _err(404, 1203, "Task not found")
+    return Response(_task_body(book, task, request))
+
+
+@post("/v1/videos/image2video", status_code=200)
+async def create(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    book: TaskBook = state.book
+    opened = await _open_submit(request, state)
+    if isinstance(opened, Response):
+        return opened
+    fault, body = opened
     model = body.get("model_name") or "kling-v1"
     if model not in MODELS:
         return _err(400, 1201, f"model_name: {model} is not supported")
@@ -214,40 +273,12 @@ async def create(request: Request[Any, Any, Any], state: State) -> Response[Any]
         return _err(400, 1201, "image_tail, motion brush masks and camera_control cannot be used together")
     if body.get("camera_control") and (why := _camera_error(body["camera_control"], model, mode, duration)):
         return _err(400, 1201, why)
-    external = body.get("external_task_id")
-    if external and external in book.by_external:
-        return _err(400, 1201, "external_task_id already exists")
-    with Image.open(io.BytesIO(image)) as img:
-        w, h = img.size
-    out_w, out_h = fit_size(w, h, modes.get(mode) or modes.get("") or 720)
-    task = EmuTask(
-        id=str(867283741759111202 + book.next_seq()),
-        created=time.time(),
-        prompt=body.get("prompt", ""),
-        image=image,
-        width=out_w,
-        height=out_h,
-        seconds=int(duration),
-        fps=book.config.fps or 24,
-        fate=fault if fault in LATE_FAULTS else None,
-        extra={"external_task_id": external},
-    )
-    book.add(task, external_id=external)
-    return Response(_task_body(book, task, request))
+    return _new_task(book, request, body, image, fault, modes.get(mode) or modes.get("") or 720, int(duration))
 
 
 @get("/v1/videos/image2video/{task_id:str}")
 async def query(task_id: str, request: Request[Any, Any, Any], state: State) -> Response[Any]:
-    book: TaskBook = state.book
-    book.stats["polls"] += 1
-    if denied := _auth(request, state.api_keys):
-        return denied
-    if answer := await _fault_response(book, book.fault("poll")):
-        return answer
-    task = book.find(task_id)
-    if task is None or book.phase(task) == "unknown":
-        return _err(404, 1203, "Task not found")
-    return Response(_task_body(book, task, request))
+    return await _query(task_id, request, state, endpoint=None)
 
 
 MOTION_MODELS = ("kling-v2-6", "kling-v3")
@@ -273,16 +304,10 @@ async def create_motion(request: Request[Any, Any, Any], state: State) -> Respon
     """Motion control (§1.7): the character in `image_url` performs the motion of `video_url`.
     No `duration`: the output follows the reference video (5 s here)."""
     book: TaskBook = state.book
-    book.stats["submits"] += 1
-    if denied := _auth(request, state.api_keys):
-        return denied
-    fault = book.fault("submit")
-    if answer := await _fault_response(book, fault):
-        return answer
-    try:
-        body = await request.json()
-    except Exception:
-        return _err(400, 1200, "Invalid request parameters: body is not JSON")
+    opened = await _open_submit(request, state)
+    if isinstance(opened, Response):
+        return opened
+    fault, body = opened
     model = body.get("model_name", "kling-v2-6")
     if model not in MOTION_MODELS:
         return _err(400, 1201, f"model_name: {model} does not support motion control")
@@ -299,40 +324,13 @@ async def create_motion(request: Request[Any, Any, Any], state: State) -> Respon
         return _err(400, 1201, why)
     if len(body.get("prompt") or "") > 2500:
         return _err(400, 1201, "prompt: must be at most 2500 characters")
-    external = body.get("external_task_id")
-    if external and external in book.by_external:
-        return _err(400, 1201, "external_task_id already exists")
-    with Image.open(io.BytesIO(image)) as img:
-        w, h = img.size
-    out_w, out_h = fit_size(w, h, 1080 if body["mode"] == "pro" else 720)
-    task = EmuTask(
-        id=str(967283741759111202 + book.next_seq()),
-        created=time.time(),
-        prompt=body.get("prompt", ""),
-        image=image,
-        width=out_w,
-        height=out_h,
-        seconds=5,
-        fps=book.config.fps or 24,
-        fate=fault if fault in LATE_FAULTS else None,
-        extra={"external_task_id": external, "endpoint": "motion-control"},
-    )
-    book.add(task, external_id=external)
-    return Response(_task_body(book, task, request))
+    short_side = 1080 if body["mode"] == "pro" else 720
+    return _new_task(book, request, body, image, fault, short_side, 5, endpoint="motion-control")
 
 
 @get("/v1/videos/motion-control/{task_id:str}")
 async def query_motion(task_id: str, request: Request[Any, Any, Any], state: State) -> Response[Any]:
-    book: TaskBook = state.book
-    book.stats["polls"] += 1
-    if denied := _auth(request, state.api_keys):
-        return denied
-    if answer := await _fault_response(book, book.fault("poll")):
-        return answer
-    task = book.find(task_id)
-    if task is None or task.extra.get("endpoint") != "motion-control" or book.phase(task) == "unknown":
-        return _err(404, 1203, "Task not found")
-    return Response(_task_body(book, task, request))
+    return await _query(task_id, request, state, endpoint="motion-control")
 
 
 def create_kling_emulator(keys: dict[str, str], config: EmulatorConfig | None = None) -> Litestar:
