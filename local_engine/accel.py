@@ -7,6 +7,10 @@ against plain eager bf16 (tests/local_engine, bench/engine.py).
   activations quantized per token on the fly, `torch._scaled_mm` with bf16 output;
 - regional compile: `compile_repeated_blocks(fullgraph=True)` compiles one transformer block
   and reuses it for all 40 (seconds of compile, not minutes);
+- 8-bit self-attention (`sage_triton`: int8 Q·Kᵀ, fp8 P·V; `sage_triton_fp8`: fp8 both;
+  `sage_triton_bf16_pv`: int8 Q·Kᵀ, bf16 P·V): our
+  Triton kernel (local_engine/sage.py) for the 32,760-token self-attention of every block;
+  cross-attention (512 text + 257 image tokens) stays on PyTorch's kernel;
 - step caching: diffusers' first-block cache (skip the remaining blocks while the first
   block's residual changes by less than the threshold).
 """
@@ -164,6 +168,43 @@ def force_sdpa_kernel(transformer: Any, name: str) -> None:
     transformer.forward = forward
 
 
+#: 8-bit self-attention (local_engine/sage.py): config name -> (Q·Kᵀ in int8 (else fp8), P·V in fp8 (else bf16)).
+SAGE_KERNELS = {"sage_triton": (True, True), "sage_triton_fp8": (False, True), "sage_triton_bf16_pv": (True, False)}
+_MARK = "i2v:"  # processors carrying "i2v:<name>" as their backend run on our kernel
+_MARKED = {_MARK + name: flags for name, flags in SAGE_KERNELS.items()}
+
+
+def sage_self_attention(transformer: Any, name: str = "sage_triton") -> int:
+    """Run the self-attention of every block on the 8-bit kernel. Returns how many blocks.
+
+    diffusers' attention dispatcher takes only its own backend names, so the Wan module's
+    dispatch function is wrapped once: a processor whose backend is one of ours (the config
+    name, prefixed) goes to `sage.sage_attention`, every other call goes through unchanged."""
+    from diffusers.models.transformers import transformer_wan
+
+    from local_engine import sage
+
+    inner = transformer_wan.dispatch_attention_fn
+    if not getattr(inner, "i2v_sage", False):
+
+        def dispatch(query: Any, key: Any, value: Any, *args: Any, backend: Any = None, **kwargs: Any) -> Any:
+            # `type(...) is str`: diffusers' own backends are str enums, which dynamo cannot
+            # call string methods on; ours are plain strings.
+            ours = type(backend) is str and backend in _MARKED
+            if ours and kwargs.get("attn_mask") is None:
+                qk_int8, pv_fp8 = _MARKED[backend]
+                return sage.sage_attention(query, key, value, qk_int8=qk_int8, pv_fp8=pv_fp8)
+            return inner(query, key, value, *args, backend=None if ours else backend, **kwargs)
+
+        dispatch.i2v_sage = True  # type: ignore[attr-defined]
+        transformer_wan.dispatch_attention_fn = dispatch
+    if name not in SAGE_KERNELS:
+        raise ValueError(f"unknown 8-bit attention {name!r}; choose one of {sorted(SAGE_KERNELS)}")
+    for block in transformer.blocks:
+        block.attn1.processor._attention_backend = _MARK + name
+    return len(transformer.blocks)
+
+
 def apply(
     transformer: Any,
     *,
@@ -179,6 +220,9 @@ def apply(
     if attention in SDPA_KERNELS:
         force_sdpa_kernel(transformer, attention)
         applied["attention"] = attention
+    elif attention in SAGE_KERNELS:
+        applied["attention"] = attention
+        applied["sage_self_attention_blocks"] = sage_self_attention(transformer, attention)
     elif attention:
         transformer.set_attention_backend(attention)
         applied["attention"] = attention

@@ -20,7 +20,9 @@ class EngineConfig(BaseModel):
     dtype: Literal["bfloat16", "float16", "float32"] = Field(default="bfloat16", description="float32 on CPU.")
     attention: str | None = Field(
         default=None,
-        description="`sdpa_cudnn` / `sdpa_flash` / `sdpa_efficient` (force one PyTorch SDPA kernel), or a diffusers "
+        description="`sdpa_cudnn` / `sdpa_flash` / `sdpa_efficient` (force one PyTorch SDPA kernel); `sage_triton` "
+        "(8-bit self-attention: int8 Q·Kᵀ, fp8 P·V, our Triton kernel; `sage_triton_fp8`: fp8 Q·Kᵀ; "
+        "`sage_triton_bf16_pv`: int8 Q·Kᵀ, bf16 P·V); or a diffusers "
         "attention backend (`flash`, `_flash_3`, `sage`, ...); None: PyTorch's own choice.",
     )
     compile: bool = Field(default=False, description="Regional torch.compile of the repeated transformer blocks.")
