@@ -89,11 +89,17 @@ def load_pipeline(config: EngineConfig, device: str) -> Any:
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     if config.runtime == "onnx":
-        from local_engine.onnx_runtime import OnnxTransformer
+        from local_engine.onnx_runtime import OnnxTransformer, OnnxVaeDecoder
 
         onnx_dir = config.onnx_dir or Path(config.model_path) / "onnx"
-        pipe.transformer = OnnxTransformer(pipe.transformer, onnx_dir, config.onnx_providers, str(config.model_path))
-        applied: dict[str, Any] = {"runtime": "onnx", "providers": pipe.transformer.providers}
+        tag = str(config.model_path)
+        pipe.transformer = OnnxTransformer(pipe.transformer, onnx_dir, config.onnx_providers, tag)
+        OnnxVaeDecoder.install(pipe.vae, onnx_dir, config.onnx_providers, tag)
+        applied: dict[str, Any] = {
+            "runtime": "onnx",
+            "providers": pipe.transformer.providers,
+            "onnx": "transformer, vae decoder",
+        }
     else:
         fp8 = config.fp8_linear and device.startswith("cuda")
         applied = accel.apply(

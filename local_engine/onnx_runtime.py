@@ -1,10 +1,11 @@
-"""The ONNX runtime: the Wan transformer exported to ONNX and run by ONNX Runtime.
+"""The ONNX runtime: the Wan transformer and the VAE decoder exported to ONNX and run by ONNX Runtime.
 
 Graphs are exported per input shape (static shapes, like NVIDIA's TensorRT Wan demo) with the
 weights as external data, since the 14B transformer is far past protobuf's 2 GB. Providers are
 tried in order TensorRT, CUDA, CPU; whichever ONNX Runtime build is installed decides which
-exist. The pipeline keeps its VAE, encoders and scheduler in torch; only the transformer, which
-is >95% of the time, is swapped for `OnnxTransformer`.
+exist. The transformer (>95% of the time) is swapped for `OnnxTransformer` and the VAE's
+`decode` for `OnnxVaeDecoder`; the text and image encoders, the VAE encoder (one frame per
+video) and the scheduler stay in torch.
 """
 
 from __future__ import annotations
@@ -44,21 +45,54 @@ def export_transformer(
     transformer: nn.Module, inputs: dict[str, torch.Tensor | None], path: Path, opset: int = 20
 ) -> Path:
     """Export for these input shapes. Weights go to `<name>.onnx.data` beside the graph."""
+    return _export(_Forward(transformer), inputs, "noise_pred", path, opset)
+
+
+def _export(
+    module: nn.Module, inputs: dict[str, torch.Tensor | None], output: str, path: Path, opset: int = 20
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    args = tuple(inputs[k] for k in INPUTS if inputs.get(k) is not None)
-    names = [k for k in INPUTS if inputs.get(k) is not None]
+    names = [k for k, v in inputs.items() if v is not None]
     with torch.no_grad():
         program = torch.onnx.export(
-            _Forward(transformer).eval(),
-            args,
+            module.eval(),
+            tuple(inputs[k] for k in names),
             dynamo=True,
             opset_version=opset,
             input_names=names,
-            output_names=["noise_pred"],
+            output_names=[output],
         )
     assert program is not None
     program.save(str(path), external_data=True)
     return path
+
+
+class _Sessions:
+    """One ONNX Runtime session per input shape; each graph is exported once and kept on disk
+    under `onnx_dir`, keyed by the shapes, the dtype and `tag` (the weights' identity)."""
+
+    def __init__(self, module: nn.Module, name: str, output: str, onnx_dir: Path, providers: list[str], tag: str):
+        self.module, self.name, self.output = module, name, output
+        self.onnx_dir, self.providers, self.tag = onnx_dir, providers, tag
+        self._sessions: dict[str, Any] = {}
+
+    def run(self, inputs: dict[str, torch.Tensor | None], dtype: torch.dtype) -> np.ndarray:
+        import onnxruntime as ort
+
+        key = "-".join("x".join(map(str, v.shape)) for v in inputs.values() if v is not None)
+        if key not in self._sessions:
+            digest = hashlib.sha256(f"{self.tag}:{key}:{dtype}".encode()).hexdigest()[:16]
+            path = self.onnx_dir / f"{self.name}-{digest}.onnx"
+            if not path.exists():
+                log.info(f"exporting the {self.name} to ONNX", extra={"path": str(path), "shapes": key})
+                _export(self.module, inputs, self.output, path)
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self._sessions[key] = ort.InferenceSession(str(path), options, providers=self.providers)
+        session = self._sessions[key]
+        feed = {i.name: _numpy(inputs[i.name]) for i in session.get_inputs()}
+        (out,) = session.run([self.output], feed)
+        return np.asarray(out)
 
 
 def available_providers(wanted: list[str]) -> list[str]:
@@ -84,8 +118,7 @@ class OnnxTransformer(nn.Module):
         self._dtype, self._device = first.dtype, first.device
         self.onnx_dir = onnx_dir
         self.providers = available_providers(providers)
-        self.tag = tag
-        self._sessions: dict[str, Any] = {}
+        self._sessions = _Sessions(_Forward(transformer), "transformer", "noise_pred", onnx_dir, self.providers, tag)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -97,21 +130,6 @@ class OnnxTransformer(nn.Module):
 
     def cache_context(self, name: str) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
-
-    def _session(self, inputs: dict[str, torch.Tensor | None]) -> Any:
-        import onnxruntime as ort
-
-        key = "-".join("x".join(map(str, v.shape)) for v in inputs.values() if v is not None)
-        if key not in self._sessions:
-            digest = hashlib.sha256(f"{self.tag}:{key}:{self._dtype}".encode()).hexdigest()[:16]
-            path = self.onnx_dir / f"transformer-{digest}.onnx"
-            if not path.exists():
-                log.info("exporting the transformer to ONNX", extra={"path": str(path), "shapes": key})
-                export_transformer(self._torch[0], inputs, path)
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self._sessions[key] = ort.InferenceSession(str(path), options, providers=self.providers)
-        return self._sessions[key]
 
     def forward(
         self,
@@ -128,10 +146,41 @@ class OnnxTransformer(nn.Module):
             "encoder_hidden_states": encoder_hidden_states,
             "encoder_hidden_states_image": encoder_hidden_states_image,
         }
-        session = self._session(inputs)
-        feed = {i.name: _numpy(inputs[i.name]) for i in session.get_inputs()}
-        (out,) = session.run(["noise_pred"], feed)
-        return (torch.from_numpy(np.asarray(out)).to(hidden_states.device, hidden_states.dtype),)
+        out = self._sessions.run(inputs, self._dtype)
+        return (torch.from_numpy(out).to(hidden_states.device, hidden_states.dtype),)
+
+
+class _Decode(nn.Module):
+    """The VAE's own decode (the class's, not the instance's: that one becomes ONNX)."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return type(self.vae).decode(self.vae, z, return_dict=False)[0]
+
+
+class OnnxVaeDecoder:
+    """Takes the place of `vae.decode` on the pipeline's VAE (`install`); the rest of the VAE,
+    whose encoder runs once per video on the first frame, stays in torch."""
+
+    def __init__(self, vae: nn.Module, onnx_dir: Path, providers: list[str], tag: str) -> None:
+        self.providers = available_providers(providers)
+        self._dtype = next(vae.parameters()).dtype
+        self._sessions = _Sessions(_Decode(vae), "vae-decoder", "video", onnx_dir, self.providers, f"{tag}:vae")
+
+    @classmethod
+    def install(cls, vae: nn.Module, onnx_dir: Path, providers: list[str], tag: str) -> OnnxVaeDecoder:
+        decoder = cls(vae, onnx_dir, providers, tag)
+        vae.decode = decoder  # type: ignore[method-assign]
+        return decoder
+
+    def __call__(self, z: torch.Tensor, return_dict: bool = True) -> Any:
+        from diffusers.models.autoencoders.vae import DecoderOutput
+
+        video = torch.from_numpy(self._sessions.run({"z": z}, self._dtype)).to(z.device, z.dtype)
+        return DecoderOutput(sample=video) if return_dict else (video,)
 
 
 def _numpy(t: torch.Tensor | None) -> np.ndarray:

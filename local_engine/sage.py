@@ -27,8 +27,9 @@ import torch
 FP8 = torch.float8_e4m3fn
 #: Probabilities are cast as p * 2**P_SHIFT (the running row max becomes 256, exact in e4m3).
 P_SHIFT = 8.0
-#: Tokens per Q scale: one per token (the kernel multiplies each row by its own scale anyway,
-#: and per-token scales halve Q·Kᵀ's error at 32,760 tokens). K has one scale per key block.
+#: Tokens per Q scale: one per token (the kernel multiplies each row by its own scale anyway;
+#: against one scale per 128 tokens the Q·Kᵀ error drops from 2.7% to 2.3% on flat attention
+#: over 4,096 keys). K has one scale per key block.
 Q_BLOCK = 1
 #: Sequences are padded to a multiple of this (the largest BLOCK_M / BLOCK_N of CONFIGS).
 PAD = 128

@@ -118,3 +118,24 @@ def test_wan22_ti2v_layout_loads_and_generates(tmp_path: Path) -> None:
             assert len(list(c.decode(stream))) == job.num_frames == 9
     finally:
         eng.close()
+
+
+def test_onnx_runtime_engine_makes_the_same_video(engine: LocalEngine, tiny_wan: Path, tmp_path: Path) -> None:
+    """runtime: onnx exports the transformer and the VAE decoder (external data) on first use
+    and runs them in ONNX Runtime (CPU provider here); the video matches the torch engine's."""
+    args = dict(width=96, height=64, seconds=1.0, seed=4)
+    reference = _frames(wait(engine.submit(image_bytes(96, 64), "leaves sway", **args)).video)
+    config = EngineConfig(
+        model_path=tiny_wan, devices=["cpu"], steps=3, fps=8, max_frames=9, runtime="onnx", onnx_dir=tmp_path
+    )
+    onnx_engine = LocalEngine(config)
+    try:
+        job = wait(onnx_engine.submit(image_bytes(96, 64), "leaves sway", **args), timeout=600)
+    finally:
+        onnx_engine.close()
+    assert job.state == "completed", job.error
+    for name in ("transformer", "vae-decoder"):
+        (graph,) = tmp_path.glob(f"{name}-*.onnx")
+        assert graph.with_name(graph.name + ".data").exists()
+    diff = float(np.abs(_frames(job.video) - reference).mean())
+    assert diff < 1.0, diff  # of 255: float32 in both, other kernels

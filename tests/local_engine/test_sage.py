@@ -92,3 +92,11 @@ def test_transformer_self_attention_runs_8bit_and_cross_attention_does_not(tiny_
     assert all(b.attn2.processor._attention_backend == "native" for b in fast.blocks)
     assert torch.equal(plain_again, reference)
     assert 1e-5 < accel.relative_error(out, reference) < 2e-2
+
+
+def test_an_unknown_8bit_kernel_name_is_refused_at_load(tiny_wan: Path) -> None:
+    from diffusers import WanTransformer3DModel
+
+    model = WanTransformer3DModel.from_pretrained(tiny_wan / "transformer")
+    with pytest.raises(ValueError, match="sage_triton"):
+        accel.sage_self_attention(model, "sage_trition")
