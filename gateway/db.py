@@ -158,12 +158,18 @@ class JobStore:
             return await s.get(JobRow, job_id)
 
     async def get_with_attempts(self, job_id: str) -> tuple[JobRow | None, list[AttemptRow]]:
+        """One statement (a left join): every status poll runs it."""
+        q = (
+            select(JobRow, AttemptRow)
+            .outerjoin(AttemptRow, AttemptRow.job_id == JobRow.id)
+            .where(JobRow.id == job_id)
+            .order_by(AttemptRow.seq)
+        )
         async with self.sessions() as s:
-            job = await s.get(JobRow, job_id)
-            if job is None:
-                return None, []
-            rows = await s.scalars(select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.seq))
-            return job, list(rows)
+            rows = (await s.execute(q)).all()
+        if not rows:
+            return None, []
+        return rows[0][0], [attempt for _, attempt in rows if attempt is not None]
 
     async def attempts_for(self, job_ids: Sequence[str]) -> dict[str, list[AttemptRow]]:
         out: dict[str, list[AttemptRow]] = {j: [] for j in job_ids}

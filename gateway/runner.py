@@ -316,12 +316,17 @@ class JobRunner:
         interval = self.settings.poll_interval_s
         limit_at = job.deadline_at or (job.created_at + self.settings.job_timeout_s)
         cancel_event = self._cancel.get(job.id) or asyncio.Event()
+        flag_checked_at = time.time()  # the job was read from the database just now
         async with self._slots[attempt.adapter]:
             self.metrics.in_flight.labels(attempt.adapter).inc()
             self._in_flight[attempt.adapter] = self._in_flight.get(attempt.adapter, 0) + 1
             try:
                 while True:
-                    if cancel_event.is_set() or await self._cancel_flagged(job):
+                    if not cancel_event.is_set() and time.time() - flag_checked_at >= self.settings.cancel_check_s:
+                        flag_checked_at = time.time()
+                        if await self._cancel_flagged(job):
+                            cancel_event.set()
+                    if cancel_event.is_set():
                         with contextlib.suppress(Exception):
                             await adapter.cancel(task)
                         await self._end_attempt(attempt, "cancelled", _cancelled())

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(default=2.0, gt=0, description="First wait between provider polls.")
     poll_interval_max_s: float = Field(default=15.0, gt=0)
     job_timeout_s: float = Field(default=3600.0, gt=0, description="A job still running after this fails.")
+    cancel_check_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a running job re-reads its cancel flag from the database (cancels that "
+        "reach another gateway process); a cancel sent to this process stops the job at once.",
+    )
     max_video_bytes: int = 512 * 1024 * 1024
 
     log_level: str = "INFO"

@@ -120,3 +120,27 @@ def test_webhook_to_private_address_is_not_sent(gateway: Gateway, receiver) -> N
     assert gateway.wait(video["id"])["status"] == "completed"
     time.sleep(0.3)
     assert got == []
+
+
+def test_cancel_sent_to_another_gateway_process_reaches_the_runner(gateway_factory, toy_url: str) -> None:
+    """Two gateways on one database: the one without a runner takes the cancel; the runner in the
+    other sees the flag at its next database check (`cancel_check_s`) and cancels at the provider."""
+    worker = gateway_factory(cancel_check_s=0.2)
+    front = gateway_factory(
+        database_url=worker.settings.resolved_database_url,
+        blob_dir=worker.settings.resolved_blob_dir,
+        runner_enabled=False,
+    )
+    video = front.client.post("/v1/videos", json=body(prompt="[slow] clouds drift")).json()
+    deadline = time.time() + 10
+    while (
+        not (attempts := worker.client.get(f"/v1/videos/{video['id']}").json()["route"]["attempts"])
+        or not attempts[0]["provider_task_id"]
+    ):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    before = toy_stats(toy_url)["cancels"]
+    assert front.client.post(f"/v1/videos/{video['id']}/cancel").status_code == 200
+    final = worker.wait(video["id"])
+    assert final["status"] == "cancelled" and final["error"]["code"] == "cancelled"
+    assert toy_stats(toy_url)["cancels"] == before + 1
