@@ -270,9 +270,10 @@ def _(q, q_scale, k, k_scale, v, v_scale, v_mean, batch, seq, out_dtype, config)
 def sage_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_int8: bool = True, pv_fp8: bool = True
 ) -> torch.Tensor:
-    """Attention over (B, S, H, D) tensors with 8-bit Q·Kᵀ and fp8 (or bf16) P·V, in q's dtype."""
+    """Attention over (B, S, H, D) tensors with 8-bit Q·Kᵀ and fp8 (or bf16) P·V, in q's dtype:
+    the Triton kernel on CUDA (head sizes 64 and 128), the float32 twin elsewhere."""
     config = BEST_CONFIG[qk_int8, pv_fp8]
     qz = quantize(q, k, v, torch.int8 if qk_int8 else FP8, pv_fp8, k_block=config[1])
-    if q.is_cuda and q.shape[-1] in KERNEL_HEAD_DIMS:
+    if q.is_cuda and triton is not None and q.shape[-1] in KERNEL_HEAD_DIMS:
         return _sage_kernel(*qz, q.shape[0], q.shape[1], q.dtype, list(config))
     return reference(qz, tuple(q.shape)).to(q.dtype)
