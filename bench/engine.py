@@ -216,29 +216,27 @@ def sage_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ref: torch.Tens
     shape = tuple(qb.shape)
     variants = [("int8 Q·K, fp8 P·V", torch.int8, True), ("fp8 Q·K, fp8 P·V", sage.FP8, True)]
     variants.append(("int8 Q·K, bf16 P·V", torch.int8, False))
+
+    def timed(label: str, fn: Any) -> None:
+        fn()  # warm-up (compiles)
+        dt, out = sync_time(fn, 5)
+        err = accel.relative_error(out.transpose(1, 2), ref)
+        rows.append(
+            {"backend": f"sage {label}", "ms": round(dt * 1000, 1), "TFLOP/s": round(flops / dt / 1e12),
+             "rel err vs fp32": f"{err:.1e}"}
+        )  # fmt: skip
+        say(json.dumps(rows[-1]))
+
     for name, dtype, pv_fp8 in variants:
         for config in sage.CONFIGS:
             qz = sage.quantize(qb, kb, vb, dtype, pv_fp8, k_block=config[1])
-            fn = lambda: sage.kernel(qz, shape, BF16, config)  # noqa: E731, B023
-            fn()
-            dt, out = sync_time(fn, 5)
-            err = accel.relative_error(out.transpose(1, 2), ref)
-            rows.append(
-                {"backend": f"sage {name}, kernel only, {config}", "ms": round(dt * 1000, 1),
-                 "TFLOP/s": round(flops / dt / 1e12), "rel err vs fp32": f"{err:.1e}"}
-            )  # fmt: skip
-            say(json.dumps(rows[-1]))
+            timed(f"{name}, kernel only, {config}", lambda: sage.kernel(qz, shape, BF16, config))  # noqa: B023
         op = torch.compile(sage.sage_attention, fullgraph=True)
-        fn = lambda: op(qb, kb, vb, qk_int8=dtype == torch.int8, pv_fp8=pv_fp8)  # noqa: E731, B023
-        fn()
-        dt, out = sync_time(fn, 5)
-        err = accel.relative_error(out.transpose(1, 2), ref)
         best = sage.BEST_CONFIG[dtype == torch.int8, pv_fp8]
-        rows.append(
-            {"backend": f"sage {name}: quantize + kernel {best}, compiled", "ms": round(dt * 1000, 1),
-             "TFLOP/s": round(flops / dt / 1e12), "rel err vs fp32": f"{err:.1e}"}
-        )  # fmt: skip
-        say(json.dumps(rows[-1]))
+        timed(
+            f"{name}: quantize + kernel {best}, compiled",
+            lambda: op(qb, kb, vb, qk_int8=dtype == torch.int8, pv_fp8=pv_fp8),  # noqa: B023
+        )
     return rows
 
 

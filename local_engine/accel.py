@@ -180,6 +180,8 @@ def sage_self_attention(transformer: Any, name: str = "sage_triton") -> int:
     diffusers' attention dispatcher takes only its own backend names, so the Wan module's
     dispatch function is wrapped once: a processor whose backend is one of ours (the config
     name, prefixed) goes to `sage.sage_attention`, every other call goes through unchanged."""
+    if name not in SAGE_KERNELS:
+        raise ValueError(f"unknown 8-bit attention {name!r}; choose one of {sorted(SAGE_KERNELS)}")
     from diffusers.models.transformers import transformer_wan
 
     from local_engine import sage
@@ -198,8 +200,6 @@ def sage_self_attention(transformer: Any, name: str = "sage_triton") -> int:
 
         dispatch.i2v_sage = True  # type: ignore[attr-defined]
         transformer_wan.dispatch_attention_fn = dispatch
-    if name not in SAGE_KERNELS:
-        raise ValueError(f"unknown 8-bit attention {name!r}; choose one of {sorted(SAGE_KERNELS)}")
     for block in transformer.blocks:
         block.attn1.processor._attention_backend = _MARK + name
     return len(transformer.blocks)

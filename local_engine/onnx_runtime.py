@@ -116,7 +116,6 @@ class OnnxTransformer(nn.Module):
         self.config = transformer.config  # type: ignore[attr-defined]
         first = next(transformer.parameters())
         self._dtype, self._device = first.dtype, first.device
-        self.onnx_dir = onnx_dir
         self.providers = available_providers(providers)
         self._sessions = _Sessions(_Forward(transformer), "transformer", "noise_pred", onnx_dir, self.providers, tag)
 

@@ -68,8 +68,8 @@ def quantize(
     batch, seq, heads, dim = q.shape
     pad = -seq % max(PAD, k_block)
 
-    def heads_first(x: torch.Tensor) -> torch.Tensor:  # (B, S, H, D) -> (B*H, S, D) float32
-        return x.float().transpose(1, 2).reshape(batch * heads, seq, dim)
+    def heads_first(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:  # (B, S, H, D) -> (B*H, S, D)
+        return x.to(dtype).transpose(1, 2).reshape(batch * heads, seq, dim)
 
     def padded(x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.pad(x, (0, 0, 0, pad))
@@ -82,7 +82,7 @@ def quantize(
     q_scale = q_scale * (LOG2E / math.sqrt(dim))
     if not pv_fp8:
         ones = torch.ones(batch * heads, dim, device=q.device)
-        v16 = padded(v.transpose(1, 2).reshape(batch * heads, seq, dim)).to(torch.bfloat16).contiguous()
+        v16 = padded(heads_first(v, torch.bfloat16)).contiguous()
         return Quantized(q8, q_scale, k8, k_scale, v16, ones, torch.zeros_like(ones))
     vf = heads_first(v)
     v_mean = vf.mean(dim=1, keepdim=True)
@@ -150,7 +150,7 @@ if triton is not None:
 
     @triton.jit
     def _block(acc, denom, m_i, q, q_scale, k_ptrs, v_ptrs, ks_ptr, start_n, seq, offs_n,
-               MASK: tl.constexpr, QK_INT8: tl.constexpr, PV_FP8: tl.constexpr):  # fmt: skip
+               MASK: tl.constexpr, QK_INT8: tl.constexpr, PV_FP8: tl.constexpr, P_SHIFT: tl.constexpr):  # fmt: skip
         k = tl.load(k_ptrs)
         if QK_INT8:
             # int32 -> float32 by the exponent trick (|s| < 2**22 for 128 x int8 products):
@@ -164,7 +164,7 @@ if triton is not None:
         # and the scale goes into the exponent's FMA, so each score costs max, FMA, exp2, add.
         c = q_scale * tl.load(ks_ptr)
         m_new = tl.maximum(m_i, tl.max(s, 1) * c)
-        p = tl.math.exp2(s * c[:, None] - (m_new - 8.0)[:, None])
+        p = tl.math.exp2(s * c[:, None] - (m_new - P_SHIFT)[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         denom = denom * alpha + tl.sum(p, 1)
         v = tl.load(v_ptrs)
@@ -178,7 +178,7 @@ if triton is not None:
     def _fwd(Q, K, V, QS, KS, VS, VM, Out,
              seq, seq_pad, heads, stride_vn, stride_vd, stride_ob, stride_os, stride_oh,
              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, Q_GROUP: tl.constexpr,
-             QK_INT8: tl.constexpr, PV_FP8: tl.constexpr):  # fmt: skip
+             QK_INT8: tl.constexpr, PV_FP8: tl.constexpr, P_SHIFT: tl.constexpr):  # fmt: skip
         start_m = tl.program_id(0)
         bh = tl.program_id(1).to(tl.int64)
         offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -196,13 +196,13 @@ if triton is not None:
         full = (seq // BLOCK_N) * BLOCK_N
         for start_n in range(0, full, BLOCK_N):
             acc, denom, m_i = _block(acc, denom, m_i, q, q_scale, k_ptrs, v_ptrs, ks_ptr, start_n, seq, offs_n,
-                                     False, QK_INT8, PV_FP8)  # fmt: skip
+                                     False, QK_INT8, PV_FP8, P_SHIFT)  # fmt: skip
             k_ptrs += BLOCK_N * HEAD_DIM
             v_ptrs += BLOCK_N * stride_vn
             ks_ptr += 1
         if full < seq:
             acc, denom, m_i = _block(acc, denom, m_i, q, q_scale, k_ptrs, v_ptrs, ks_ptr, full, seq, offs_n,
-                                     True, QK_INT8, PV_FP8)  # fmt: skip
+                                     True, QK_INT8, PV_FP8, P_SHIFT)  # fmt: skip
         v_scale = tl.load(VS + bh * HEAD_DIM + offs_d)
         v_mean = tl.load(VM + bh * HEAD_DIM + offs_d)
         out = acc * (1.0 / denom)[:, None] * v_scale[None, :] + v_mean[None, :]
@@ -235,7 +235,7 @@ def kernel(
         qz.q, qz.k, qz.v, qz.q_scale, qz.k_scale, qz.v_scale, qz.v_mean, out,
         seq, seq_pad, heads, stride_vn, stride_vd, out.stride(0), out.stride(1), out.stride(2),
         HEAD_DIM=dim, BLOCK_M=block_m, BLOCK_N=block_n, Q_GROUP=Q_BLOCK,
-        QK_INT8=qz.q.dtype == torch.int8, PV_FP8=fp8_v, num_warps=warps, num_stages=stages,
+        QK_INT8=qz.q.dtype == torch.int8, PV_FP8=fp8_v, P_SHIFT=P_SHIFT, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return out
 
