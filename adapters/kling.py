@@ -13,7 +13,7 @@ import jwt
 
 from adapters.base import ProviderError, ProviderErrorInfo, ProviderRequest, ProviderStatus, ProviderTask, VideoSource
 from adapters.http import ProviderHTTP, http_error, json_body
-from adapters.images import fit_image
+from media.image import fit_image
 
 DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
 PATH = "/v1/videos/image2video"

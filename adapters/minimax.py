@@ -9,7 +9,7 @@ import httpx
 
 from adapters.base import ProviderError, ProviderErrorInfo, ProviderRequest, ProviderStatus, ProviderTask, VideoSource
 from adapters.http import ProviderHTTP, http_error, json_body
-from adapters.images import data_uri, fit_image
+from media.image import data_uri, fit_image
 
 DEFAULT_BASE_URL = "https://api.minimax.io"
 

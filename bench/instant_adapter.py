@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from adapters.base import ProviderRequest, ProviderStatus, ProviderTask, VideoSource
-from gateway.media import encode_mp4
 from gateway.settings import AdapterSettings
+from media import encode_mp4
 
 _CLIP = encode_mp4([np.full((64, 64, 3), i * 20, np.uint8) for i in range(8)], fps=8)
 

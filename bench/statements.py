@@ -23,7 +23,7 @@ import httpx
 from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import gateway.app as gateway_app
+import gateway.api.app as gateway_app
 from tests.conftest import create_toy_provider, make_settings
 from tests.support.images import data_uri, image_bytes
 from tests.support.servers import serve_in_thread

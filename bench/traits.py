@@ -22,14 +22,14 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.base import InputImage
-from gateway.advice import prompt_warnings
-from gateway.breaker import Breakers, BreakerSettings
-from gateway.catalog import load_rules
-from gateway.faces import face_report
-from gateway.ingest import ImageLimits, inspect_image
-from gateway.router import plan
+from gateway.api.ingest import ImageLimits, inspect_image
+from gateway.routing.breaker import Breakers, BreakerSettings
+from gateway.routing.catalog import load_rules
+from gateway.routing.planner import plan
 from gateway.schemas import CreateVideoRequest
 from gateway.traits import Load, Traits, TraitSettings
+from gateway.traits.advice import prompt_warnings
+from gateway.traits.faces import face_report
 from tests.support.photos import jpeg, labelled_photos, lfw_crops
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def main() -> None:
 
     def decision(i: int) -> None:
         image: InputImage = images[i % len(images)]
-        import gateway.traits as tr
+        import gateway.traits.traits as tr
 
         tr.FACES._items.clear()  # no cache hits: every decision scans its image
         t = Traits(req, image, Load(), settings)

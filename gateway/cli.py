@@ -36,8 +36,8 @@ def serve(
 ) -> None:
     """Run the gateway (API + job runner) until interrupted."""
     from adapters.registry import AdapterConfigError
-    from gateway.app import create_app
-    from gateway.catalog import CatalogError
+    from gateway.api.app import create_app
+    from gateway.routing.catalog import CatalogError
     from gateway.settings import Settings
 
     settings = Settings()
@@ -111,7 +111,7 @@ def _check(resp: httpx.Response) -> Any:
 
 def _in_process_gateway(sandbox: bool) -> ServerThread:
     """A gateway with this shell's settings on a free loopback port, for one command."""
-    from gateway.app import create_app
+    from gateway.api.app import create_app
     from gateway.settings import Settings
 
     settings = Settings()
@@ -252,7 +252,7 @@ def jobs_cancel(video_id: str, base_url: BaseUrl = "http://127.0.0.1:8000", api_
 @rules_app.command("check")
 def rules_check(file: Annotated[Path, typer.Argument(help="A router_rules.yaml to validate.")]) -> None:
     """Validate a rules file the way the gateway loads it; errors name the file, line and field."""
-    from gateway.catalog import CatalogError, load_rules
+    from gateway.routing.catalog import CatalogError, load_rules
 
     try:
         rules = load_rules(file)

@@ -15,11 +15,6 @@ from gateway.settings import AdapterSettings
 
 log = logging.getLogger("i2v.sandbox")
 
-WARNING = (
-    "sandbox: made by a local emulator of the {adapter} API (a camera move over your image), not by the real model"
-)
-
-
 class Sandbox:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         config = config or EmulatorConfig(queue_s=1.0, run_s=4.0)

@@ -1,7 +1,9 @@
-"""Pydantic models of the HTTP surface: the create request and the unified video object.
+"""The two shapes every layer speaks: the create request and the unified video object.
 
-The shapes follow the OpenAI `/v1/videos` convention so existing clients work by changing
-`base_url`; everything the gateway adds lives in extra fields, never renamed common ones.
+The API validates the request into `CreateVideoRequest`; traits and routing read it; the job
+runner renders jobs as `Video` for webhooks, as the API does for clients. The shapes follow the
+OpenAI `/v1/videos` convention so existing clients work by changing `base_url`; everything the
+gateway adds lives in extra fields, never renamed common ones.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.base import CameraMove
-
-JobStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+from gateway.status import AttemptStatus, JobStatus
 
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 _ASPECT = re.compile(r"^(\d{1,2}):(\d{1,2})$")
@@ -110,7 +110,7 @@ class Attempt(BaseModel):
     model: str
     adapter: str
     provider_task_id: str | None = None
-    status: str
+    status: AttemptStatus
     submitted_at: float | None = None
     finished_at: float | None = None
     error: VideoError | None = None
@@ -160,66 +160,3 @@ class Video(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     metadata: dict[str, str] | None = None
     error: VideoError | None = None
-
-
-class VideoList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Video]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
-
-
-class DeletedVideo(BaseModel):
-    id: str
-    object: Literal["video.deleted"] = "video.deleted"
-    deleted: bool = True
-
-
-class ModelInfo(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    owned_by: str
-    adapter: str
-    provider_model: str
-    available: bool
-    description: str = ""
-    resolutions: list[str]
-    durations: list[int]
-    aspect_ratios: list[str] | None
-    camera_control: bool
-    loop: bool
-    usd_per_second: dict[str, float]
-    typical_latency_s: float | None
-    fallbacks: list[str]
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelInfo]
-
-
-class ExplainedCandidate(BaseModel):
-    model: str
-    adapter: str
-    kept: bool
-    reason: str
-    resolution: str
-    seconds: int
-    estimated_cost_usd: float | None = None
-    typical_latency_s: float | None = None
-    circuit: str = Field(description="closed, open or half_open.")
-
-
-class RouteExplanation(BaseModel):
-    """`POST /v1/route/explain`: how a request would be routed, without creating a job."""
-
-    object: Literal["route.explanation"] = "route.explanation"
-    model: str
-    rule: str | None
-    arm: str | None = None
-    rules_tried: list[dict[str, Any]]
-    traits: dict[str, Any]
-    candidates: list[ExplainedCandidate]
-    max_attempts: int | None = None
-    warnings: list[str]

@@ -20,7 +20,15 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from gateway.breaker import BreakerSettings
+
+class BreakerSettings(BaseModel):
+    """When a backend's circuit opens (gateway/routing/breaker.py)."""
+
+    failures: int = 5
+    error_rate: float = 0.5
+    min_calls: int = 10
+    window_s: float = 60.0
+    cooldown_s: float = 30.0
 
 
 class AdapterSettings(BaseModel):

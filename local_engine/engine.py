@@ -8,7 +8,6 @@ gateway's runner finds the task unknown and falls back (the adapter says `interr
 
 from __future__ import annotations
 
-import io
 import logging
 import queue
 import secrets
@@ -22,9 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gateway.media import encode_mp4
 from local_engine import accel
 from local_engine.config import EngineConfig
+from media import decode_rgb, encode_mp4
 
 log = logging.getLogger("i2v.local")
 State = Literal["queued", "in_progress", "completed", "failed", "cancelled"]
@@ -169,9 +168,7 @@ class DeviceWorker:
         if self.pipe is None:
             self.pipe = load_pipeline(self.config, self.device)
             job.timings["load_s"] = round(time.perf_counter() - t0, 3)
-        image = (
-            Image.open(io.BytesIO(job.image)).convert("RGB").resize((job.width, job.height), Image.Resampling.LANCZOS)
-        )
+        image = decode_rgb(job.image, (job.width, job.height))
         generator = torch.Generator(device="cpu").manual_seed(
             job.seed if job.seed is not None else secrets.randbits(31)
         )

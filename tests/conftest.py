@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
+from gateway.api.app import create_app
 from gateway.settings import AdapterSettings, Settings
 from tests.support.servers import serve_in_thread
 from tests.support.toy_provider import create_toy_provider

@@ -4,7 +4,6 @@ renderer, result serving and the `/_emulator` control routes."""
 from __future__ import annotations
 
 import asyncio
-import io
 import itertools
 import random
 import re
@@ -20,7 +19,7 @@ from litestar.datastructures import State
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from gateway.media import encode_mp4
+from media import decode_rgb, encode_mp4
 
 Fault = Literal[
     "rate_limit",
@@ -190,7 +189,7 @@ def render_clip(
     """Frames cropped from the image along the prompt's camera move, encoded as H.264."""
     scale = min(1.0, max_side / max(width, height))
     w, h = max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
-    src = Image.open(io.BytesIO(image)).convert("RGB").resize((int(w * 1.25), int(h * 1.25)))
+    src = decode_rgb(image).resize((int(w * 1.25), int(h * 1.25)))
     big = np.asarray(src)
     bh, bw = big.shape[:2]
     n = max(2, min(max_frames, round(seconds * fps)))

@@ -6,6 +6,8 @@ base64 *without* a `data:` prefix; `duration` is a string; timestamps are millis
 status is `succeed`; a moderation failure after acceptance is `failed` + `task_status_msg` with
 HTTP 200 / code 0; a task can be queried by `external_task_id`; there is no cancel endpoint.
 Motion control (`/v1/videos/motion-control`) takes `image_url` + `video_url`, no `duration`.
+
+Over 300 lines on purpose: it is one protocol, read as one page beside §1 of the reference.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from adapters.emulators.wan import create_wan_emulator
 from adapters.kling import KlingAdapter
 from adapters.minimax import MiniMaxAdapter
 from adapters.wan import WanAdapter
-from gateway.ingest import ImageLimits, inspect_image
+from gateway.api.ingest import ImageLimits, inspect_image
 from gateway.settings import AdapterSettings
 from tests.support.images import image_bytes
 

@@ -15,8 +15,8 @@ import pytest
 
 from adapters.base import ProviderError, ProviderStatus, ProviderTask
 from adapters.emulators.common import EmulatorConfig
-from gateway.blobs import BlobStore
-from gateway.results import store_video
+from gateway.jobs.fetch import store_video
+from gateway.storage.blobs import BlobStore
 from tests.adapters.families import FAMILIES, Family, request
 from tests.support.servers import serve_in_thread
 

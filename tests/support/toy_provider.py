@@ -20,7 +20,7 @@ from litestar import Litestar, Response, get, post
 from litestar.datastructures import State
 from PIL import Image
 
-from gateway.media import encode_mp4
+from media import encode_mp4
 
 
 class ToyState:

@@ -1,0 +1,158 @@
+"""Assembles the gateway: `create_app(settings)` wires store, catalog, adapters and runner.
+
+No import-time side effects and no module-level singletons: tests build apps with their own
+settings and adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from adapters.base import Adapter
+from adapters.registry import build_adapter
+from gateway.api import health
+from gateway.api.errors import exception_handlers
+from gateway.api.explain import explain_route
+from gateway.api.ingest import ImageLimits
+from gateway.api.middleware import metrics_middleware
+from gateway.api.models import list_models
+from gateway.api.services import Services
+from gateway.api.videos import VideosController
+from gateway.jobs.migrate import migrate
+from gateway.jobs.runner import JobRunner
+from gateway.jobs.store import JobStore
+from gateway.jobs.tables import make_engine
+from gateway.jobs.webhooks import WebhookSender
+from gateway.logs import configure_logging
+from gateway.metrics import GatewayMetrics
+from gateway.netguard import AddressPolicy, guarded_client
+from gateway.routing.breaker import Breakers
+from gateway.routing.watch import RulesHolder
+from gateway.settings import AdapterSettings, Settings
+from gateway.storage.blobs import BlobStore
+
+log = logging.getLogger("i2v.app")
+
+
+def build_adapters(settings: Settings) -> dict[str, Adapter]:
+    return {name: build_adapter(name, cfg) for name, cfg in settings.adapters.items()}
+
+
+def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | None = None) -> Litestar:
+    """Build the gateway. `adapters` overrides what `settings.adapters` would build."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    sandbox = None
+    if settings.sandbox:
+        from adapters.emulators.common import EmulatorConfig
+        from gateway.sandbox import Sandbox
+
+        t = settings.sandbox_task_s
+        sandbox = Sandbox(EmulatorConfig(queue_s=t / 5, run_s=t * 4 / 5))
+        settings = settings.model_copy(update={"adapters": {**sandbox.adapters, **settings.adapters}})
+    if settings.local_wan_path and "local" not in settings.adapters:
+        local = AdapterSettings(max_concurrency=64, options={"model_path": str(settings.local_wan_path)})
+        settings = settings.model_copy(update={"adapters": {**settings.adapters, "local": local}})
+    rules = RulesHolder(settings.resolved_rules_file)
+    breakers = Breakers(settings.breaker)
+    live_adapters = adapters if adapters is not None else build_adapters(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    store = JobStore(engine)
+    blobs = BlobStore(settings.resolved_blob_dir)
+    metrics = GatewayMetrics()
+    policy = AddressPolicy(settings.image_fetch_allow_networks)
+    fetcher = guarded_client(policy, settings.image_fetch_timeout_s)
+    downloads = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True)
+    runner = JobRunner(
+        store=store,
+        adapters=live_adapters,
+        rules=rules.get,
+        blobs=blobs,
+        breakers=breakers,
+        settings=settings,
+        metrics=metrics,
+        downloads=downloads,
+        webhooks=WebhookSender(
+            guarded_client(policy, 10.0),
+            settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
+        ),
+    )
+    services = Services(
+        settings=settings,
+        rules=rules.get,
+        rules_holder=rules,
+        breakers=breakers,
+        adapters=live_adapters,
+        store=store,
+        blobs=blobs,
+        metrics=metrics,
+        fetcher=fetcher,
+        runner=runner,
+        image_limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.min_image_side),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if sandbox:
+            sandbox.start()
+        await migrate(engine)
+        if settings.runner_enabled:
+            await runner.start()
+        rules.install_sighup()
+        watcher = asyncio.create_task(rules.watch(settings.rules_reload_s)) if settings.rules_reload_s else None
+        log.info(
+            "gateway ready",
+            extra={
+                "database": engine.url.render_as_string(hide_password=True),
+                "adapters": sorted(live_adapters),
+                "runner": runner.id,
+            },
+        )
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if settings.runner_enabled:
+                await runner.stop()
+            for adapter in live_adapters.values():
+                await adapter.aclose()
+            await fetcher.aclose()
+            await downloads.aclose()
+            await runner.webhooks.client.aclose()
+            await engine.dispose()
+            if sandbox:
+                sandbox.stop()
+
+    def provide_services(state: State) -> Services:
+        return state.services  # type: ignore[no-any-return]
+
+    return Litestar(
+        route_handlers=[VideosController, explain_route, list_models, health.healthz, health.readyz, health.metrics],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        state=State({"services": services}),
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers(settings.max_image_bytes),
+        middleware=[metrics_middleware(metrics, settings.sandbox)],
+        openapi_config=OpenAPIConfig(
+            title="i2v-gateway",
+            version="0.1.0",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin()],
+            description="One HTTP API over every image-to-video backend.",
+        ),
+        request_max_body_size=int(settings.max_image_bytes * 1.4) + 65536,
+        logging_config=None,  # ours (gateway/logs.py), not Litestar's default handlers
+        debug=False,
+    )

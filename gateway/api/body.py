@@ -1,0 +1,107 @@
+"""The create body, JSON or multipart, validated into `CreateVideoRequest` with the image's bytes.
+
+Shared by `POST /v1/videos` and `POST /v1/route/explain`: both read exactly the same body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import UploadFile
+from pydantic import ValidationError
+
+from adapters.base import InputImage
+from gateway.api.ingest import load_image
+from gateway.api.services import Services
+from gateway.errors import APIError
+from gateway.schemas import CreateVideoRequest
+
+_JSON_FORM_FIELDS = ("camera", "metadata", "parameters", "input_reference")
+
+
+def validation_error(exc: ValidationError) -> APIError:
+    """Turn the first pydantic error into an envelope that names the field and what to fix."""
+    err = exc.errors()[0]
+    param = ".".join(str(p) for p in err["loc"]) or None
+    kind = err["type"]
+    if kind == "missing":
+        return APIError(422, "missing_field", f"{param}: this field is required.", param)
+    if kind == "extra_forbidden":
+        return APIError(422, "unknown_field", f"{param}: unknown field; check the spelling (see /docs).", param)
+    if param == "prompt" and kind == "string_too_long":
+        return APIError(422, "prompt_too_long", f"prompt: {err['msg']}.", param)
+    return APIError(422, "invalid_field", f"{param}: {err['msg'].removeprefix('Value error, ')}.", param)
+
+
+async def parse_create(request: Request[Any, Any, Any], services: Services) -> tuple[CreateVideoRequest, bytes | None]:
+    """The create body, validated: the shared first step of create and explain."""
+    fields, upload = await _read_body(request)
+    try:
+        req = CreateVideoRequest.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+    limit = services.settings.max_prompt_chars
+    if len(req.prompt) > limit:
+        raise APIError(
+            422,
+            "prompt_too_long",
+            f"prompt: {len(req.prompt)} characters; the limit is {limit}. Describe the motion in fewer words.",
+            "prompt",
+        )
+    if upload is not None and (req.image or req.input_reference):
+        raise APIError(422, "ambiguous_image", "image: send either a file or a URL, not both.", "image")
+    return req, upload
+
+
+async def image_of(req: CreateVideoRequest, upload: bytes | None, services: Services) -> InputImage:
+    """The request's image, from the upload, a data URI or a URL (fetched through the SSRF guard)."""
+    reference = req.image or (req.input_reference.image_url if req.input_reference else None)
+    param = "input_reference" if upload is not None or req.input_reference else "image"
+    return await load_image(
+        upload=upload, reference=reference, param=param, limits=services.image_limits, fetcher=services.fetcher
+    )
+
+
+def request_hash(req: CreateVideoRequest, image_sha: str) -> str:
+    """What an Idempotency-Key is bound to: the validated body and the image's bytes."""
+    canon = json.dumps({"req": req.model_dump(mode="json"), "image": image_sha}, sort_keys=True)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+async def _read_body(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], bytes | None]:
+    """JSON or multipart; returns (fields, uploaded image bytes or None)."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data") or ctype.startswith("application/x-www-form-urlencoded"):
+        form = await request.form()
+        fields: dict[str, Any] = {}
+        upload: bytes | None = None
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key not in ("input_reference", "image"):
+                    raise APIError(
+                        422, "unknown_field", f"{key}: only the image may be a file (field input_reference).", key
+                    )
+                upload = await value.read()
+            elif key.startswith("input_reference[") and key.endswith("]"):
+                fields.setdefault("input_reference", {})[key[16:-1]] = value
+            elif key in _JSON_FORM_FIELDS and isinstance(value, str):
+                try:
+                    fields[key] = json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise APIError(422, "invalid_field", f"{key}: must be JSON in a form field.", key) from exc
+            else:
+                fields[key] = value
+        return fields, upload
+    if ctype.startswith("application/json") or not ctype:
+        raw = await request.body()
+        try:
+            body = json.loads(raw or b"null")
+        except json.JSONDecodeError as exc:
+            raise APIError(400, "invalid_json", f"The body is not valid JSON: {exc.msg} at char {exc.pos}.") from exc
+        if not isinstance(body, dict):
+            raise APIError(400, "invalid_json", "The body must be a JSON object.")
+        return body, None
+    raise APIError(415, "unsupported_media_type", "Send application/json or multipart/form-data.")

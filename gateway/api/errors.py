@@ -1,0 +1,61 @@
+"""Every failure on the HTTP surface leaves in the error envelope, whoever raised it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from gateway.errors import APIError
+
+log = logging.getLogger("i2v.app")
+
+
+def _error_response(exc: APIError) -> Response[Any]:
+    return Response(exc.envelope(), status_code=exc.status, headers=exc.headers, media_type=MediaType.JSON)
+
+
+def _on_api_error(_: Request[Any, Any, Any], exc: APIError) -> Response[Any]:
+    return _error_response(exc)
+
+
+def _http_error_handler(max_image_bytes: int) -> Any:
+    def handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+        if exc.status_code == 413:  # the body limit trips before the image is even parsed
+            return _error_response(
+                APIError(
+                    413,
+                    "image_too_large",
+                    f"The request body is too large: images may be at most {max_image_bytes / 2**20:.1f} MB.",
+                    "image",
+                )
+            )
+        return _on_http_error(request, exc)
+
+    return handler
+
+
+def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = exc.detail
+    if isinstance(exc, ValidationException):
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        first = extra[0] if extra else {}
+        param = first.get("key") if isinstance(first, dict) else None
+        message = f"{param}: {first.get('message')}" if param else exc.detail
+        return _error_response(
+            APIError(422 if exc.status_code == 400 else exc.status_code, "invalid_field", message, param)
+        )
+    return _error_response(APIError(exc.status_code, code, message))
+
+
+def _on_crash(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error", exc_info=exc)
+    return _error_response(APIError(500, "internal_error", "The gateway hit an internal error; it is logged."))
+
+
+def exception_handlers(max_image_bytes: int) -> dict[Any, Any]:
+    """Ours, Litestar's and everything else's, each to the envelope."""
+    return {APIError: _on_api_error, HTTPException: _http_error_handler(max_image_bytes), Exception: _on_crash}

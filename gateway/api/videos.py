@@ -1,0 +1,221 @@
+"""`/v1/videos`: create, list, retrieve, download, cancel, delete.
+
+Create reads top to bottom as the first half of a job's life: parse the body, resolve the
+image, decide the route, write the durable job, wake the runner. The runner does the rest.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.params import Parameter
+
+from gateway.api.auth import Owner, Svc, owner_dependency
+from gateway.api.body import image_of, parse_create, request_hash
+from gateway.api.responses import DeletedVideo, VideoList
+from gateway.errors import APIError, not_found
+from gateway.jobs.ids import new_id
+from gateway.jobs.present import video_object
+from gateway.jobs.store import IdempotencyConflict
+from gateway.jobs.tables import JobRow
+from gateway.routing.planner import check_model, shape_for
+from gateway.schemas import Video
+from gateway.status import TERMINAL_JOB, JobStatus
+
+
+class VideosController(Controller):
+    path = "/v1/videos"
+    dependencies = owner_dependency()
+
+    @post("/", status_code=202, summary="Create a video from an image and a motion prompt")
+    async def create(self, request: Request[Any, Any, Any], services: Svc, owner: Owner) -> Response[Video]:
+        """JSON (`image`: URL or data URI) or multipart (`input_reference`: the file). See docs/api.md."""
+        t0 = time.perf_counter()
+        req, upload = await parse_create(request, services)
+        rules = services.rules()
+        check_model(req, rules)  # refuse an unknown model before paying for an image download
+        image = await image_of(req, upload, services)
+        decision = await services.decide(req, image, rules, owner)
+        route = decision.plan
+        first = rules.models[route.candidates[0]]
+        req_dict = req.model_dump(
+            mode="json", exclude={"image", "input_reference", "prompt", "model", "webhook_url", "metadata"}
+        )
+        req_dict["image"] = {"sha256": image.sha256, "mime": image.mime, "width": image.width, "height": image.height}
+        req_dict["shape"] = shape_for(first, req_dict, image.width, image.height).model_dump()
+        now = time.time()
+        job = JobRow(
+            id=new_id("vid"),
+            owner=owner,
+            status=JobStatus.QUEUED,
+            progress=0,
+            requested_model=req.model,
+            model=route.candidates[0],
+            prompt=req.prompt,
+            request=req_dict,
+            route={
+                "rule": route.rule,
+                "arm": route.arm,
+                "traits": decision.traits,
+                "candidates": route.candidates,
+                "dropped": route.dropped,
+                "max_attempts": route.max_attempts,
+                "fallback_on": route.fallback_on,
+            },
+            metrics={},
+            warnings=decision.warnings,
+            metadata_=req.metadata,
+            webhook_url=req.webhook_url,
+            idempotency_key=request.headers.get("idempotency-key"),
+            request_hash=request_hash(req, image.sha256),
+            cancel_requested=False,
+            created_at=now,
+            deadline_at=now + req.deadline_s if req.deadline_s else None,
+        )
+        services.blobs.put(image.data)
+        job.metrics = {"create_ms": round((time.perf_counter() - t0) * 1000, 2)}
+        try:
+            job, created = await services.store.create(job)
+        except IdempotencyConflict as exc:
+            raise APIError(
+                422,
+                "idempotency_key_reused",
+                "Idempotency-Key: this key was used with a different "
+                f"request (job {exc.existing.id}). Use a new key for a new request.",
+                "Idempotency-Key",
+            ) from exc
+        if created:
+            services.metrics.jobs_created.labels(req.model).inc()
+            services.runner.wake()
+            attempts = []
+        else:
+            _, attempts = await services.store.get_with_attempts(job.id)
+        headers = {} if created else {"Idempotent-Replayed": "true"}
+        return Response(video_object(job, attempts), status_code=202 if created else 200, headers=headers)
+
+    @get("/", summary="List videos")
+    async def list_videos(
+        self,
+        services: Svc,
+        owner: Owner,
+        status: str | None = None,
+        model: str | None = None,
+        after: str | None = None,
+        limit: int = Parameter(default=20, ge=1, le=100),
+        order: str = Parameter(default="desc", pattern="^(asc|desc)$"),
+    ) -> VideoList:
+        rows, has_more = await services.store.list(
+            owner, status=status, model=model, after=after, limit=limit, order=order
+        )
+        attempts = await services.store.attempts_for([r.id for r in rows])
+        data = [video_object(r, attempts[r.id]) for r in rows]
+        return VideoList(
+            data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=has_more
+        )
+
+    @get("/{video_id:str}", summary="Retrieve a video")
+    async def retrieve(self, video_id: str, services: Svc, owner: Owner) -> Video:
+        job, attempts = await services.store.get_with_attempts(video_id)
+        return video_object(_owned(job, owner, video_id), attempts)
+
+    @get("/{video_id:str}/content", summary="Download the MP4 (HTTP Range supported)")
+    async def content(
+        self,
+        request: Request[Any, Any, Any],
+        video_id: str,
+        services: Svc,
+        owner: Owner,
+        variant: str = "video",
+    ) -> Response[bytes]:
+        job = _owned(await services.store.get(video_id), owner, video_id)
+        if variant != "video":
+            raise APIError(422, "invalid_field", "variant: only 'video' is available.", "variant")
+        if job.status != JobStatus.COMPLETED or not job.output:
+            raise APIError(
+                409, "video_not_ready", f"Video {video_id} is {job.status}; content exists once it is completed."
+            )
+        path = services.blobs.path(job.output["sha256"])
+        size = path.stat().st_size
+        headers = {
+            "accept-ranges": "bytes",
+            "etag": f'"{job.output["sha256"]}"',
+            "content-disposition": f'inline; filename="{video_id}.mp4"',
+        }
+        rng = _parse_range(request.headers.get("range"), size)
+        if rng is None:
+            return Response(path.read_bytes(), media_type="video/mp4", headers=headers)
+        start, end = rng
+        with path.open("rb") as f:
+            f.seek(start)
+            chunk = f.read(end - start + 1)
+        headers["content-range"] = f"bytes {start}-{end}/{size}"
+        return Response(chunk, status_code=206, media_type="video/mp4", headers=headers)
+
+    @post("/{video_id:str}/cancel", status_code=200, summary="Cancel a video job")
+    async def cancel(self, video_id: str, services: Svc, owner: Owner) -> Video:
+        job = _owned(await services.store.get(video_id), owner, video_id)
+        if job.status in TERMINAL_JOB:
+            raise APIError(
+                409, "video_already_finished", f"Video {video_id} is already {job.status}; nothing to cancel."
+            )
+        await services.store.request_cancel(video_id, time.time())
+        services.runner.request_cancel(video_id)
+        fresh, attempts = await services.store.get_with_attempts(video_id)
+        assert fresh is not None
+        return video_object(fresh, attempts)
+
+    @delete("/{video_id:str}", status_code=200, summary="Delete a finished video and its stored file")
+    async def delete_video(self, video_id: str, services: Svc, owner: Owner) -> DeletedVideo:
+        job = _owned(await services.store.get(video_id), owner, video_id)
+        if job.status not in TERMINAL_JOB:
+            raise APIError(
+                409,
+                "video_in_progress",
+                f"Video {video_id} is {job.status}; cancel it first (POST /v1/videos/{video_id}/cancel).",
+            )
+        await services.store.delete(video_id)
+        sha = (job.output or {}).get("sha256")
+        if sha and not await services.store.other_jobs_use_blob(sha, video_id):
+            services.blobs.delete(sha)
+        return DeletedVideo(id=video_id)
+
+
+def _owned(job: JobRow | None, owner: str, video_id: str) -> JobRow:
+    # Another key's job answers 404, not 403: ids of other tenants are not confirmed to exist.
+    if job is None or job.owner != owner:
+        raise not_found("video", video_id, "video_id")
+    return job
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    if not header:
+        return None
+    m = _RANGE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        raise APIError(
+            416,
+            "invalid_range",
+            f"Range: '{header}' is not a single byte range like bytes=0-1023.",
+            "Range",
+            headers={"content-range": f"bytes */{size}"},
+        )
+    if m.group(1):
+        start = int(m.group(1))
+        end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    else:
+        start, end = max(0, size - int(m.group(2))), size - 1
+    if start >= size or start > end:
+        raise APIError(
+            416,
+            "invalid_range",
+            f"Range: '{header}' is outside the {size}-byte file.",
+            "Range",
+            headers={"content-range": f"bytes */{size}"},
+        )
+    return start, end

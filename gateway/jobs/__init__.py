@@ -1,0 +1,1 @@
+"""Durable jobs: the tables and store, the runner that drives each job, results and webhooks."""

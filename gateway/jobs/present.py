@@ -1,0 +1,75 @@
+"""Jobs as the outside sees them: rows rendered as the unified video object, metrics merged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.jobs.tables import AttemptRow, JobRow
+from gateway.schemas import Attempt, Route, Video, VideoError, VideoOutput
+from gateway.status import AttemptStatus, JobStatus
+from media import VideoFacts
+
+
+def _error(raw: dict[str, Any] | None) -> VideoError | None:
+    return VideoError.model_validate(raw) if raw else None
+
+
+def video_object(job: JobRow, attempts: list[AttemptRow]) -> Video:
+    req = job.request
+    out = job.output
+    return Video(
+        id=job.id,
+        status=JobStatus(job.status),
+        progress=100 if job.status == JobStatus.COMPLETED else job.progress,
+        created_at=int(job.created_at),
+        completed_at=int(job.completed_at) if job.completed_at else None,
+        model=job.model,
+        requested_model=job.requested_model,
+        prompt=job.prompt,
+        seconds=str(req["shape"]["seconds"]),
+        size=f"{req['shape']['width']}x{req['shape']['height']}",
+        route=Route(
+            rule=job.route.get("rule"),
+            arm=job.route.get("arm"),
+            traits=job.route.get("traits", {}),
+            candidates=job.route.get("candidates", []),
+            attempts=[
+                Attempt(
+                    model=a.model,
+                    adapter=a.adapter,
+                    provider_task_id=a.provider_task_id,
+                    status=AttemptStatus(a.status),
+                    submitted_at=a.submitted_at,
+                    finished_at=a.finished_at,
+                    error=_error(a.error),
+                )
+                for a in attempts
+            ],
+        ),
+        output=VideoOutput(url=f"/v1/videos/{job.id}/content", **out) if out else None,
+        metrics=job.metrics or {},
+        warnings=job.warnings or [],
+        metadata=job.metadata_,
+        error=_error(job.error),
+    )
+
+
+def merged_metrics(
+    job: JobRow, attempts: list[AttemptRow], now: float, facts: VideoFacts | None, fetch_ms: float = 0.0
+) -> dict[str, Any]:
+    first_submit = min((a.submitted_at for a in attempts if a.submitted_at), default=None)
+    cost = sum(a.cost_usd or 0.0 for a in attempts)
+    m: dict[str, Any] = dict(job.metrics or {})
+    m.update(
+        queue_s=round(first_submit - job.created_at, 3) if first_submit else None,
+        run_s=round(now - first_submit, 3) if first_submit else None,
+        total_s=round(now - job.created_at, 3),
+        gateway_overhead_ms=m.get("create_ms", 0.0),  # the gateway's own time on the request path
+        fetch_s=round(fetch_ms / 1000, 3),  # result download, probe and store
+        cost_usd=round(cost, 6),
+        cost_estimated=any(a.usage.get("cost_source") == "catalog" for a in attempts),
+        video_seconds=facts.duration_s if facts else 0.0,
+        attempts=len(attempts),
+        provider=attempts[-1].usage if attempts else {},
+    )
+    return m

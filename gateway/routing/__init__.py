@@ -1,0 +1,1 @@
+"""Where a request goes: the rules file (load, validate, watch), conditions, the planner, breakers."""

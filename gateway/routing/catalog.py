@@ -1,0 +1,195 @@
+"""The model catalog and routing rules, loaded and validated from `router_rules.yaml`."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from gateway.routing.conditions import ConditionError
+from gateway.routing.conditions import validate as validate_condition
+
+RESOLUTION_HEIGHT = {"480p": 480, "512p": 512, "540p": 540, "720p": 720, "768p": 768, "1080p": 1080}
+
+
+class ModelSpec(BaseModel):
+    """One alias in the catalog: which adapter serves it and what it can do."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter: str
+    provider_model: str
+    description: str = ""
+    resolutions: list[str] = Field(default_factory=lambda: ["720p"])
+    durations: list[int] = Field(default_factory=lambda: [5])
+    aspect_ratios: list[str] | None = Field(default=None, description="None: follows the input image.")
+    camera_control: bool = False
+    loop: bool = False
+    fps: int | None = None
+    usd_per_second: dict[str, float] = Field(default_factory=dict, description="Price by resolution.")
+    typical_latency_s: float | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_resolutions(self) -> ModelSpec:
+        for res in self.resolutions:
+            if res not in RESOLUTION_HEIGHT:
+                raise ValueError(f"resolution '{res}' is not one of {sorted(RESOLUTION_HEIGHT)}")
+        return self
+
+    def price_per_second(self, resolution: str) -> float | None:
+        return self.usd_per_second.get(resolution)
+
+
+_SEP = "\x1f"  # joins a condition's path for pydantic's error context; field names hold dots
+
+
+class Arm(BaseModel):
+    """One arm of a weighted split (an A/B experiment). Assignment is sticky per user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    weight: float = Field(gt=0)
+    route: list[str] = Field(min_length=1)
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    when: dict[str, Any] = Field(default_factory=dict, description="Conditions; {} matches everything.")
+    route: list[str] = Field(default_factory=list, description="The ordered fallback chain.")
+    split: list[Arm] | None = Field(default=None, description="Weighted arms instead of one route.")
+    max_attempts: int | None = Field(default=None, ge=1, description="Attempts across the chain; default all.")
+    fallback_on: list[str] = Field(
+        default_factory=list,
+        description="Also fall back on these codes (e.g. content_policy), not only retryable ones.",
+    )
+
+    @model_validator(mode="after")
+    def _route_or_split(self) -> Rule:
+        if bool(self.route) == (self.split is not None):
+            raise ValueError("give either 'route' (a list of models) or 'split' (weighted arms), not both or neither")
+        try:
+            validate_condition(self.when, ("when",))
+        except ConditionError as exc:
+            raise PydanticCustomError(
+                "condition", "{msg}", {"path": _SEP.join(map(str, exc.path)), "msg": str(exc)}
+            ) from exc
+        return self
+
+    def routes(self) -> list[list[str]]:
+        return [self.route] if self.route else [arm.route for arm in self.split or []]
+
+
+class RulesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[str, ModelSpec]
+    rules: list[Rule] = Field(default_factory=list)
+    experiments: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _routes_name_models(self) -> RulesFile:
+        for rule in self.rules:
+            for alias in (a for route in rule.routes() for a in route):
+                if alias not in self.models:
+                    raise ValueError(f"rule '{rule.name}' routes to unknown model '{alias}'")
+        for alias, spec in self.models.items():
+            for fb in spec.fallbacks:
+                if fb not in self.models:
+                    raise ValueError(f"model '{alias}' falls back to unknown model '{fb}'")
+        return self
+
+    @property
+    def default_route(self) -> list[str]:
+        """The route of the first rule with no condition; else every model in file order."""
+        for rule in self.rules:
+            if not rule.when:
+                return rule.routes()[0]
+        return list(self.models)
+
+
+class CatalogError(ValueError):
+    """The rules file is invalid; the message names the file and what is wrong."""
+
+
+_ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+
+
+def _expand_env(text: str) -> str:
+    return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), text)
+
+
+def _line_map(text: str) -> dict[tuple[str | int, ...], int]:
+    """Path inside the YAML document -> 1-based line, so errors can point at the line."""
+    lines: dict[tuple[str | int, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                here = (*path, key.value)
+                walk(value, here)
+                lines[here] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _line_of(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _error_path(err: Any) -> tuple[str | int, ...]:
+    loc = tuple(err["loc"])
+    ctx = err.get("ctx") or {}
+    if err["type"] == "condition" and "path" in ctx:  # the path inside `when` that is wrong
+        loc = loc + tuple(int(p) if p.isdigit() else p for p in ctx["path"].split(_SEP))
+    return loc
+
+
+def parse_rules(text: str, source: str) -> RulesFile:
+    """Validate a rules document; every error names the file, the line and the field."""
+    try:
+        expanded = _expand_env(text)
+        raw = yaml.safe_load(expanded)
+        lines = _line_map(expanded)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise CatalogError(f"{source}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    try:
+        return RulesFile.model_validate(raw)
+    except ValidationError as exc:
+        out = []
+        for e in exc.errors():
+            loc = _error_path(e)
+            line = _line_of(lines, loc)
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            msg = e["msg"].removeprefix("Value error, ")
+            out.append(f"{source}:{line}: {field}: {msg}" if line else f"{source}: {field}: {msg}")
+        raise CatalogError("\n".join(out)) from exc
+
+
+def load_rules(path: Path) -> RulesFile:
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise CatalogError(f"{path}: file not found (set I2V_RULES_FILE)") from exc
+    return parse_rules(text, str(path))

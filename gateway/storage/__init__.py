@@ -1,0 +1,1 @@
+"""Stored bytes: input images and result videos, content-addressed on disk."""

@@ -1,0 +1,38 @@
+"""Frames out of a stored clip, and the one edit the gateway makes to clips: a seamless loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+from media.video import encode_mp4
+
+
+def decode_frames(path: Path) -> tuple[list[np.ndarray], float]:
+    """All frames as RGB uint8 arrays, and the stream's frame rate."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 24)
+        return [f.to_ndarray(format="rgb24") for f in container.decode(stream)], rate
+
+
+def make_loop(path: Path, *, crossfade_s: float = 0.5) -> bytes:
+    """A seamless loop: the clip's last `crossfade_s` dissolves into its first frames.
+
+    Output = frames[k:n-k] + blend(frames[n-k:n] -> frames[0:k]); its last frame is nearly
+    frames[k-1], so playing it again from frames[k] has no seam. It is k frames shorter.
+    """
+    frames, fps = decode_frames(path)
+    n = len(frames)
+    k = max(1, min(round(crossfade_s * fps), n // 3))
+    if n < 4:
+        raise ValueError("a clip of fewer than 4 frames cannot be looped")
+    out = frames[k : n - k]
+    for i in range(k):
+        alpha = (i + 1) / (k + 1)
+        tail = frames[n - k + i].astype(np.float32)
+        head = frames[i].astype(np.float32)
+        out.append(((1 - alpha) * tail + alpha * head + 0.5).astype(np.uint8))
+    return encode_mp4(out, round(fps))

@@ -1,0 +1,53 @@
+"""Images: decode to RGB, and fit an encoded image to a provider's documented limits."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Protocol
+
+from PIL import Image
+
+
+class EncodedImage(Protocol):
+    """What fitting needs to know of an image: its encoded bytes and their facts
+    (`adapters.base.InputImage` is one)."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+
+
+def decode_rgb(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
+    """Encoded bytes as an RGB image, resized to `size` (width, height) with Lanczos when given."""
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    return img if size is None else img.resize(size, Image.Resampling.LANCZOS)
+
+
+def fit_image(
+    image: EncodedImage,
+    *,
+    min_side: int,
+    max_side: int,
+    max_bytes: int,
+    formats: tuple[str, ...] = ("image/jpeg", "image/png"),
+) -> tuple[bytes, str]:
+    """The image as-is when it fits; else resized into [min_side, max_side] and re-encoded as JPEG."""
+    w, h = image.width, image.height
+    if min(w, h) >= min_side and max(w, h) <= max_side and image.mime in formats and len(image.data) <= max_bytes:
+        return image.data, image.mime
+    scale = max(min_side / min(w, h), 1.0) if min(w, h) < min_side else min(max_side / max(w, h), 1.0)
+    img = decode_rgb(image.data)
+    if scale != 1.0:
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    for quality in (92, 85, 75, 60):
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality)
+        if buf.tell() <= max_bytes:
+            return buf.getvalue(), "image/jpeg"
+    raise ValueError("the image cannot be made small enough for this provider")
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"

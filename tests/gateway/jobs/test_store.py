@@ -1,0 +1,135 @@
+"""The job store on SQLite and on PostgreSQL: migrations, idempotency, leases across runners."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.jobs.ids import new_id
+from gateway.jobs.migrate import migrate
+from gateway.jobs.store import IdempotencyConflict, JobStore
+from gateway.jobs.tables import JobRow, make_engine
+
+PG_ADMIN = os.environ.get("I2V_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+async def _pg_reachable() -> bool:
+    try:
+        import asyncpg
+
+        conn = await asyncio.wait_for(asyncpg.connect(PG_ADMIN), 3)
+        await conn.close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+        dbname = None
+    else:
+        if not await _pg_reachable():
+            pytest.skip(f"no PostgreSQL at {PG_ADMIN} (set I2V_TEST_POSTGRES_URL to test against one)")
+        import asyncpg
+
+        dbname = f"i2v_test_{uuid.uuid4().hex[:10]}"
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute(f'CREATE DATABASE "{dbname}"')
+        await admin.close()
+        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        engine = make_engine(f"{base}/{dbname}")
+    await migrate(engine)
+    await migrate(engine)  # idempotent: a second start finds the schema at head
+    yield JobStore(engine)
+    await engine.dispose()
+    if dbname:
+        import asyncpg
+
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+        await admin.close()
+
+
+def job(**kw: object) -> JobRow:
+    values: dict = dict(
+        id=new_id("vid"),
+        owner="",
+        status="queued",
+        progress=0,
+        requested_model="auto",
+        model="m",
+        prompt="p",
+        request={"x": 1},
+        route={"candidates": ["m"]},
+        metrics={},
+        warnings=[],
+        cancel_requested=False,
+        created_at=time.time(),
+    )
+    values.update(kw)
+    return JobRow(**values)
+
+
+async def test_create_get_list(store: JobStore) -> None:
+    a, created = await store.create(job(model="a"))
+    assert created
+    b, _ = await store.create(job(model="b", owner="other"))
+    got = await store.get(a.id)
+    assert got is not None and got.request == {"x": 1} and got.route == {"candidates": ["m"]}
+    rows, more = await store.list("", limit=10)
+    assert [r.id for r in rows] == [a.id] and not more
+    assert (await store.list("other"))[0][0].id == b.id
+
+
+async def test_idempotency(store: JobStore) -> None:
+    first, created = await store.create(job(idempotency_key="k", request_hash="h1"))
+    again, created2 = await store.create(job(idempotency_key="k", request_hash="h1"))
+    assert created and not created2 and again.id == first.id
+    with pytest.raises(IdempotencyConflict):
+        await store.create(job(idempotency_key="k", request_hash="h2"))
+    # the same key under another owner is another job
+    _, created3 = await store.create(job(owner="o2", idempotency_key="k", request_hash="h2"))
+    assert created3
+
+
+async def test_concurrent_same_key_makes_one_job(store: JobStore) -> None:
+    results = await asyncio.gather(*[store.create(job(idempotency_key="race", request_hash="h")) for _ in range(8)])
+    assert len({j.id for j, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+
+
+async def test_leases_are_exclusive_and_expire(store: JobStore) -> None:
+    ids = [(await store.create(job()))[0].id for _ in range(3)]
+    got_a = await store.claim("runner-a", 10, lease_s=0.5)
+    assert sorted(got_a) == sorted(ids)
+    assert await store.claim("runner-b", 10, lease_s=0.5) == []
+    assert await store.update(ids[0], held_by="runner-a", progress=5)
+    assert not await store.update(ids[0], held_by="runner-b", progress=6)
+    await asyncio.sleep(0.6)
+    got_b = await store.claim("runner-b", 10, lease_s=30)
+    assert sorted(got_b) == sorted(ids)  # a dead runner's jobs are taken over
+    assert not await store.update(ids[0], held_by="runner-a", progress=7)  # and the old owner is fenced off
+    await store.release("runner-b")
+    assert sorted(await store.claim("runner-c", 10, lease_s=30)) == sorted(ids)
+
+
+async def test_terminal_jobs_are_never_claimed(store: JobStore) -> None:
+    done, _ = await store.create(job(status="completed"))
+    await store.create(job(status="failed"))
+    assert await store.claim("r", 10, lease_s=30) == []
+    assert (await store.get(done.id)).status == "completed"  # type: ignore[union-attr]
+
+
+async def test_cancel_of_queued_job_ends_it(store: JobStore) -> None:
+    j, _ = await store.create(job())
+    row = await store.request_cancel(j.id, time.time())
+    assert row is not None and row.status == "cancelled" and row.cancel_requested
+    assert await store.request_cancel("vid_missing", time.time()) is None

@@ -1,0 +1,129 @@
+"""Rule conditions, the rules file's validation (with line numbers), `rules check`, reload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app
+from gateway.routing.catalog import CatalogError, parse_rules
+from gateway.routing.conditions import matches
+from gateway.routing.watch import RulesHolder
+
+ROOT = Path(__file__).resolve().parents[3]
+SHIPPED = (ROOT / "router_rules.yaml").read_text()
+
+CTX = {
+    "traits": {"portrait": True, "volume": "normal", "camera_move": {"type": "pan", "direction": "left"}, "faces": 2},
+    "request": {"tier": "bulk", "seconds": 10, "prompt": "slow pan left over the bay", "max_cost_usd": None},
+    "metadata": {"team": "growth"},
+}
+
+
+@pytest.mark.parametrize(
+    ("cond", "expected"),
+    [
+        ({}, True),
+        ({"traits.portrait": True}, True),
+        ({"traits.portrait": False}, False),
+        ({"request.tier": {"eq": "bulk"}}, True),
+        ({"request.tier": {"ne": "bulk"}}, False),
+        ({"request.tier": {"in": ["bulk", "standard"]}}, True),
+        ({"request.tier": {"nin": ["bulk"]}}, False),
+        ({"request.seconds": {"gt": 5}}, True),
+        ({"request.seconds": {"gte": 10, "lt": 11}}, True),
+        ({"request.seconds": {"lte": 5}}, False),
+        ({"request.max_cost_usd": {"lt": 1}}, False),  # missing numbers never compare true
+        ({"request.prompt": {"regex": r"\bpan\b"}}, True),
+        ({"traits.camera_move.type": "pan"}, True),
+        ({"traits.camera_move.direction": {"in": ["up", "down"]}}, False),
+        ({"metadata.team": "growth", "traits.faces": {"gte": 2}}, True),
+        ({"metadata.missing": {"eq": None}}, True),
+        ({"any": [{"traits.volume": "high"}, {"request.tier": "bulk"}]}, True),
+        ({"all": [{"traits.volume": "high"}, {"request.tier": "bulk"}]}, False),
+        ({"not": {"traits.portrait": True}}, False),
+        ({"not": {"any": [{"traits.volume": "high"}, {"metadata.team": "ads"}]}}, True),
+    ],
+)
+def test_condition_operators(cond: dict, expected: bool) -> None:
+    assert matches(cond, CTX) is expected
+
+
+def test_evaluation_short_circuits_so_lazy_traits_are_not_computed() -> None:
+    class Lazy(dict):
+        def get(self, key, default=None):
+            if key == "portrait":
+                raise AssertionError("portrait was computed")
+            return super().get(key, default)
+
+    ctx = {**CTX, "traits": Lazy(volume="normal")}
+    assert matches({"traits.volume": "high", "traits.portrait": True}, ctx) is False
+
+
+def _error(text: str) -> str:
+    with pytest.raises(CatalogError) as info:
+        parse_rules(text, "rules.yaml")
+    return str(info.value)
+
+
+def test_errors_name_file_line_and_field() -> None:
+    bad_op = SHIPPED.replace("traits.portrait: true", "traits.portrait: {equals: true}")
+    line = bad_op.splitlines().index("      traits.portrait: {equals: true}") + 1
+    assert _error(bad_op).startswith(f"rules.yaml:{line}: rules.2.when.traits.portrait.equals: unknown operator")
+
+    bad_field = SHIPPED.replace("traits.volume: high", "trait.volume: high")
+    line = bad_field.splitlines().index("      trait.volume: high") + 1
+    assert f"rules.yaml:{line}: rules.1.when.trait.volume: unknown field" in _error(bad_field)
+
+    bad_type = SHIPPED.replace("durations: [5, 10, 15]", "durations: [5, ten]", 1)
+    line = bad_type.splitlines().index("    durations: [5, ten]") + 1
+    assert _error(bad_type).startswith(f"rules.yaml:{line}: models.wan-2.6-i2v.durations.1:")
+
+    assert "routes to unknown model 'wan-9'" in _error(
+        SHIPPED.replace("[wan-2.6-i2v, hailuo-2.3-fast", "[wan-9, hailuo-2.3-fast")
+    )
+    assert _error("models: {a: [1, 2}").startswith("rules.yaml:1: not valid YAML")
+    assert "not both or neither" in _error(
+        SHIPPED.replace("    route: [video-01-live", "    split: []\n    route: [video-01-live")
+    )
+    bad_regex = SHIPPED.replace("traits.volume: high", "request.prompt: {regex: '(unclosed'}")
+    assert "invalid regex" in _error(bad_regex)
+
+
+def test_split_arms_validate() -> None:
+    text = SHIPPED.replace(
+        "    route: [wan-2.6-i2v, hailuo-2.3-fast, kling-v2.1]",
+        "    split:\n"
+        "      - {name: a, weight: 50, route: [wan-2.6-i2v]}\n"
+        "      - {name: b, weight: 50, route: [hailuo-2.3]}",
+    )
+    rules = parse_rules(text, "x")
+    assert [arm.name for arm in rules.rules[-1].split or []] == ["a", "b"]
+
+
+def test_rules_check_command(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(app, ["rules", "check", str(ROOT / "router_rules.yaml")])
+    assert ok.exit_code == 0 and "OK" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SHIPPED.replace("traits.portrait: true", "traits.portrait: {eqq: true}"))
+    result = runner.invoke(app, ["rules", "check", str(bad)])
+    assert result.exit_code == 1
+    assert "unknown operator 'eqq'" in result.output and "bad.yaml:" in result.output
+
+
+def test_reload_keeps_the_old_rules_when_the_new_file_is_bad(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(SHIPPED)
+    holder = RulesHolder(path)
+    first = holder.get()
+    path.write_text(SHIPPED.replace("name: portrait", "name: faces"))
+    assert holder.changed() and holder.reload()
+    assert [r.name for r in holder.get().rules][2] == "faces"
+    path.write_text(SHIPPED.replace("traits.portrait: true", "traits.portrait: {eqq: true}"))
+    assert holder.reload() is False
+    assert [r.name for r in holder.get().rules][2] == "faces"
+    assert "eqq" in (holder.last_error or "")
+    assert holder.get() is not first
