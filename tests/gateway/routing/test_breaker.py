@@ -68,3 +68,27 @@ def test_old_outcomes_leave_the_window() -> None:
     b.record("wan", True)
     b.record("wan", False, "timeout")
     assert b.state("wan") == "closed"
+
+
+def test_a_probe_ending_in_an_uncounted_code_still_ends_the_probe() -> None:
+    """A content-policy refusal says the backend answered: the probe is over and the circuit
+    closes (before the fix, the breaker stayed half-open and refused every job for ever)."""
+    b, clock = make(failures=1, cooldown_s=5)
+    b.record("wan", False, "timeout")
+    clock.t += 5
+    assert b.allow("wan")
+    b.record("wan", False, "content_policy")
+    assert b.state("wan") == "closed" and b.allow("wan")
+
+
+def test_a_probe_that_never_reports_frees_the_half_open_slot_after_a_cooldown() -> None:
+    """The probing job was cancelled or moved to another runner and reported nothing: after
+    another cooldown a new probe is let through instead of the circuit staying shut."""
+    b, clock = make(failures=1, cooldown_s=5)
+    b.record("wan", False, "timeout")
+    clock.t += 5
+    assert b.allow("wan") and not b.allow("wan")
+    clock.t += 4.9
+    assert not b.allow("wan")
+    clock.t += 0.2
+    assert b.state("wan") == "half_open" and b.allow("wan")
