@@ -138,6 +138,7 @@ class ProviderError(Exception):
         http_status: int | None = None,
         retryable: bool | None = None,
         retry_after_s: float | None = None,
+        maybe_submitted: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -146,6 +147,9 @@ class ProviderError(Exception):
         self.http_status = http_status
         self.retryable = code in RETRYABLE_CODES if retryable is None else retryable
         self.retry_after_s = retry_after_s
+        #: On a submit: the provider may have created the task before the call failed (a timeout,
+        #: a 5xx, a malformed answer). Such a submit is never simply repeated.
+        self.maybe_submitted = maybe_submitted
 
     def info(self) -> ProviderErrorInfo:
         return ProviderErrorInfo(
@@ -167,6 +171,21 @@ class Adapter(Protocol):
 
     async def fetch(self, task: ProviderTask) -> VideoSource: ...
 
-    async def cancel(self, task: ProviderTask) -> None: ...
+    async def cancel(self, task: ProviderTask) -> bool:
+        """Ask the provider to stop the task. True when it will (the task ends `cancelled`);
+        False when it cannot (no cancel in the protocol, or the task is past cancelling):
+        the task then runs to its end and is billed."""
+        ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TaskLookup(Protocol):
+    """An adapter whose protocol finds a task by the attempt id the gateway sent with it (Kling's
+    `external_task_id`). With `idempotent_submit`, the provider also refuses a second task with
+    the same id, so a submit whose outcome is unknown may be sent again."""
+
+    idempotent_submit: bool
+
+    async def lookup(self, request: ProviderRequest) -> ProviderTask | None: ...

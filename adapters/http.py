@@ -45,7 +45,12 @@ def http_error(resp: httpx.Response, provider_code: str | int | None, message: s
         else "invalid_request"
     )
     return ProviderError(
-        code, message, provider_code=provider_code, http_status=status, retry_after_s=retry_after(resp)
+        code,
+        message,
+        provider_code=provider_code,
+        http_status=status,
+        retry_after_s=retry_after(resp),
+        maybe_submitted=status >= 500 or status == 408,
     )
 
 
@@ -84,11 +89,14 @@ class ProviderHTTP:
         **kwargs: Any,
     ) -> Any:
         """Send, parse, retry what is safe to retry. A non-idempotent call (a submit) is retried only
-        when the request surely did not reach the provider, or the provider refused it."""
+        when the request surely did not reach the provider, or the provider refused it; where it
+        may have reached it (a timeout, a 5xx, a malformed answer) the error says `maybe_submitted`
+        and the caller reconciles instead of sending it again."""
 
         def should_retry(exc: BaseException) -> bool:
             if isinstance(exc, ProviderError):
-                return exc.code in RETRY_CODES and exc.retryable
+                safe = idempotent or not exc.maybe_submitted
+                return safe and exc.code in RETRY_CODES and exc.retryable
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
                 return True
             return idempotent and isinstance(exc, httpx.TransportError)
@@ -111,13 +119,22 @@ class ProviderHTTP:
                     resp = await self.client.request(method, path, headers=headers() if headers else None, **kwargs)
                     return parse(resp)
         except httpx.TimeoutException as exc:
-            raise ProviderError("timeout", f"{method} {path}: the provider did not answer in time") from exc
+            raise ProviderError(
+                "timeout", f"{method} {path}: the provider did not answer in time", maybe_submitted=_sent(exc)
+            ) from exc
         except httpx.TransportError as exc:
-            raise ProviderError("provider_unavailable", f"{method} {path}: {type(exc).__name__}") from exc
+            raise ProviderError(
+                "provider_unavailable", f"{method} {path}: {type(exc).__name__}", maybe_submitted=_sent(exc)
+            ) from exc
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _sent(exc: httpx.TransportError) -> bool:
+    """Whether the request may have reached the provider: anything after the connection was made."""
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
 def json_body(resp: httpx.Response) -> dict[str, Any]:
@@ -130,6 +147,7 @@ def json_body(resp: httpx.Response) -> dict[str, Any]:
             f"malformed JSON from the provider (HTTP {resp.status_code})",
             http_status=resp.status_code,
             retryable=True,
+            maybe_submitted=True,
         ) from exc
     if not isinstance(body, dict):
         raise ProviderError("provider_error", "the provider answered with JSON that is not an object")

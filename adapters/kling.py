@@ -87,6 +87,7 @@ def camera_words(camera: Any) -> str:
 
 class KlingAdapter:
     family = "kling"
+    idempotent_submit = True  # external_task_id is unique per account
 
     def __init__(self, name: str, settings: Any) -> None:
         if settings.api_key is None or settings.secret_key is None:
@@ -135,17 +136,41 @@ class KlingAdapter:
             else:
                 body["prompt"] += camera_words(request.camera)
         body.update(params)
-        try:
-            data = await self.http.call("POST", PATH, parse=_parse, idempotent=False, headers=self._headers, json=body)
-        except ProviderError as exc:
-            if exc.code not in ("timeout", "provider_error", "provider_unavailable"):
-                raise
-            # The answer was lost, not necessarily the task: look it up by our own id first.
-            found = await self._find(request.attempt_id)
-            if found is None:
-                raise
-            data = found
+        data = await self._create(PATH, body, request.attempt_id)
         return ProviderTask(task_id=str(data["task_id"]), provider_model=request.provider_model)
+
+    async def _create(self, path: str, body: dict[str, Any], external_id: str) -> dict[str, Any]:
+        """Create a task exactly once. Where the answer is lost (timeout, 5xx, malformed), the task
+        may exist: look it up by our `external_task_id`; if it is not there, send it again: Kling
+        refuses a second task with the same id (1201), and then the lookup finds the first."""
+        for attempt in range(3):
+            try:
+                return await self.http.call(
+                    "POST", path, parse=_parse, idempotent=False, headers=self._headers, json=body
+                )
+            except ProviderError as exc:
+                duplicate = exc.provider_code == "1201" and "external_task_id" in exc.message
+                if not (exc.maybe_submitted or duplicate):
+                    raise
+                exc.maybe_submitted = True  # a duplicate says a task with our id exists
+                try:
+                    found = await self._find(external_id, path)
+                except ProviderError:
+                    raise exc from None  # the lookup failed too: the outcome stays unknown
+                if found is not None:
+                    return found
+                if duplicate or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def lookup(self, request: ProviderRequest) -> ProviderTask | None:
+        """The task this attempt created, if Kling has one under our `external_task_id`."""
+        path = MOTION_PATH if request.params.get("video_url") else PATH
+        found = await self._find(request.attempt_id, path)
+        if found is None:
+            return None
+        data = {"path": MOTION_PATH} if path == MOTION_PATH else {}
+        return ProviderTask(task_id=str(found["task_id"]), provider_model=request.provider_model, data=data)
 
     async def _submit_motion(self, request: ProviderRequest, image: bytes, params: dict[str, Any]) -> ProviderTask:
         body: dict[str, Any] = {
@@ -158,28 +183,21 @@ class KlingAdapter:
             "external_task_id": request.attempt_id,
         }
         body.update(params)
-        try:
-            data = await self.http.call(
-                "POST", MOTION_PATH, parse=_parse, idempotent=False, headers=self._headers, json=body
-            )
-        except ProviderError as exc:
-            if exc.code not in ("timeout", "provider_error", "provider_unavailable"):
-                raise
-            found = await self._find(request.attempt_id, MOTION_PATH)
-            if found is None:
-                raise
-            data = found
+        data = await self._create(MOTION_PATH, body, request.attempt_id)
         return ProviderTask(
             task_id=str(data["task_id"]), provider_model=request.provider_model, data={"path": MOTION_PATH}
         )
 
     async def _find(self, external_id: str, path: str = PATH) -> dict[str, Any] | None:
+        """The task under our external id; None when Kling answers that there is none (404)."""
         try:
             return await self.http.call(
                 "GET", f"{path}/{external_id}", parse=_parse, idempotent=True, headers=self._headers
             )
-        except ProviderError:
-            return None
+        except ProviderError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
 
     async def _query(self, task: ProviderTask) -> dict[str, Any]:
         path = task.data.get("path", PATH)
@@ -227,8 +245,9 @@ class KlingAdapter:
             raise ProviderError("provider_error", "the finished Kling task has no video url")
         return VideoSource(url=videos[0]["url"])
 
-    async def cancel(self, task: ProviderTask) -> None:
-        """Kling documents no cancel for image-to-video; the task runs out and is not fetched."""
+    async def cancel(self, task: ProviderTask) -> bool:
+        """Kling documents no cancel for image-to-video: the task runs to its end and is billed."""
+        return False
 
     async def aclose(self) -> None:
         await self.http.aclose()

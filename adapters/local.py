@@ -70,8 +70,10 @@ class LocalAdapter:
         self.engine.forget(task.task_id)
         return VideoSource(content=video)
 
-    async def cancel(self, task: ProviderTask) -> None:
+    async def cancel(self, task: ProviderTask) -> bool:
+        """The engine stops between denoising steps (or drops a queued job)."""
         self.engine.cancel(task.task_id)
+        return True
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.engine.close)

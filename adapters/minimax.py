@@ -174,8 +174,9 @@ class MiniMaxAdapter:
             raise ProviderError("provider_error", "MiniMax gave no download_url for the file")
         return VideoSource(url=url)
 
-    async def cancel(self, task: ProviderTask) -> None:
-        """MiniMax documents no cancel for video tasks; the task runs out and is not fetched."""
+    async def cancel(self, task: ProviderTask) -> bool:
+        """MiniMax documents no cancel for video tasks: the task runs to its end and is billed."""
+        return False
 
     async def aclose(self) -> None:
         await self.http.aclose()

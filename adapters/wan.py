@@ -145,14 +145,17 @@ class WanAdapter:
             raise ProviderError("provider_error", "the finished task has no video_url")
         return VideoSource(url=out["video_url"])
 
-    async def cancel(self, task: ProviderTask) -> None:
+    async def cancel(self, task: ProviderTask) -> bool:
+        """DashScope cancels PENDING tasks only; a RUNNING one answers UnsupportedOperation and runs on."""
         try:
             await self.http.call(
                 "POST", f"/api/v1/tasks/{task.task_id}/cancel", parse=_parse, idempotent=True, headers=self._headers
             )
         except ProviderError as exc:
-            if exc.provider_code != "UnsupportedOperation":  # only PENDING tasks can be cancelled
+            if exc.provider_code != "UnsupportedOperation":
                 raise
+            return False
+        return True
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -29,8 +29,8 @@ class InstantAdapter:
     async def fetch(self, task: ProviderTask) -> VideoSource:
         return VideoSource(content=_CLIP)
 
-    async def cancel(self, task: ProviderTask) -> None:
-        return None
+    async def cancel(self, task: ProviderTask) -> bool:
+        return True
 
     async def aclose(self) -> None:
         return None

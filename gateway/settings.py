@@ -104,6 +104,27 @@ class Settings(BaseSettings):
         "reach another gateway process); a cancel sent to this process stops the job at once.",
     )
     max_video_bytes: int = 512 * 1024 * 1024
+    fetch_attempts: int = Field(
+        default=6, ge=1, description="Tries to download a finished result (an expired URL is asked for afresh)."
+    )
+    keep_results_after_cancel: bool = Field(
+        default=False,
+        description="When the provider cannot stop a cancelled task (Kling, MiniMax), it runs to its end and is "
+        "billed: deliver its result anyway (true) or drop it (false). Its cost is counted either way.",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0, ge=0, description="On shutdown, how long submits in flight get to record their outcome."
+    )
+    outbox_max_age_s: float = Field(
+        default=86400.0, gt=0, description="Webhooks and provider cancels are retried with backoff for this long."
+    )
+    remote_adapters: list[str] = Field(
+        default_factory=list,
+        description="Adapters other processes run (e.g. `local` on GPU workers): routed to, never claimed here.",
+    )
+    runner_adapters: list[str] | None = Field(
+        default=None, description="Adapters this process's runner claims jobs for. Default: every configured one."
+    )
 
     log_level: str = "INFO"
     log_json: bool = True

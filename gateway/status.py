@@ -24,6 +24,9 @@ class AttemptStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: The submit may have reached the provider, but no task id came back and the protocol has no
+    #: id of ours to look the task up by: never resubmitted, and its task is accounted if it surfaces.
+    UNCONFIRMED = "unconfirmed"
 
 
 #: Jobs a runner may claim and drive.

@@ -31,6 +31,9 @@ Fault = Literal[
     "task_fail",
     "expired_url",
     "unknown",
+    "accepted_error",
+    "accepted_timeout",
+    "accepted_malformed",
 ]
 Endpoint = Literal["submit", "poll", "fetch"]
 #: Where each fault can strike. Late faults are decided at submit and play out in the task.
@@ -44,8 +47,14 @@ FAULT_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "task_fail": ("submit",),
     "expired_url": ("submit",),
     "unknown": ("submit",),
+    "accepted_error": ("submit",),
+    "accepted_timeout": ("submit",),
+    "accepted_malformed": ("submit",),
 }
 LATE_FAULTS = {"moderation_late", "task_fail", "expired_url", "unknown"}
+#: The task is created, then the answer is lost as the named fault: the submit's outcome is
+#: unknown to the caller (what a dropped connection or a proxy's 5xx after the fact looks like).
+ACCEPTED_FAULTS = {"accepted_error": "server_error", "accepted_timeout": "timeout", "accepted_malformed": "malformed"}
 
 
 class FaultPlan(BaseModel):

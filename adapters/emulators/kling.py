@@ -25,6 +25,7 @@ from litestar.datastructures import State
 from PIL import Image
 
 from adapters.emulators.common import (
+    ACCEPTED_FAULTS,
     LATE_FAULTS,
     MALFORMED,
     SHARED_ROUTES,
@@ -190,7 +191,7 @@ async def _open_submit(
         return _err(400, 1200, "Invalid request parameters: body is not JSON")
 
 
-def _new_task(
+async def _new_task(
     book: TaskBook,
     request: Request[Any, Any, Any],
     body: dict[str, Any],
@@ -219,6 +220,8 @@ def _new_task(
         extra={"external_task_id": external, "endpoint": endpoint},
     )
     book.add(task, external_id=external)
+    if fault in ACCEPTED_FAULTS:
+        return await _fault_response(book, ACCEPTED_FAULTS[fault]) or MALFORMED
     return Response(_task_body(book, task, request))
 
 
@@ -275,7 +278,7 @@ async def create(request: Request[Any, Any, Any], state: State) -> Response[Any]
         return _err(400, 1201, "image_tail, motion brush masks and camera_control cannot be used together")
     if body.get("camera_control") and (why := _camera_error(body["camera_control"], model, mode, duration)):
         return _err(400, 1201, why)
-    return _new_task(book, request, body, image, fault, modes.get(mode) or modes.get("") or 720, int(duration))
+    return await _new_task(book, request, body, image, fault, modes.get(mode) or modes.get("") or 720, int(duration))
 
 
 @get("/v1/videos/image2video/{task_id:str}")
@@ -327,7 +330,7 @@ async def create_motion(request: Request[Any, Any, Any], state: State) -> Respon
     if len(body.get("prompt") or "") > 2500:
         return _err(400, 1201, "prompt: must be at most 2500 characters")
     short_side = 1080 if body["mode"] == "pro" else 720
-    return _new_task(book, request, body, image, fault, short_side, 5, endpoint="motion-control")
+    return await _new_task(book, request, body, image, fault, short_side, 5, endpoint="motion-control")
 
 
 @get("/v1/videos/motion-control/{task_id:str}")

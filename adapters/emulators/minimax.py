@@ -20,6 +20,7 @@ from litestar.datastructures import State
 from PIL import Image
 
 from adapters.emulators.common import (
+    ACCEPTED_FAULTS,
     LATE_FAULTS,
     MALFORMED,
     SHARED_ROUTES,
@@ -138,6 +139,8 @@ async def create(request: Request[Any, Any, Any], state: State) -> Response[Any]
         extra={"file_id": 361721749176519 + book.next_seq()},
     )
     book.add(task)
+    if fault in ACCEPTED_FAULTS:
+        return await _fault_response(book, ACCEPTED_FAULTS[fault]) or MALFORMED
     return _base(task_id=task.id)
 
 

@@ -22,6 +22,7 @@ from litestar.datastructures import State
 from PIL import Image
 
 from adapters.emulators.common import (
+    ACCEPTED_FAULTS,
     MALFORMED,
     SHARED_ROUTES,
     EmulatorConfig,
@@ -174,6 +175,8 @@ async def create_task(request: Request[Any, Any, Any], state: State) -> Response
         extra={"model": body["model"], "era": era, "resolution": resolution},
     )
     book.add(task)
+    if fault in ACCEPTED_FAULTS:
+        return await _fault_response(book, ACCEPTED_FAULTS[fault]) or MALFORMED
     return Response({"output": {"task_status": "PENDING", "task_id": task.id}, "request_id": str(uuid.uuid4())})
 
 

@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
             guarded_client(policy, 10.0),
             settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
         ),
+        drives=settings.runner_adapters,
     )
     services = Services(
         settings=settings,

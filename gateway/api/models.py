@@ -11,7 +11,7 @@ from gateway.api.responses import ModelInfo, ModelList
 @get("/v1/models", dependencies=owner_dependency(), summary="The model catalog")
 async def list_models(services: Svc, owner: Owner) -> ModelList:
     rules = services.rules()
-    available = set(services.adapters)
+    available = set(services.adapters) | set(services.settings.remote_adapters)
     return ModelList(
         data=[
             ModelInfo(

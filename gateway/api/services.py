@@ -63,7 +63,7 @@ class Services:
             rules,
             load=await self.load(),
             trait_settings=self.trait_settings,
-            available=set(self.adapters),
+            available=set(self.adapters) | set(self.settings.remote_adapters),
             breakers=self.breakers,
             sticky=req.user or owner,
             sandbox=self.settings.sandbox,

@@ -54,6 +54,7 @@ class VideosController(Controller):
             progress=0,
             requested_model=req.model,
             model=route.candidates[0],
+            adapter=first.adapter,
             prompt=req.prompt,
             request=req_dict,
             route={
@@ -161,7 +162,14 @@ class VideosController(Controller):
             raise APIError(
                 409, "video_already_finished", f"Video {video_id} is already {job.status}; nothing to cancel."
             )
-        await services.store.request_cancel(video_id, time.time())
+        row, ended = await services.store.request_cancel(video_id, time.time())
+        if row is not None and row.status in TERMINAL_JOB and not ended:
+            raise APIError(
+                409, "video_already_finished", f"Video {video_id} is already {row.status}; nothing to cancel."
+            )
+        if ended:  # it never reached a provider: it is over now, webhook in the outbox
+            services.metrics.jobs_finished.labels(row.model, "", JobStatus.CANCELLED, "cancelled").inc()
+            services.runner.wake_outbox()
         services.runner.request_cancel(video_id)
         fresh, attempts = await services.store.get_with_attempts(video_id)
         assert fresh is not None

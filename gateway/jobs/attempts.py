@@ -1,25 +1,41 @@
-"""One attempt on one candidate: submit it, follow the provider task until it ends, record its end.
+"""One attempt on one candidate: submit it once, follow the provider task to its end, record its end.
 
-The attempt row is written as `submitting` *before* the provider is called and gets the task id
-right after, so a resumed job polls the task it has and never submits the same attempt twice.
-A poll that fails on the transport, or with a retryable error, is retried until the job's time
-runs out: it never fails a job the provider may be billing for.
+Money rules kept here (the caller holds the adapter's slot for the whole attempt):
+- the attempt row is written as `submitting` *before* the provider is called, and the task id
+  right after; a submit whose outcome is unknown (timeout, 5xx, malformed answer) is never
+  repeated blindly: it is looked up by our attempt id where the protocol allows, else the attempt
+  ends `unconfirmed`;
+- a provider task created for a job this runner no longer holds goes to the outbox as a trail,
+  so its cost is still counted;
+- a poll that fails on the transport, or with a retryable error, is retried until the job's time
+  runs out: it never fails a job the provider may be billing for;
+- a cancel is a request: where the provider cannot stop the task, the attempt keeps being followed
+  to its end, so its cost is counted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from typing import Any
 
-from adapters.base import Adapter, InputImage, ProviderError, ProviderRequest, ProviderStatus, ProviderTask
+from adapters.base import (
+    Adapter,
+    InputImage,
+    ProviderError,
+    ProviderRequest,
+    ProviderStatus,
+    ProviderTask,
+    TaskLookup,
+)
 from gateway.jobs.cancel import CancelWatch, cancelled_error
 from gateway.jobs.context import RunContext
 from gateway.jobs.ids import new_id
-from gateway.jobs.tables import AttemptRow, JobRow
+from gateway.jobs.store import LeaseLost
+from gateway.jobs.tables import AttemptRow, JobRow, cancel_row, trail_row
+from gateway.routing.catalog import ModelSpec
 from gateway.routing.planner import estimate_cost, shape_for
-from gateway.status import TERMINAL_JOB, AttemptStatus, JobStatus
+from gateway.status import LIVE_ATTEMPT, TERMINAL_JOB, AttemptStatus, JobStatus
 
 log = logging.getLogger("i2v.runner")
 
@@ -28,10 +44,10 @@ class Attempts:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
 
+    # --- submit ------------------------------------------------------------------------------
+
     async def submit(self, job: JobRow, attempts: list[AttemptRow], alias: str) -> AttemptRow:
-        rules = self.ctx.rules()
-        spec = rules.models[alias]
-        adapter = self.ctx.adapters[spec.adapter]
+        spec = self.ctx.rules().models[alias]
         req = job.request
         shape = shape_for(spec, req, req["image"]["width"], req["image"]["height"])
         attempt = AttemptRow(
@@ -43,116 +59,177 @@ class Attempts:
             provider_model=spec.provider_model,
             status=AttemptStatus.SUBMITTING,
             task_data={},
-            usage={},
+            usage={"seconds": shape.seconds, "resolution": shape.resolution},
         )
-        await self.ctx.store.add_attempt(attempt)
-        attempts.append(attempt)
         now = time.time()
-        job.model = alias
-        job.request = {**req, "shape": shape.model_dump()}
-        values: dict[str, Any] = {"model": alias, "request": job.request, "status": JobStatus.IN_PROGRESS}
+        values: dict[str, Any] = {
+            "model": alias,
+            "request": {**req, "shape": shape.model_dump()},
+            "status": JobStatus.IN_PROGRESS,
+            "adapter": spec.adapter,
+        }
         if job.started_at is None:
-            job.started_at = now
             values["started_at"] = now
+        await self.ctx.transition(job, values, new_attempt=attempt)
+        if job.started_at is None:
             self.ctx.metrics.queue_seconds.labels(alias).observe(now - job.created_at)
-        job.status = JobStatus.IN_PROGRESS
-        await self.ctx.update_job(job, **values)
+        for key, value in values.items():
+            setattr(job, key, value)
+        attempts.append(attempt)
+        request = self.request_for(job, attempt, spec)
+        log.info("submitting", extra={"model": alias, "est_cost_usd": estimate_cost(spec, shape)})
+        # From here the provider may be billing: shutdown waits for the outcome to be written.
+        await self.ctx.shielded(self._send(job, attempt, request))
+        return attempt
 
+    def request_for(self, job: JobRow, attempt: AttemptRow, spec: ModelSpec) -> ProviderRequest:
+        req = job.request
+        shape = req["shape"]
         image = InputImage(data=self.ctx.blobs.path(req["image"]["sha256"]).read_bytes(), **req["image"])
-        request = ProviderRequest(
+        return ProviderRequest(
             job_id=job.id,
             attempt_id=attempt.id,
-            provider_model=spec.provider_model,
+            provider_model=attempt.provider_model,
             prompt=job.prompt,
             negative_prompt=req.get("negative_prompt"),
             image=image,
-            seconds=shape.seconds,
-            resolution=shape.resolution,
-            width=shape.width,
-            height=shape.height,
+            seconds=shape["seconds"],
+            resolution=shape["resolution"],
+            width=shape["width"],
+            height=shape["height"],
             aspect_ratio=req.get("aspect_ratio"),
             seed=req.get("seed"),
             camera=req.get("camera"),
             loop=bool(req.get("loop")),
             params={**spec.params, **(req.get("parameters") or {})},
         )
-        try:
-            async with self.ctx.slots[spec.adapter]:
-                task = await adapter.submit(request)
-        except ProviderError as exc:
-            log.info("submit failed", extra={"model": alias, "code": exc.code, "provider_code": exc.provider_code})
-            await self.end(attempt, AttemptStatus.FAILED, provider_error(exc, spec.adapter))
-            return attempt
-        except Exception as exc:
-            # Unknown outcome (e.g. connection dropped mid-request): treat as interrupted, never resubmit.
-            log.warning("submit outcome unknown", extra={"model": alias, "error": repr(exc)})
-            await self.end(
-                attempt,
-                AttemptStatus.FAILED,
-                {"code": "interrupted", "provider": spec.adapter, "message": f"submit did not complete: {exc!r}"},
-            )
-            return attempt
-        attempt.provider_task_id = task.task_id
-        attempt.task_data = task.data
-        attempt.submitted_at = time.time()
-        attempt.status = AttemptStatus.QUEUED
-        cost = estimate_cost(spec, shape)
-        attempt.usage = {"seconds": shape.seconds, "resolution": shape.resolution}
-        await self.ctx.store.update_attempt(
-            attempt.id,
-            provider_task_id=task.task_id,
-            task_data=task.data,
-            submitted_at=attempt.submitted_at,
-            status=AttemptStatus.QUEUED,
-            usage=attempt.usage,
-        )
-        log.info("submitted", extra={"model": alias, "provider_task_id": task.task_id, "est_cost_usd": cost})
-        return attempt
 
-    async def follow(self, job: JobRow, attempt: AttemptRow, watch: CancelWatch) -> str:
-        """Poll until the task ends, the job is cancelled, or its time runs out."""
+    async def _send(self, job: JobRow, attempt: AttemptRow, request: ProviderRequest) -> None:
+        adapter = self.ctx.adapters[attempt.adapter]
+        try:
+            task = await adapter.submit(request)
+        except ProviderError as exc:
+            if exc.maybe_submitted:
+                return await self._unknown(job, attempt, f"{exc.code}: {exc.message}")
+            log.info("submit refused", extra={"model": attempt.model, "code": exc.code})
+            return await self.end(job, attempt, AttemptStatus.FAILED, provider_error(exc, attempt.adapter))
+        except Exception as exc:  # an unmapped transport failure mid-request: the outcome is unknown
+            return await self._unknown(job, attempt, repr(exc))
+        await self._accepted(job, attempt, task)
+
+    async def _accepted(self, job: JobRow, attempt: AttemptRow, task: ProviderTask) -> None:
+        values = {
+            "provider_task_id": task.task_id,
+            "task_data": task.data,
+            "submitted_at": time.time(),
+            "status": AttemptStatus.QUEUED,
+        }
+        try:
+            await self.ctx.transition(job, attempt=(attempt.id, values))
+        except LeaseLost:
+            # The provider took a task for a job this runner no longer holds: never drop it.
+            trail = trail_row(job.id, attempt, task.task_id, task.data, reason="the lease was lost while submitting")
+            await self.ctx.retrying(lambda: self.ctx.store.add_outbox([trail]), "orphan trail")
+            self.ctx.outbox_wake.set()
+            raise
+        for key, value in values.items():
+            setattr(attempt, key, value)
+        log.info("submitted", extra={"model": attempt.model, "provider_task_id": task.task_id})
+
+    async def _unknown(self, job: JobRow, attempt: AttemptRow, why: str) -> None:
+        log.warning("submit outcome unknown; not resubmitted", extra={"model": attempt.model, "error": why})
+        await self.end(
+            job,
+            attempt,
+            AttemptStatus.UNCONFIRMED,
+            {
+                "code": "interrupted",
+                "provider": attempt.adapter,
+                "message": f"the submit may have reached the provider ({why}); it is not sent again, "
+                "to avoid a second charge",
+            },
+        )
+
+    async def resume_submitting(self, job: JobRow, attempt: AttemptRow) -> None:
+        """An attempt found `submitting`: a runner stopped between writing it and recording the
+        task id. Where the protocol finds tasks by our id, adopt the task (or, if the provider
+        refuses twins, send it again); elsewhere the attempt ends `unconfirmed`."""
+        adapter = self.ctx.adapters[attempt.adapter]
+        if isinstance(adapter, TaskLookup):
+            spec = self.ctx.rules().models.get(attempt.model)
+            request = self.request_for(job, attempt, spec) if spec else None
+            try:
+                found = await adapter.lookup(request) if request else None
+            except ProviderError as exc:
+                return await self._unknown(job, attempt, f"lookup failed: {exc.message}")
+            if found is not None:
+                return await self._accepted(job, attempt, found)
+            if request is not None and adapter.idempotent_submit:
+                return await self.ctx.shielded(self._send(job, attempt, request))
+        await self._unknown(job, attempt, "the gateway stopped while submitting")
+
+    # --- follow ------------------------------------------------------------------------------
+
+    async def follow(self, job: JobRow, attempt: AttemptRow, watch: CancelWatch) -> AttemptStatus:
+        """Poll until the task ends or the job's time runs out; returns how the attempt ended
+        (COMPLETED means the provider finished: the caller fetches the result)."""
         adapter = self.ctx.adapters[attempt.adapter]
         task = task_of(attempt)
         interval = self.ctx.settings.poll_interval_s
         limit_at = job.deadline_at or (job.created_at + self.ctx.settings.job_timeout_s)
-        async with self.ctx.slots[attempt.adapter]:
-            self.ctx.metrics.in_flight.labels(attempt.adapter).inc()
-            self.ctx.in_flight[attempt.adapter] = self.ctx.in_flight.get(attempt.adapter, 0) + 1
-            try:
-                while True:
-                    if await watch.requested():
-                        with contextlib.suppress(Exception):
-                            await adapter.cancel(task)
-                        await self.end(attempt, AttemptStatus.CANCELLED, cancelled_error())
-                        return JobStatus.CANCELLED
-                    if time.time() >= limit_at:
-                        with contextlib.suppress(Exception):
-                            await adapter.cancel(task)
-                        await self.end(
-                            attempt,
-                            AttemptStatus.FAILED,
-                            {
-                                "code": "timeout",
-                                "provider": attempt.adapter,
-                                "message": "the provider did not finish before the job's deadline",
-                            },
-                        )
-                        return JobStatus.FAILED
-                    status = await self._poll_once(adapter, task)
-                    if status is not None:
-                        await self._record_progress(job, attempt, status)
-                        if status.state in TERMINAL_JOB:
-                            if status.state != JobStatus.COMPLETED:
-                                await self.end(
-                                    attempt, AttemptStatus(status.state), _status_err(status, attempt.adapter)
-                                )
-                            return status.state
-                    wait = status.poll_after_s if status and status.poll_after_s else interval
-                    interval = min(interval * 1.5, self.ctx.settings.poll_interval_max_s)
-                    await watch.sleep(max(0.01, min(wait, limit_at - time.time())))
-            finally:
-                self.ctx.metrics.in_flight.labels(attempt.adapter).dec()
-                self.ctx.in_flight[attempt.adapter] -= 1
+        self.ctx.metrics.in_flight.labels(attempt.adapter).inc()
+        self.ctx.in_flight[attempt.adapter] = self.ctx.in_flight.get(attempt.adapter, 0) + 1
+        try:
+            while True:
+                if job.id in self.ctx.lost:
+                    raise LeaseLost(job.id)
+                if attempt.cancel_requested_at is None and await watch.requested():
+                    await self._request_cancel(job, attempt, task)
+                    interval = self.ctx.settings.poll_interval_s  # look again soon: most cancels are quick
+                if time.time() >= limit_at:
+                    await self.end(
+                        job,
+                        attempt,
+                        AttemptStatus.FAILED,
+                        {
+                            "code": "timeout",
+                            "provider": attempt.adapter,
+                            "message": "the provider did not finish before the job's deadline",
+                        },
+                        trail=True,
+                    )
+                    return AttemptStatus.FAILED
+                status = await self._poll_once(adapter, task)
+                if status is not None:
+                    await self._record_progress(job, attempt, status)
+                    if status.state in TERMINAL_JOB:
+                        return await self._ended(job, attempt, status)
+                wait = status.poll_after_s if status and status.poll_after_s else interval
+                interval = min(interval * 1.5, self.ctx.settings.poll_interval_max_s)
+                await watch.sleep(max(0.01, min(wait, limit_at - time.time())))
+        finally:
+            self.ctx.metrics.in_flight.labels(attempt.adapter).dec()
+            self.ctx.in_flight[attempt.adapter] -= 1
+
+    async def _ended(self, job: JobRow, attempt: AttemptRow, status: ProviderStatus) -> AttemptStatus:
+        if status.state == "completed":
+            return AttemptStatus.COMPLETED
+        if status.state == "cancelled" and attempt.cancel_requested_at is not None:
+            await self.end(job, attempt, AttemptStatus.CANCELLED, cancelled_error())
+            return AttemptStatus.CANCELLED
+        await self.end(job, attempt, AttemptStatus.FAILED, _status_err(status, attempt.adapter))
+        return AttemptStatus.FAILED
+
+    async def _request_cancel(self, job: JobRow, attempt: AttemptRow, task: ProviderTask) -> None:
+        """Record the client's cancel on the attempt and send it to the provider (via the outbox).
+        The attempt stays live: the provider says whether the task stops or runs to its end."""
+        now = time.time()
+        await self.ctx.transition(
+            job,
+            attempt=(attempt.id, {"cancel_requested_at": now}),
+            outbox=[cancel_row(job.id, attempt, task.task_id, task.data)],
+        )
+        attempt.cancel_requested_at = now
 
     async def _poll_once(self, adapter: Adapter, task: ProviderTask) -> ProviderStatus | None:
         try:
@@ -171,32 +248,61 @@ class Attempts:
             attempt.usage = {**attempt.usage, **status.usage}
         if status.cost_usd is not None:
             attempt.cost_usd = status.cost_usd
-        if status.state in (AttemptStatus.QUEUED, AttemptStatus.IN_PROGRESS) and status.state != attempt.status:
-            attempt.status = AttemptStatus(status.state)
-            await self.ctx.store.update_attempt(attempt.id, status=attempt.status, usage=attempt.usage)
         progress = max(0, min(99, status.progress or 0))
-        if progress != job.progress:
-            job.progress = progress
-            await self.ctx.update_job(job, progress=progress)
+        moved = status.state in ("queued", "in_progress") and status.state != attempt.status
+        if not moved and progress == job.progress:
+            return
+        changes: dict[str, Any] = {}
+        if moved:
+            changes = {"status": AttemptStatus(status.state), "usage": attempt.usage}
+        job_values = {"progress": progress} if progress != job.progress else None
+        await self.ctx.transition(job, job_values, attempt=(attempt.id, changes) if moved else None)
+        job.progress = progress
+        if moved:
+            attempt.status = AttemptStatus(status.state)
 
-    async def end(self, attempt: AttemptRow, status: AttemptStatus, error: dict[str, Any] | None) -> None:
-        attempt.status = status
-        attempt.error = error
-        attempt.finished_at = time.time()
-        await self.ctx.store.update_attempt(
-            attempt.id,
-            status=status,
-            error=error,
-            finished_at=attempt.finished_at,
-            usage=attempt.usage,
-            cost_usd=attempt.cost_usd,
-        )
-        code = (error or {}).get("code", "")
-        if status in (AttemptStatus.COMPLETED, AttemptStatus.FAILED):
-            self.ctx.breakers.record(attempt.adapter, status == AttemptStatus.COMPLETED, code)
-        self.ctx.metrics.attempts.labels(attempt.model, attempt.adapter, status, code).inc()
+    # --- the end -----------------------------------------------------------------------------
+
+    async def end(
+        self,
+        job: JobRow,
+        attempt: AttemptRow,
+        status: AttemptStatus,
+        error: dict[str, Any] | None,
+        *,
+        trail: bool = False,
+    ) -> None:
+        """End the attempt. With `trail`, its provider task may still run: it is asked to stop,
+        and followed from the outbox until it ends, so whatever it costs is counted."""
+        values = {
+            "status": status,
+            "error": error,
+            "finished_at": time.time(),
+            "usage": attempt.usage,
+            "cost_usd": attempt.cost_usd,
+        }
+        outbox = []
+        if trail and attempt.provider_task_id:
+            tid, data = attempt.provider_task_id, attempt.task_data or {}
+            outbox = [cancel_row(job.id, attempt, tid, data), trail_row(job.id, attempt, tid, data, reason="deadline")]
+        await self.ctx.transition(job, attempt=(attempt.id, values), outbox=outbox)
+        for key, value in values.items():
+            setattr(attempt, key, value)
+        self.record(attempt)
+
+    def record(self, attempt: AttemptRow) -> None:
+        """Breakers and metrics for an attempt that ended (after its write succeeded)."""
+        code = (attempt.error or {}).get("code", "")
+        if attempt.status in (AttemptStatus.COMPLETED, AttemptStatus.FAILED):
+            self.ctx.breakers.record(attempt.adapter, attempt.status == AttemptStatus.COMPLETED, code)
+        self.ctx.metrics.attempts.labels(attempt.model, attempt.adapter, attempt.status, code).inc()
         if attempt.cost_usd:
             self.ctx.metrics.cost_usd.labels(attempt.model).inc(attempt.cost_usd)
+
+
+def live(attempts: list[AttemptRow]) -> AttemptRow | None:
+    """The attempt whose provider task may still be running, if any (only ever the last)."""
+    return attempts[-1] if attempts and attempts[-1].status in LIVE_ATTEMPT else None
 
 
 def task_of(attempt: AttemptRow) -> ProviderTask:
@@ -211,7 +317,14 @@ def provider_error(exc: ProviderError, adapter: str) -> dict[str, Any]:
 
 def _status_err(status: ProviderStatus, adapter: str) -> dict[str, Any]:
     if status.state == "cancelled":
-        return {"code": "cancelled", "message": "the provider cancelled the task", "provider": adapter}
+        # Nobody asked: the provider stopped the task itself. That is its failure, not the
+        # client's cancel, so the job may fall back.
+        return {
+            "code": "provider_error",
+            "message": "the provider cancelled the task without being asked",
+            "provider": adapter,
+            "provider_code": "cancelled",
+        }
     e = status.error
     if e is None:
         return {

@@ -1,18 +1,21 @@
-"""What the runner's parts share: the live dependencies, the adapter slots, and the job write
-that checks the lease."""
+"""What the runner's parts share: the live dependencies, the adapter slots, and the two ways they
+touch the database: `transition` (the lease-checked state change) and `retrying` (any other call),
+both retried through transient database errors so that a database blip never ends a job."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from adapters.base import Adapter
-from gateway.jobs.store import JobStore
-from gateway.jobs.tables import JobRow
+from gateway.jobs.store import JobStore, LeaseLost
+from gateway.jobs.tables import AttemptRow, JobRow, OutboxRow
 from gateway.jobs.webhooks import WebhookSender
 from gateway.metrics import GatewayMetrics
 from gateway.routing.breaker import Breakers
@@ -20,9 +23,17 @@ from gateway.routing.catalog import RulesFile
 from gateway.settings import Settings
 from gateway.storage.blobs import BlobStore
 
+log = logging.getLogger("i2v.runner")
+T = TypeVar("T")
 
-class LeaseLost(Exception):
-    """Another runner owns this job now; stop touching it."""
+__all__ = ["LeaseLost", "RunContext", "transient"]
+
+
+def transient(exc: BaseException) -> bool:
+    """An error of the database connection, not of our statement: retry it, never fail a job on it."""
+    if isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 @dataclass
@@ -37,15 +48,76 @@ class RunContext:
     metrics: GatewayMetrics
     downloads: httpx.AsyncClient
     webhooks: WebhookSender
+    #: Adapters this runner drives (claims jobs for); the router may also plan `remote` ones.
+    drives: frozenset[str] = frozenset()
+    remote: frozenset[str] = frozenset()
     #: Provider tasks in flight at once, per adapter (its `max_concurrency`).
     slots: dict[str, asyncio.Semaphore] = field(init=False)
     #: Provider tasks this process is following, per adapter.
     in_flight: dict[str, int] = field(default_factory=dict)
+    #: Jobs whose lease the lease loop found gone: their drivers stop at the next step.
+    lost: set[str] = field(default_factory=set)
+    #: Submits whose outcome must be written before shutdown may cancel them.
+    critical: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Set when an outbox row was written, so the deliverer looks at once.
+    outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.slots = {name: asyncio.Semaphore(a.max_concurrency) for name, a in self.adapters.items()}
+        if not self.drives:
+            self.drives = frozenset(self.adapters)
 
-    async def update_job(self, job: JobRow, **values: Any) -> None:
-        """Write to a job only while this runner holds its lease; else stop driving it."""
-        if not await self.store.update(job.id, held_by=self.runner_id, **values):
+    @property
+    def available(self) -> frozenset[str]:
+        """Adapters the deployment can run: this runner's and the remote workers'."""
+        return frozenset(self.adapters) | self.remote
+
+    async def retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run a database call, waiting out transient errors with capped backoff."""
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                log.warning("database error; retrying", extra={"step": what, "error": repr(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def transition(
+        self,
+        job: JobRow,
+        job_values: dict[str, Any] | None = None,
+        *,
+        new_attempt: AttemptRow | None = None,
+        attempt: tuple[str, dict[str, Any]] | None = None,
+        outbox: Sequence[OutboxRow] = (),
+        release: bool = False,
+    ) -> None:
+        """`JobStore.transition` under this runner's id, through transient errors. Raises
+        `LeaseLost` when the lease is gone (also when the lease loop saw it go first)."""
+        if job.id in self.lost:
             raise LeaseLost(job.id)
+        await self.retrying(
+            lambda: self.store.transition(
+                job,
+                self.runner_id,
+                job_values,
+                new_attempt=new_attempt,
+                attempt=attempt,
+                outbox=outbox,
+                release=release,
+            ),
+            "transition",
+        )
+        if outbox:
+            self.outbox_wake.set()
+
+    async def shielded(self, coro: Awaitable[T]) -> T:
+        """Run `coro` so that cancelling the job's task does not cut it short; shutdown waits
+        for these (bounded) before it lets go of the leases."""
+        task = asyncio.ensure_future(coro)
+        self.critical.add(task)
+        task.add_done_callback(self.critical.discard)
+        return await asyncio.shield(task)

@@ -47,11 +47,20 @@ def video_object(job: JobRow, attempts: list[AttemptRow]) -> Video:
             ],
         ),
         output=VideoOutput(url=f"/v1/videos/{job.id}/content", **out) if out else None,
-        metrics=job.metrics or {},
+        metrics=_metrics(job, attempts),
         warnings=job.warnings or [],
         metadata=job.metadata_,
         error=_error(job.error),
     )
+
+
+def _metrics(job: JobRow, attempts: list[AttemptRow]) -> dict[str, Any]:
+    """The stored metrics, with the cost summed from the attempts now: a task followed to its end
+    after the job finished (a trail) adds its cost later."""
+    m = dict(job.metrics or {})
+    if "cost_usd" in m:
+        m["cost_usd"] = round(sum(a.cost_usd or 0.0 for a in attempts), 6)
+    return m
 
 
 def merged_metrics(

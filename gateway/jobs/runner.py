@@ -1,8 +1,9 @@
 """The job runner: claims durable jobs under a lease and hands each to the driver.
 
-Lifecycle only: the claim loop, the lease loop, one task per job, shutdown. What happens to a
-job once claimed is `gateway/jobs/drive.py`. A runner that dies lets its leases expire and any
-runner (this process after a restart, or a replica) takes the jobs over.
+Lifecycle only: the claim loop, the lease loop, the outbox relay, one task per job, shutdown.
+What happens to a job once claimed is `gateway/jobs/drive.py`. A runner that dies lets its
+leases expire and any runner (this process after a restart, or a replica) takes the jobs over;
+a runner claims only jobs whose next adapter it runs (`drives`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import httpx
 
 from adapters.base import Adapter
-from gateway.jobs.context import LeaseLost, RunContext
+from gateway.jobs.context import RunContext, transient
 from gateway.jobs.drive import JobDriver
-from gateway.jobs.store import JobStore
+from gateway.jobs.outbox import OutboxRelay
+from gateway.jobs.store import JobStore, LeaseLost
 from gateway.jobs.webhooks import WebhookSender
 from gateway.logs import job_id_var
 from gateway.metrics import GatewayMetrics
@@ -46,46 +48,62 @@ class JobRunner:
         metrics: GatewayMetrics,
         downloads: httpx.AsyncClient,
         webhooks: WebhookSender,
+        drives: Collection[str] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.webhooks = webhooks
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        self.driver = JobDriver(
-            RunContext(
-                runner_id=self.id,
-                store=store,
-                adapters=adapters,
-                rules=rules,
-                blobs=blobs,
-                breakers=breakers,
-                settings=settings,
-                metrics=metrics,
-                downloads=downloads,
-                webhooks=webhooks,
-            )
+        self.ctx = RunContext(
+            runner_id=self.id,
+            store=store,
+            adapters=adapters,
+            rules=rules,
+            blobs=blobs,
+            breakers=breakers,
+            settings=settings,
+            metrics=metrics,
+            downloads=downloads,
+            webhooks=webhooks,
+            drives=frozenset(adapters if drives is None else drives),
+            remote=frozenset(settings.remote_adapters),
         )
+        self.driver = JobDriver(self.ctx)
+        self.relay = OutboxRelay(self.ctx)
         self._active: dict[str, asyncio.Task[None]] = {}
         self._cancel: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
+        self._claiming: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._scan_loop()), asyncio.create_task(self._lease_loop())]
+        self._claiming = asyncio.create_task(self._scan_loop())
+        self._tasks = [self._claiming, asyncio.create_task(self._lease_loop()), asyncio.create_task(self.relay.run())]
 
     async def stop(self) -> None:
-        """Stop driving, let webhooks in flight finish (bounded), and free this runner's leases."""
-        for t in [*self._tasks, *self._active.values()]:
+        """Hand the work back: stop claiming, stop the jobs (a job waiting for a slot has written
+        nothing), let submits in flight record their outcome (at most `shutdown_grace_s`), then
+        free the leases so another runner resumes at once."""
+        if self._claiming is not None:
+            self._claiming.cancel()
+        for t in self._active.values():
             t.cancel()
-        await asyncio.gather(*self._tasks, *self._active.values(), return_exceptions=True)
-        if self.driver.background:
-            await asyncio.wait(self.driver.background, timeout=5)
-        await self.store.release(self.id)
+        await asyncio.gather(*self._active.values(), return_exceptions=True)
+        if self.ctx.critical:
+            await asyncio.wait(self.ctx.critical, timeout=self.settings.shutdown_grace_s)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.store.release(self.id), 5)
 
     def wake(self) -> None:
         self._wake.set()
+
+    def wake_outbox(self) -> None:
+        self.ctx.outbox_wake.set()
 
     def request_cancel(self, job_id: str) -> None:
         if job_id in self._cancel:
@@ -93,7 +111,7 @@ class JobRunner:
 
     def in_flight(self) -> dict[str, int]:
         """Provider tasks this process is following, per adapter (live load for the router)."""
-        return {k: v for k, v in self.driver.ctx.in_flight.items() if v}
+        return {k: v for k, v in self.ctx.in_flight.items() if v}
 
     @property
     def alive(self) -> bool:
@@ -107,12 +125,16 @@ class JobRunner:
             free = self.settings.runner_concurrency - len(self._active)
             if free > 0:
                 try:
-                    for job_id in await self.store.claim(self.id, free, self.settings.lease_s):
-                        if job_id not in self._active:
-                            self._cancel[job_id] = asyncio.Event()
-                            self._active[job_id] = asyncio.create_task(self._run(job_id))
-                except Exception:
-                    log.exception("claiming jobs failed; retrying")
+                    claimed = await self.store.claim(self.id, free, self.settings.lease_s, self.ctx.drives)
+                except Exception as exc:
+                    log.log(logging.WARNING if transient(exc) else logging.ERROR, "claiming jobs failed; retrying",
+                            exc_info=not transient(exc))
+                    claimed = []
+                for job_id in claimed:
+                    if job_id not in self._active:
+                        self.ctx.lost.discard(job_id)
+                        self._cancel[job_id] = asyncio.Event()
+                        self._active[job_id] = asyncio.create_task(self._run(job_id))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.runner_scan_interval_s)
@@ -121,14 +143,34 @@ class JobRunner:
         while True:
             await asyncio.sleep(self.settings.lease_s / 3)
             try:
-                await self.store.renew(self.id, list(self._active), self.settings.lease_s)
-            except Exception:
-                log.exception("renewing leases failed")
+                lost = await self.store.renew(self.id, list(self._active), self.settings.lease_s)
+            except Exception as exc:
+                log.warning("renewing leases failed", extra={"error": repr(exc)})
+                continue
+            for job_id in lost:
+                # Another runner has it (or our lease ran out): stop following it here. A submit
+                # in flight finishes inside its shield and reports its task to the outbox.
+                log.warning("lease lost", extra={"job_id": job_id})
+                self.ctx.lost.add(job_id)
+                if (t := self._active.get(job_id)) is not None:
+                    t.cancel()
 
     async def _run(self, job_id: str) -> None:
         token = job_id_var.set(job_id)
         try:
-            await self.driver.drive(job_id, self._cancel[job_id])
+            delay = 0.5
+            while True:
+                try:
+                    await self.driver.drive(job_id, self._cancel[job_id])
+                    return
+                except Exception as exc:
+                    if not transient(exc):
+                        raise
+                    # The database went away mid-step: the job's state is in it, so drive again
+                    # from there once it answers (never fail a job the provider may bill for).
+                    log.warning("database error while driving; resuming", extra={"error": repr(exc)})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
         except LeaseLost:
             log.warning("lease lost; another runner has the job")
         except asyncio.CancelledError:
@@ -136,22 +178,25 @@ class JobRunner:
         except Exception:
             # A bug must not leave a job hanging: fail it loudly instead.
             log.exception("job crashed in the runner")
-            try:
-                job, attempts = await self.store.get_with_attempts(job_id)
-                if job is not None and job.status not in TERMINAL_JOB:
-                    await self.driver.finish(
-                        job,
-                        attempts,
-                        JobStatus.FAILED,
-                        error={
-                            "code": "internal_error",
-                            "message": "the gateway hit an internal error on this job; see the logs",
-                        },
-                    )
-            except Exception:
-                log.exception("could not mark the crashed job failed; its lease will expire and it resumes")
+            await self._fail_crashed(job_id)
         finally:
             job_id_var.reset(token)
             self._active.pop(job_id, None)
             self._cancel.pop(job_id, None)
             self._wake.set()
+
+    async def _fail_crashed(self, job_id: str) -> None:
+        try:
+            job, attempts = await self.store.get_with_attempts(job_id)
+            if job is not None and job.status not in TERMINAL_JOB and job.lease_owner == self.id:
+                await self.driver.finish(
+                    job,
+                    attempts,
+                    JobStatus.FAILED,
+                    error={
+                        "code": "internal_error",
+                        "message": "the gateway hit an internal error on this job; see the logs",
+                    },
+                )
+        except Exception:
+            log.exception("could not mark the crashed job failed; its lease will expire and it resumes")

@@ -1,17 +1,26 @@
-"""The job store: every read and write of job and attempt rows, one short transaction each."""
+"""The job store: every read and write of job, attempt and outbox rows, one short transaction each.
+
+A runner changes a job only through `transition`: one transaction that compares-and-sets the
+job's lease owner, lease expiry (in database time) and version, then writes the attempt and the
+outbox rows that must go out with the change. A write that finds the lease gone raises
+`LeaseLost` and changes nothing.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, Float, and_, cast, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from gateway.jobs.tables import AttemptRow, JobRow
-from gateway.status import ACTIVE_JOB, JobStatus
+from gateway.jobs.tables import AttemptRow, JobRow, OutboxRow, webhook_row
+from gateway.status import ACTIVE_JOB, TERMINAL_JOB, AttemptStatus, JobStatus
+
+
+class LeaseLost(Exception):
+    """Another runner owns this job now (or this runner's lease expired): stop touching it."""
 
 
 class IdempotencyConflict(Exception):
@@ -25,6 +34,17 @@ class JobStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.postgres = engine.dialect.name == "postgresql"
+
+    def now(self) -> ColumnElement[float]:
+        """The database's clock, in epoch seconds: every lease is set and checked against it, so
+        replicas with skewed clocks agree on who holds a job."""
+        if self.postgres:
+            return cast(func.extract("epoch", func.clock_timestamp()), Float)
+        return (func.julianday("now") - literal(2440587.5)) * literal(86400.0)
+
+    def _held(self, job_id: str, runner_id: str) -> ColumnElement[bool]:
+        return and_(JobRow.id == job_id, JobRow.lease_owner == runner_id, JobRow.lease_until > self.now())
 
     async def create(self, job: JobRow) -> tuple[JobRow, bool]:
         """Insert `job`; with an idempotency key already used, return the earlier job instead.
@@ -114,31 +134,35 @@ class JobStore:
         return rows[:limit], len(rows) > limit
 
     async def update(self, job_id: str, held_by: str | None = None, **values: Any) -> bool:
-        """Update a job; with `held_by`, only while that runner still holds the lease."""
-        q = update(JobRow).where(JobRow.id == job_id)
-        if held_by is not None:
-            q = q.where(JobRow.lease_owner == held_by)
+        """Update a job; with `held_by`, only while that runner's lease is live."""
+        q = update(JobRow).where(self._held(job_id, held_by) if held_by is not None else JobRow.id == job_id)
         async with self.sessions.begin() as s:
             res = await s.execute(q.values(**values))
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
-    async def request_cancel(self, job_id: str, now: float) -> JobRow | None:
-        """Flag a job for cancel; a queued job that never reached a provider ends at once."""
+    async def request_cancel(self, job_id: str, now: float) -> tuple[JobRow | None, bool]:
+        """Flag a job for cancel, only while it is not finished (compare-and-set on its status).
+
+        A queued job that never reached a provider ends at once, with its webhook in the outbox,
+        in the same transaction. Returns (the job as it is now, whether this call ended it)."""
         async with self.sessions.begin() as s:
             job = await s.get(JobRow, job_id, with_for_update=True)
-            if job is None:
-                return None
-            has_attempts = await s.scalar(
-                select(func.count()).select_from(AttemptRow).where(AttemptRow.job_id == job_id)
-            )
+            if job is None or job.status in TERMINAL_JOB:
+                return job, False
+            has_attempts = await s.scalar(select(AttemptRow.id).where(AttemptRow.job_id == job_id).limit(1))
             job.cancel_requested = True
             if job.status == JobStatus.QUEUED and not has_attempts:
+                # A runner may hold the lease, about to submit: the version bump fences it off,
+                # so its submitting attempt is never written.
                 job.status = JobStatus.CANCELLED
                 job.completed_at = now
                 job.error = {"code": "cancelled", "message": "Cancelled before it reached a provider."}
-                job.lease_owner = None
-                job.lease_until = None
-        return job
+                job.lease_owner, job.lease_until = None, None
+                job.version += 1
+                if job.webhook_url:
+                    s.add(webhook_row(job, now))
+                return job, True
+        return job, False
 
     async def delete(self, job_id: str) -> None:
         async with self.sessions.begin() as s:
@@ -155,46 +179,154 @@ class JobStore:
 
     # --- runner side -------------------------------------------------------------------
 
-    async def claim(self, runner_id: str, limit: int, lease_s: float) -> list[str]:
-        """Take up to `limit` active jobs whose lease is free or expired (safe across replicas)."""
-        now = time.time()
-        free = or_(JobRow.lease_until.is_(None), JobRow.lease_until < now)
-        async with self.sessions() as s:
-            ready = select(JobRow.id).where(JobRow.status.in_(ACTIVE_JOB), free)
-            ids = list(await s.scalars(ready.order_by(JobRow.created_at).limit(limit)))
-        claimed: list[str] = []
-        for job_id in ids:
-            async with self.sessions.begin() as s:
-                res = await s.execute(
-                    update(JobRow)
-                    .where(JobRow.id == job_id, JobRow.status.in_(ACTIVE_JOB), free)
-                    .values(lease_owner=runner_id, lease_until=now + lease_s)
-                )
-            if res.rowcount:  # type: ignore[attr-defined]
-                claimed.append(job_id)
-        return claimed
+    async def claim(
+        self, runner_id: str, limit: int, lease_s: float, adapters: Collection[str] | None = None
+    ) -> list[str]:
+        """Take up to `limit` active jobs whose lease is free or expired, in one statement.
 
-    async def renew(self, runner_id: str, job_ids: Sequence[str], lease_s: float) -> None:
+        PostgreSQL skips rows another replica is claiming (`FOR UPDATE SKIP LOCKED`); SQLite has
+        one writer at a time. With `adapters`, only jobs that need one of them next are taken.
+        Each claim bumps the version, so a runner that held the job before is fenced off."""
+        now = self.now()
+        ready = select(JobRow.id).where(
+            JobRow.status.in_(ACTIVE_JOB), or_(JobRow.lease_until.is_(None), JobRow.lease_until < now)
+        )
+        if adapters is not None:
+            ready = ready.where(or_(JobRow.adapter.is_(None), JobRow.adapter.in_(list(adapters))))
+        ready = ready.order_by(JobRow.created_at).limit(limit)
+        if self.postgres:
+            ready = ready.with_for_update(skip_locked=True)
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id.in_(ready.scalar_subquery()))
+            .values(lease_owner=runner_id, lease_until=now + lease_s, version=JobRow.version + 1)
+            .returning(JobRow.id)
+            .execution_options(synchronize_session=False)
+        )
+        async with self.sessions.begin() as s:
+            return list((await s.execute(stmt)).scalars())
+
+    async def renew(self, runner_id: str, job_ids: Sequence[str], lease_s: float) -> set[str]:
+        """Extend this runner's live leases; returns the ids whose lease is gone (expired or taken)."""
         if not job_ids:
-            return
+            return set()
+        now = self.now()
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id.in_(list(job_ids)), JobRow.lease_owner == runner_id, JobRow.lease_until > now)
+            .values(lease_until=now + lease_s)
+            .returning(JobRow.id)
+            .execution_options(synchronize_session=False)
+        )
         async with self.sessions.begin() as s:
-            await s.execute(
-                update(JobRow)
-                .where(JobRow.id.in_(job_ids), JobRow.lease_owner == runner_id)
-                .values(lease_until=time.time() + lease_s)
+            kept = set((await s.execute(stmt)).scalars())
+        return set(job_ids) - kept
+
+    async def release(self, runner_id: str, job_ids: Sequence[str] | None = None) -> None:
+        """Free this runner's leases (all, or `job_ids`) so another runner resumes them at once."""
+        q = update(JobRow).where(JobRow.lease_owner == runner_id)
+        if job_ids is not None:
+            q = q.where(JobRow.id.in_(list(job_ids)))
+        async with self.sessions.begin() as s:
+            await s.execute(q.values(lease_owner=None, lease_until=None, version=JobRow.version + 1))
+
+    async def transition(
+        self,
+        job: JobRow,
+        runner_id: str,
+        job_values: dict[str, Any] | None = None,
+        *,
+        new_attempt: AttemptRow | None = None,
+        attempt: tuple[str, dict[str, Any]] | None = None,
+        outbox: Sequence[OutboxRow] = (),
+        release: bool = False,
+    ) -> None:
+        """The one way a runner changes a job: compare-and-set on (id, lease owner, live lease,
+        version), then the attempt insert or update and the outbox rows, all in one transaction.
+
+        Raises `LeaseLost` (and writes nothing) when another runner claimed the job, or this
+        runner's lease expired. On success `job.version` is the new version."""
+        values = dict(job_values or {})
+        values["version"] = job.version + 1
+        if release:
+            values.update(lease_owner=None, lease_until=None)
+        guard = update(JobRow).where(self._held(job.id, runner_id), JobRow.version == job.version).values(**values)
+        async with self.sessions.begin() as s:
+            res = await s.execute(guard.execution_options(synchronize_session=False))
+            if not res.rowcount:  # type: ignore[attr-defined]
+                raise LeaseLost(job.id)
+            if new_attempt is not None:
+                s.add(new_attempt)
+            if attempt is not None:
+                attempt_id, changes = attempt
+                await s.execute(update(AttemptRow).where(AttemptRow.id == attempt_id).values(**changes))
+            s.add_all(outbox)
+        job.version += 1
+
+    # --- outbox ------------------------------------------------------------------------
+
+    async def add_outbox(self, rows: Sequence[OutboxRow]) -> None:
+        """Outbox rows that belong to no state change of ours (an orphaned task found late)."""
+        async with self.sessions.begin() as s:
+            s.add_all(rows)
+
+    async def claim_outbox(self, owner: str, limit: int, lease_s: float) -> list[OutboxRow]:
+        """Pending outbox rows that are due, leased to `owner` (one deliverer at a time)."""
+        now = self.now()
+        due = (
+            select(OutboxRow.id)
+            .where(
+                OutboxRow.status == "pending",
+                OutboxRow.next_at <= now,
+                or_(OutboxRow.lease_until.is_(None), OutboxRow.lease_until < now),
+            )
+            .order_by(OutboxRow.next_at)
+            .limit(limit)
+        )
+        if self.postgres:
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(due.scalar_subquery()))
+            .values(lease_owner=owner, lease_until=now + lease_s)
+            .returning(OutboxRow)
+            .execution_options(synchronize_session=False)
+        )
+        async with self.sessions.begin() as s:
+            return list((await s.execute(stmt)).scalars())
+
+    async def settle_outbox(self, row: OutboxRow, owner: str, **values: Any) -> bool:
+        """Record a delivery try (status, tries, next_at, log...) while `owner` holds the row."""
+        stmt = (
+            update(OutboxRow)
+            .where(OutboxRow.id == row.id, OutboxRow.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None, **values)
+        )
+        async with self.sessions.begin() as s:
+            res = await s.execute(stmt)
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    async def outbox_for(self, job_id: str) -> list[OutboxRow]:
+        async with self.sessions() as s:
+            return list(
+                await s.scalars(select(OutboxRow).where(OutboxRow.job_id == job_id).order_by(OutboxRow.created_at))
             )
 
-    async def release(self, runner_id: str) -> None:
-        """On a clean shutdown, free this runner's leases so a restart resumes at once."""
-        async with self.sessions.begin() as s:
-            await s.execute(
-                update(JobRow).where(JobRow.lease_owner == runner_id).values(lease_owner=None, lease_until=None)
-            )
+    async def account_trail(self, attempt_id: str, task_id: str, cost_usd: float, usage: dict[str, Any]) -> str:
+        """A trailed provider task ended: put its cost on its attempt, once.
 
-    async def add_attempt(self, attempt: AttemptRow) -> None:
+        Returns "counted"; "followed" when the attempt adopted the task and counts it itself;
+        "pending" while the attempt is still `submitting` (a runner may yet adopt the task)."""
+        ended = (AttemptStatus.FAILED, AttemptStatus.CANCELLED, AttemptStatus.UNCONFIRMED)
         async with self.sessions.begin() as s:
-            s.add(attempt)
-
-    async def update_attempt(self, attempt_id: str, **values: Any) -> None:
-        async with self.sessions.begin() as s:
-            await s.execute(update(AttemptRow).where(AttemptRow.id == attempt_id).values(**values))
+            row = await s.get(AttemptRow, attempt_id, with_for_update=True)
+            if row is None:
+                return "followed"  # the job was deleted with its attempts
+            if row.status == AttemptStatus.SUBMITTING:
+                return "pending"
+            if row.status not in ended or row.cost_usd is not None or row.provider_task_id not in (None, task_id):
+                return "followed"
+            row.provider_task_id = task_id
+            row.cost_usd = cost_usd
+            row.usage = {**(row.usage or {}), **usage, "cost_source": "trail"}
+        return "counted"

@@ -6,6 +6,7 @@ by the Alembic migrations in `gateway/jobs/migrations`; these classes mirror it 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import (
@@ -22,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from gateway.jobs.ids import new_id
 
 
 class Base(DeclarativeBase):
@@ -56,6 +59,11 @@ class JobRow(Base):
     deadline_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: Bumped by every runner write and every claim: a write that expected another version lost the job.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    #: The adapter the job needs next (its live attempt's, else its next candidate's): only a
+    #: runner that has it claims the job.
+    adapter: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
@@ -81,8 +89,78 @@ class AttemptRow(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The client asked to cancel while the provider ran this task (it may not be able to stop it).
+    cancel_requested_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_attempts_job_seq"),)
+
+
+class OutboxRow(Base):
+    """Something that must leave the gateway because of a state change (a webhook, a provider
+    cancel, an orphaned task to account for): written in the same transaction as the change,
+    delivered by whichever process claims it, retried with backoff."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    next_at: Mapped[float] = mapped_column(Float)
+    done_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (Index("ix_outbox_status_next", "status", "next_at"),)
+
+
+def outbox_row(job_id: str, kind: str, payload: dict[str, Any], now: float | None = None) -> OutboxRow:
+    now = time.time() if now is None else now
+    return OutboxRow(
+        id=new_id("obx"),
+        job_id=job_id,
+        kind=kind,
+        payload=payload,
+        status="pending",
+        tries=0,
+        created_at=now,
+        next_at=now,
+        log=[],
+    )
+
+
+def webhook_row(job: JobRow, now: float | None = None) -> OutboxRow:
+    """A finished job's webhook; its body is rendered from the job when it is delivered."""
+    return outbox_row(job.id, "webhook", {"url": job.webhook_url, "event": f"video.{job.status}"}, now)
+
+
+def _task(attempt: AttemptRow, task_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "attempt_id": attempt.id,
+        "adapter": attempt.adapter,
+        "model": attempt.model,
+        "provider_model": attempt.provider_model,
+        "task_id": task_id,
+        "task_data": data,
+        "seconds": (attempt.usage or {}).get("seconds"),
+        "resolution": (attempt.usage or {}).get("resolution"),
+    }
+
+
+def cancel_row(job_id: str, attempt: AttemptRow, task_id: str, data: dict[str, Any]) -> OutboxRow:
+    """Ask the provider to stop a task (the attempt's poll loop sees whether it did)."""
+    return outbox_row(job_id, "provider_cancel", _task(attempt, task_id, data))
+
+
+def trail_row(job_id: str, attempt: AttemptRow, task_id: str, data: dict[str, Any], reason: str) -> OutboxRow:
+    """Follow a provider task that no attempt follows any more until it ends, and put what it
+    cost on its attempt: every task that ran is counted in its job's cost."""
+    return outbox_row(job_id, "trail", {**_task(attempt, task_id, data), "reason": reason})
 
 
 def make_engine(url: str) -> AsyncEngine:

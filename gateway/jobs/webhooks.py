@@ -12,11 +12,9 @@ import hmac
 import json
 import logging
 import time
-import uuid
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 log = logging.getLogger("i2v.webhooks")
 
@@ -27,38 +25,30 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-class _Retryable(Exception):
-    pass
-
-
 class WebhookSender:
-    def __init__(self, client: httpx.AsyncClient, secret: str | None, attempts: int = 5) -> None:
+    def __init__(self, client: httpx.AsyncClient, secret: str | None) -> None:
         self.client = client
         self.secret = secret
-        self.attempts = attempts
 
-    async def send(self, url: str, event: str, payload: dict[str, Any]) -> bool:
+    async def deliver(self, url: str, event: str, payload: dict[str, Any], msg_id: str) -> tuple[bool, bool, str]:
+        """One delivery try. `msg_id` stays the same across retries (receivers dedupe on it).
+
+        Returns (delivered, worth retrying, what happened): 2xx delivers; 5xx, 429 and
+        transport errors are retried by the outbox; any other answer is final."""
         body = json.dumps({"type": event, "data": payload}, separators=(",", ":")).encode()
-        msg_id = f"msg_{uuid.uuid4().hex}"
+        ts = int(time.time())
+        headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(ts)}
+        if self.secret:
+            headers["webhook-signature"] = sign(self.secret, msg_id, ts, body)
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential(multiplier=0.5, max=30),
-                retry=retry_if_exception_type((_Retryable, httpx.TransportError)),
-                reraise=True,
-            ):
-                with attempt:
-                    ts = int(time.time())
-                    headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(ts)}
-                    if self.secret:
-                        headers["webhook-signature"] = sign(self.secret, msg_id, ts, body)
-                    resp = await self.client.post(url, content=body, headers=headers)
-                    if resp.status_code >= 500 or resp.status_code == 429:
-                        raise _Retryable(f"HTTP {resp.status_code}")
-                    if resp.status_code >= 300:
-                        log.warning("webhook refused", extra={"url": url, "status": resp.status_code})
-                        return False
-            return True
-        except Exception as exc:
-            log.warning("webhook delivery failed", extra={"url": url, "error": str(exc)})
-            return False
+            resp = await self.client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return False, True, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # the SSRF guard refusing the address, for one
+            return False, False, f"{type(exc).__name__}: {exc}"
+        if resp.is_success:
+            return True, False, f"HTTP {resp.status_code}"
+        retry = resp.status_code >= 500 or resp.status_code == 429
+        if not retry:
+            log.warning("webhook refused", extra={"url": url, "status": resp.status_code})
+        return False, retry, f"HTTP {resp.status_code}"

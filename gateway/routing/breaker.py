@@ -4,9 +4,10 @@ closed -> open after `failures` consecutive failures, or when the error rate ove
 `window_s` reaches `error_rate` (with at least `min_calls` outcomes); open -> half-open after
 `cooldown_s`, when exactly one probe is let through; the probe's outcome closes or reopens it.
 A probe that reports nothing within another `cooldown_s` (its job was cancelled or moved to
-another runner) frees the slot for the next probe. Only backend faults count (unavailable, timeouts, rate limits, provider errors): a content
-policy refusal says nothing about the backend's health. State is per gateway process, like
-LiteLLM's cooldowns.
+another runner) frees the slot for the next probe. Only backend faults count (unavailable,
+timeouts, rate limits, provider errors): a content policy refusal says nothing about the
+backend's health, though as a probe's outcome it shows the backend answers. State is per
+gateway process, like LiteLLM's cooldowns.
 """
 
 from __future__ import annotations

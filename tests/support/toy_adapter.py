@@ -66,8 +66,9 @@ class ToyAdapter:
     async def fetch(self, task: ProviderTask) -> VideoSource:
         return VideoSource(url=str(self.http.base_url.join(f"/tasks/{task.task_id}/video")))
 
-    async def cancel(self, task: ProviderTask) -> None:
+    async def cancel(self, task: ProviderTask) -> bool:
         await self.http.post(f"/tasks/{task.task_id}/cancel")
+        return True
 
     async def aclose(self) -> None:
         await self.http.aclose()

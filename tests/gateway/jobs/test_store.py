@@ -130,6 +130,6 @@ async def test_terminal_jobs_are_never_claimed(store: JobStore) -> None:
 
 async def test_cancel_of_queued_job_ends_it(store: JobStore) -> None:
     j, _ = await store.create(job())
-    row = await store.request_cancel(j.id, time.time())
-    assert row is not None and row.status == "cancelled" and row.cancel_requested
-    assert await store.request_cancel("vid_missing", time.time()) is None
+    row, ended = await store.request_cancel(j.id, time.time())
+    assert row is not None and row.status == "cancelled" and row.cancel_requested and ended
+    assert await store.request_cancel("vid_missing", time.time()) == (None, False)
