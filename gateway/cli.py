@@ -65,9 +65,40 @@ def serve(
 
 
 @app.command()
+def worker(
+    adapters: Annotated[str, typer.Option(help="Comma-separated adapters whose jobs this worker runs, e.g. local")],
+    host: Annotated[str, typer.Option(help="Where /healthz, /readyz and /metrics answer")] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8001,
+) -> None:
+    """Run a job worker (e.g. on a GPU machine): it claims only jobs that need one of `--adapters`,
+    delivers the outbox, and serves health and metrics; no API. Share I2V_DATABASE_URL with the
+    API replicas, which list these adapters in I2V_REMOTE_ADAPTERS."""
+    from adapters.registry import AdapterConfigError
+    from gateway.api.app import create_app
+    from gateway.routing.catalog import CatalogError
+    from gateway.settings import Settings
+
+    names = [a.strip() for a in adapters.split(",") if a.strip()]
+    settings = Settings()
+    settings = settings.model_copy(update={"runner_adapters": names, "host": host, "port": port})
+    known = set(settings.adapters) | ({"local"} if settings.local_wan_path else set())
+    missing = [n for n in names if n not in known]
+    if missing and not settings.sandbox:
+        console.print(f"[red]cannot start:[/red] {', '.join(missing)}: not configured (see docs/configuration.md)")
+        raise typer.Exit(2)
+    try:
+        application = create_app(settings, api=False)
+    except (CatalogError, AdapterConfigError, ValueError) as exc:
+        console.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=15)
+
+
+@app.command()
 def emulate(
     family: Annotated[str, typer.Argument(help="wan, kling or minimax")],
     port: Annotated[int, typer.Option()] = 9100,
+    host: Annotated[str, typer.Option(help="0.0.0.0 to serve other containers")] = "127.0.0.1",
     key: Annotated[str, typer.Option(help="API key it accepts (Kling: ACCESS:SECRET)")] = "sandbox-key",
     queue_s: Annotated[float, typer.Option()] = 1.0,
     run_s: Annotated[float, typer.Option()] = 4.0,
@@ -90,7 +121,7 @@ def emulate(
         emulator = create_kling_emulator({access: secret}, cfg)
     else:
         raise typer.BadParameter("family must be wan, kling or minimax")
-    uvicorn.run(emulator, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    uvicorn.run(emulator, host=host, port=port, log_config=None, access_log=False)
 
 
 def _client(base_url: str, api_key: str | None) -> httpx.Client:

@@ -113,6 +113,10 @@ class Attempt(BaseModel):
     status: AttemptStatus
     submitted_at: float | None = None
     finished_at: float | None = None
+    cancel_requested_at: float | None = Field(
+        default=None, description="The client asked to cancel while the provider ran this task."
+    )
+    cost_usd: float | None = None
     error: VideoError | None = None
 
 

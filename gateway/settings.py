@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, description="On shutdown, how long submits in flight get to record their outcome."
     )
+    outbox_enabled: bool = Field(
+        default=True, description="Deliver the outbox (webhooks, provider cancels) from this process."
+    )
+    outbox_backoff_s: float = Field(default=5.0, gt=0, description="First wait before an outbox row is tried again.")
     outbox_max_age_s: float = Field(
         default=86400.0, gt=0, description="Webhooks and provider cancels are retried with backoff for this long."
     )

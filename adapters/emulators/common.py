@@ -34,6 +34,8 @@ Fault = Literal[
     "accepted_error",
     "accepted_timeout",
     "accepted_malformed",
+    "expired_url_once",
+    "cancel_late",
 ]
 Endpoint = Literal["submit", "poll", "fetch"]
 #: Where each fault can strike. Late faults are decided at submit and play out in the task.
@@ -50,8 +52,13 @@ FAULT_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "accepted_error": ("submit",),
     "accepted_timeout": ("submit",),
     "accepted_malformed": ("submit",),
+    "expired_url_once": ("submit",),
+    "cancel_late": ("submit",),
 }
-LATE_FAULTS = {"moderation_late", "task_fail", "expired_url", "unknown"}
+#: Decided at submit, played out later: `expired_url_once` answers the first download with 410
+#: (a signed URL that expired; asking again works), `cancel_late` ends the task cancelled on the
+#: provider's side (DashScope's CANCELED, nobody asked).
+LATE_FAULTS = {"moderation_late", "task_fail", "expired_url", "unknown", "expired_url_once", "cancel_late"}
 #: The task is created, then the answer is lost as the named fault: the submit's outcome is
 #: unknown to the caller (what a dropped connection or a proxy's 5xx after the fact looks like).
 ACCEPTED_FAULTS = {"accepted_error": "server_error", "accepted_timeout": "timeout", "accepted_malformed": "malformed"}
@@ -114,8 +121,12 @@ class TaskBook:
     def fault(self, endpoint: str) -> str | None:
         """The fault for this call: the script first, then the rates."""
         queue = self._script.get(endpoint)
-        if queue:
-            return queue.pop(0)
+        fault = queue.pop(0) if queue else self._by_rate(endpoint)
+        if fault:
+            self.stats[f"fault.{fault}"] += 1
+        return fault
+
+    def _by_rate(self, endpoint: str) -> str | None:
         for name, rate in self.config.faults.rates.items():
             if endpoint in FAULT_ENDPOINTS[name] and self._rng.random() < rate:
                 return name
@@ -137,6 +148,8 @@ class TaskBook:
     def phase(self, task: EmuTask) -> str:
         """queued | running | succeeded | failed | cancelled | unknown, with progress implied by time."""
         if task.cancelled:
+            return "cancelled"
+        if task.fate == "cancel_late" and time.time() - task.created >= self.config.queue_s:
             return "cancelled"
         age = time.time() - task.created
         if age < self.config.queue_s:
@@ -243,7 +256,12 @@ async def result_file(token: str, state: State) -> Response[bytes]:
             status_code=403,
             media_type="application/xml",
         )
+    if task.fate == "expired_url_once":
+        task.fate = None
+        book.stats["expired_downloads"] += 1
+        return Response(b"<Error><Code>Gone</Code></Error>", status_code=410, media_type="application/xml")
     book.stats["downloads"] += 1
+    task.extra["downloads"] = task.extra.get("downloads", 0) + 1
     return Response(await book.clip(task), media_type="video/mp4")
 
 
@@ -258,7 +276,24 @@ async def stats(state: State) -> dict[str, int]:
     return dict(state.book.stats)
 
 
-SHARED_ROUTES = [result_file, set_faults, stats]
+@get("/_emulator/tasks", include_in_schema=False)
+async def tasks(state: State) -> list[dict[str, Any]]:
+    """Every task the emulator created, with how it stands: what a chaos test counts against."""
+    book: TaskBook = state.book
+    return [
+        {
+            "id": t.id,
+            "external_id": t.extra.get("external_task_id"),
+            "phase": book.phase(t),
+            "fate": t.fate,
+            "created": t.created,
+            "downloads": t.extra.get("downloads", 0),
+        }
+        for t in book.tasks.values()
+    ]
+
+
+SHARED_ROUTES = [result_file, set_faults, stats, tasks]
 
 
 def result_url(request: Request[Any, Any, Any], task: EmuTask) -> str:

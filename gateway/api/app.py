@@ -48,8 +48,11 @@ def build_adapters(settings: Settings) -> dict[str, Adapter]:
     return {name: build_adapter(name, cfg) for name, cfg in settings.adapters.items()}
 
 
-def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | None = None) -> Litestar:
-    """Build the gateway. `adapters` overrides what `settings.adapters` would build."""
+def create_app(
+    settings: Settings | None = None, adapters: dict[str, Adapter] | None = None, *, api: bool = True
+) -> Litestar:
+    """Build the gateway. `adapters` overrides what `settings.adapters` would build. With
+    `api=False` it is a worker: the same runner and outbox, and only the health routes."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     sandbox = None
@@ -108,8 +111,7 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
         if sandbox:
             sandbox.start()
         await migrate(engine)
-        if settings.runner_enabled:
-            await runner.start()
+        await runner.start(jobs=settings.runner_enabled, outbox=settings.outbox_enabled)
         rules.install_sighup()
         watcher = asyncio.create_task(rules.watch(settings.rules_reload_s)) if settings.rules_reload_s else None
         log.info(
@@ -117,6 +119,7 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
             extra={
                 "database": engine.url.render_as_string(hide_password=True),
                 "adapters": sorted(live_adapters),
+                "claims_for": sorted(runner.ctx.drives),
                 "runner": runner.id,
             },
         )
@@ -125,8 +128,7 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
         finally:
             if watcher is not None:
                 watcher.cancel()
-            if settings.runner_enabled:
-                await runner.stop()
+            await runner.stop()
             for adapter in live_adapters.values():
                 await adapter.aclose()
             await fetcher.aclose()
@@ -140,7 +142,12 @@ def create_app(settings: Settings | None = None, adapters: dict[str, Adapter] | 
         return state.services  # type: ignore[no-any-return]
 
     return Litestar(
-        route_handlers=[VideosController, explain_route, list_models, health.healthz, health.readyz, health.metrics],
+        route_handlers=[
+            *([VideosController, explain_route, list_models] if api else []),
+            health.healthz,
+            health.readyz,
+            health.metrics,
+        ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         state=State({"services": services}),
         lifespan=[lifespan],

@@ -17,6 +17,21 @@ class VideoList(BaseModel):
     has_more: bool
 
 
+class VideoEvent(BaseModel):
+    """One entry of a job's history: its own state changes, its attempts, and every delivery
+    (webhook, provider cancel, trail) with each try."""
+
+    object: Literal["video.event"] = "video.event"
+    type: str
+    created_at: float
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class VideoEventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VideoEvent]
+
+
 class DeletedVideo(BaseModel):
     id: str
     object: Literal["video.deleted"] = "video.deleted"

@@ -71,4 +71,4 @@ class Services:
         )
 
     def runner_alive(self) -> bool:
-        return not self.settings.runner_enabled or self.runner.alive
+        return not (self.settings.runner_enabled or self.settings.outbox_enabled) or self.runner.alive

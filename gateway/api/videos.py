@@ -15,10 +15,10 @@ from litestar.params import Parameter
 
 from gateway.api.auth import Owner, Svc, owner_dependency
 from gateway.api.body import image_of, parse_create, request_hash
-from gateway.api.responses import DeletedVideo, VideoList
+from gateway.api.responses import DeletedVideo, VideoEventList, VideoList
 from gateway.errors import APIError, not_found
 from gateway.jobs.ids import new_id
-from gateway.jobs.present import video_object
+from gateway.jobs.present import history, video_object
 from gateway.jobs.store import IdempotencyConflict
 from gateway.jobs.tables import JobRow
 from gateway.routing.planner import check_model, shape_for
@@ -121,6 +121,13 @@ class VideosController(Controller):
     async def retrieve(self, video_id: str, services: Svc, owner: Owner) -> Video:
         job, attempts = await services.store.get_with_attempts(video_id)
         return video_object(_owned(job, owner, video_id), attempts)
+
+    @get("/{video_id:str}/events", summary="A video's history: state changes, attempts, deliveries")
+    async def events(self, video_id: str, services: Svc, owner: Owner) -> VideoEventList:
+        job, attempts = await services.store.get_with_attempts(video_id)
+        job = _owned(job, owner, video_id)
+        rows = await services.store.outbox_for(video_id)
+        return VideoEventList.model_validate({"data": history(job, attempts, rows)})
 
     @get("/{video_id:str}/content", summary="Download the MP4 (HTTP Range supported)")
     async def content(

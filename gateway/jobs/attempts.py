@@ -110,11 +110,11 @@ class Attempts:
             task = await adapter.submit(request)
         except ProviderError as exc:
             if exc.maybe_submitted:
-                return await self._unknown(job, attempt, f"{exc.code}: {exc.message}")
+                return await self._unknown(job, attempt, f"{exc.code}: {exc.message}", code=exc.code)
             log.info("submit refused", extra={"model": attempt.model, "code": exc.code})
             return await self.end(job, attempt, AttemptStatus.FAILED, provider_error(exc, attempt.adapter))
         except Exception as exc:  # an unmapped transport failure mid-request: the outcome is unknown
-            return await self._unknown(job, attempt, repr(exc))
+            return await self._unknown(job, attempt, repr(exc), code="provider_error")
         await self._accepted(job, attempt, task)
 
     async def _accepted(self, job: JobRow, attempt: AttemptRow, task: ProviderTask) -> None:
@@ -136,14 +136,16 @@ class Attempts:
             setattr(attempt, key, value)
         log.info("submitted", extra={"model": attempt.model, "provider_task_id": task.task_id})
 
-    async def _unknown(self, job: JobRow, attempt: AttemptRow, why: str) -> None:
+    async def _unknown(self, job: JobRow, attempt: AttemptRow, why: str, code: str = "interrupted") -> None:
+        """`code`: the provider's fault behind the unknown outcome, or `interrupted` when the gateway
+        itself stopped mid-submit."""
         log.warning("submit outcome unknown; not resubmitted", extra={"model": attempt.model, "error": why})
         await self.end(
             job,
             attempt,
             AttemptStatus.UNCONFIRMED,
             {
-                "code": "interrupted",
+                "code": code,
                 "provider": attempt.adapter,
                 "message": f"the submit may have reached the provider ({why}); it is not sent again, "
                 "to avoid a second charge",
@@ -161,7 +163,7 @@ class Attempts:
             try:
                 found = await adapter.lookup(request) if request else None
             except ProviderError as exc:
-                return await self._unknown(job, attempt, f"lookup failed: {exc.message}")
+                return await self._unknown(job, attempt, f"lookup failed: {exc.message}", code=exc.code)
             if found is not None:
                 return await self._accepted(job, attempt, found)
             if request is not None and adapter.idempotent_submit:

@@ -64,8 +64,6 @@ class RunContext:
 
     def __post_init__(self) -> None:
         self.slots = {name: asyncio.Semaphore(a.max_concurrency) for name, a in self.adapters.items()}
-        if not self.drives:
-            self.drives = frozenset(self.adapters)
 
     @property
     def available(self) -> frozenset[str]:

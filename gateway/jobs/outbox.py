@@ -70,7 +70,7 @@ class OutboxRelay:
         elif result == "failed" or now - row.created_at > self.ctx.settings.outbox_max_age_s:
             values.update(status="failed", done_at=now, tries=row.tries + 1, last_error=detail)
         else:
-            backoff = min(5.0 * 2**row.tries, 3600.0)
+            backoff = min(self.ctx.settings.outbox_backoff_s * 2**row.tries, 3600.0)
             values.update(tries=row.tries + 1, next_at=now + backoff, last_error=detail)
         await self.ctx.retrying(lambda: self.ctx.store.settle_outbox(row, self.ctx.runner_id, **values), "outbox")
 

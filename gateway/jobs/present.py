@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.jobs.tables import AttemptRow, JobRow
+from gateway.jobs.tables import AttemptRow, JobRow, OutboxRow
 from gateway.schemas import Attempt, Route, Video, VideoError, VideoOutput
 from gateway.status import AttemptStatus, JobStatus
 from media import VideoFacts
@@ -41,6 +41,8 @@ def video_object(job: JobRow, attempts: list[AttemptRow]) -> Video:
                     status=AttemptStatus(a.status),
                     submitted_at=a.submitted_at,
                     finished_at=a.finished_at,
+                    cancel_requested_at=a.cancel_requested_at,
+                    cost_usd=a.cost_usd,
                     error=_error(a.error),
                 )
                 for a in attempts
@@ -82,3 +84,30 @@ def merged_metrics(
         provider=attempts[-1].usage if attempts else {},
     )
     return m
+
+
+def history(job: JobRow, attempts: list[AttemptRow], outbox: list[OutboxRow]) -> list[dict[str, Any]]:
+    """`GET /v1/videos/{id}/events`: the job's life read back from its rows, oldest first."""
+    events: list[dict[str, Any]] = [{"type": "video.created", "created_at": job.created_at, "data": {}}]
+    for a in attempts:
+        base = {"attempt": a.seq, "model": a.model, "adapter": a.adapter, "provider_task_id": a.provider_task_id}
+        if a.submitted_at:
+            events.append({"type": "attempt.submitted", "created_at": a.submitted_at, "data": base})
+        if a.cancel_requested_at:
+            events.append({"type": "attempt.cancel_requested", "created_at": a.cancel_requested_at, "data": base})
+        if a.finished_at:
+            end = {**base, "status": a.status, "error": a.error, "cost_usd": a.cost_usd}
+            events.append({"type": f"attempt.{a.status}", "created_at": a.finished_at, "data": end})
+    if job.completed_at:
+        events.append({"type": f"video.{job.status}", "created_at": job.completed_at, "data": {"error": job.error}})
+    for row in outbox:
+        data = {"id": row.id, "status": row.status, "tries": row.tries, "log": row.log, **_public(row)}
+        events.append({"type": row.kind, "created_at": row.created_at, "data": data})
+    return sorted(events, key=lambda e: e["created_at"])
+
+
+def _public(row: OutboxRow) -> dict[str, Any]:
+    p = row.payload
+    if row.kind == "webhook":
+        return {"url": p.get("url"), "event": p.get("event")}
+    return {"attempt_id": p.get("attempt_id"), "provider_task_id": p.get("task_id"), "reason": p.get("reason")}

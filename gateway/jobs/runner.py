@@ -78,9 +78,14 @@ class JobRunner:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        self._claiming = asyncio.create_task(self._scan_loop())
-        self._tasks = [self._claiming, asyncio.create_task(self._lease_loop()), asyncio.create_task(self.relay.run())]
+    async def start(self, *, jobs: bool = True, outbox: bool = True) -> None:
+        """Start claiming and driving jobs, and/or relaying the outbox (a front-only process
+        drives no jobs but still delivers what its own writes put in the outbox)."""
+        if jobs:
+            self._claiming = asyncio.create_task(self._scan_loop())
+            self._tasks += [self._claiming, asyncio.create_task(self._lease_loop())]
+        if outbox:
+            self._tasks.append(asyncio.create_task(self.relay.run()))
 
     async def stop(self) -> None:
         """Hand the work back: stop claiming, stop the jobs (a job waiting for a slot has written

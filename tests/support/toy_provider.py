@@ -3,11 +3,13 @@
 It is not a product emulator (those live in adapters/emulators): it exists so the gateway core
 can be tested over real HTTP before any provider family lands. Prompt tags script behaviour:
 `[reject]` content-policy at submit, `[fail-late]` fails after accepting, `[not-video]` serves
-junk, `[slow]` takes 30 s, `[run=N]` takes N seconds.
+junk, `[slow]` takes 30 s, `[run=N]` takes N seconds, `[submit-delay=N]` answers the submit N seconds
+after creating the task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import itertools
@@ -66,6 +68,8 @@ async def submit(data: dict[str, Any], state: State) -> Response[dict[str, Any]]
         return Response({"error": "content_policy", "message": "prompt refused"}, status_code=400)
     task_id = f"toy-{next(toy.ids)}"
     toy.tasks[task_id] = {**data, "t0": time.time(), "cancelled": False}
+    if m := re.search(r"\[submit-delay=([\d.]+)\]", data["prompt"]):
+        await asyncio.sleep(float(m.group(1)))  # the task exists; the answer is late
     return Response({"id": task_id}, status_code=201)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from gateway.jobs.ids import new_id
 from gateway.jobs.tables import AttemptRow
 from tests.conftest import RULES, toy_stats
 from tests.support.images import data_uri, image_bytes
+from tests.support.postgres import temporary_database
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -76,6 +78,9 @@ class GatewayProcess:
 
     def get(self, video_id: str) -> dict[str, Any]:
         return httpx.get(f"{self.url}/v1/videos/{video_id}", timeout=5).json()
+
+    def get_events(self, video_id: str) -> list[dict[str, Any]]:
+        return httpx.get(f"{self.url}/v1/videos/{video_id}/events", timeout=5).json()["data"]
 
 
 @pytest.fixture
@@ -241,3 +246,44 @@ def test_sigkill_mid_job_resumes_against_the_provider_emulator(tmp_path: Path, t
     finally:
         g.stop()
         sandbox.stop()
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_frozen_runner_that_lost_its_lease_never_writes_and_its_task_is_counted(
+    tmp_path: Path, toy_url: str, database: str
+) -> None:
+    """Runner A is frozen (SIGSTOP) mid-submit for longer than its lease; runner B takes the job
+    over, records the attempt `unconfirmed` and completes on the next candidate. When A wakes,
+    its submit comes back with a task id: A writes nothing to the job (its lease is gone) and
+    hands the task to the outbox, which counts its cost on the attempt. One task per attempt."""
+    with contextlib.ExitStack() as stack:
+        a, b = GatewayProcess(tmp_path, toy_url), GatewayProcess(tmp_path, toy_url)
+        if database == "postgres":
+            url = stack.enter_context(temporary_database())
+            a.env["I2V_DATABASE_URL"] = b.env["I2V_DATABASE_URL"] = url
+        stack.callback(a.stop)
+        stack.callback(b.stop)
+        before = toy_stats(toy_url)
+        a.start()
+        video = httpx.post(
+            f"{a.url}/v1/videos", json={"prompt": "[submit-delay=3] a pan", "image": data_uri(image_bytes())}
+        ).json()
+        wait_for(lambda: [x["status"] for x in a.get(video["id"])["route"]["attempts"]] == ["submitting"])
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGSTOP)
+        b.start()
+        wait_for(lambda: b.get(video["id"])["status"] == "completed")
+        a.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: b.get(video["id"])["route"]["attempts"][0]["cost_usd"] is not None)
+        final = b.get(video["id"])
+        attempts = final["route"]["attempts"]
+        assert [(x["model"], x["status"]) for x in attempts] == [
+            ("toy-fast", "unconfirmed"),
+            ("toy-backup", "completed"),
+        ]
+        assert attempts[0]["provider_task_id"]  # the task A created, found by its trail
+        assert final["metrics"]["cost_usd"] == pytest.approx(attempts[0]["cost_usd"] + attempts[1]["cost_usd"])
+        after = toy_stats(toy_url)
+        assert (after["submits"] - before["submits"], after["tasks"] - before["tasks"]) == (2, 2)
+        trail = next(e for e in b.get_events(video["id"]) if e["type"] == "trail")
+        assert trail["data"]["status"] == "delivered" and "counted" in trail["data"]["log"][-1]["detail"]

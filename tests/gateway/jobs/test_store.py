@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from gateway.jobs.ids import new_id
 from gateway.jobs.migrate import migrate
-from gateway.jobs.store import IdempotencyConflict, JobStore
-from gateway.jobs.tables import JobRow, make_engine
+from gateway.jobs.store import IdempotencyConflict, JobStore, LeaseLost
+from gateway.jobs.tables import AttemptRow, JobRow, make_engine, webhook_row
 
 PG_ADMIN = os.environ.get("I2V_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -133,3 +134,89 @@ async def test_cancel_of_queued_job_ends_it(store: JobStore) -> None:
     row, ended = await store.request_cancel(j.id, time.time())
     assert row is not None and row.status == "cancelled" and row.cancel_requested and ended
     assert await store.request_cancel("vid_missing", time.time()) == (None, False)
+
+
+async def test_claim_is_one_statement_and_takes_only_jobs_for_its_adapters(store: JobStore) -> None:
+    toy = [(await store.create(job(adapter="toy")))[0].id for _ in range(3)]
+    gpu = [(await store.create(job(adapter="local")))[0].id for _ in range(2)]
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(store.engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        got = await store.claim("api-1", 10, lease_s=30, adapters={"toy", "wan"})
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", listener)
+    assert sorted(got) == sorted(toy)
+    assert len([s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]) == 1
+    if store.postgres:
+        assert "SKIP LOCKED" in statements[-1]
+    assert sorted(await store.claim("gpu-1", 10, lease_s=30, adapters={"local"})) == sorted(gpu)
+
+
+async def test_concurrent_claims_never_share_a_job(store: JobStore) -> None:
+    ids = {(await store.create(job()))[0].id for _ in range(60)}
+    batches = await asyncio.gather(*[store.claim(f"r{i}", 15, lease_s=30) for i in range(6)])
+    claimed = [j for batch in batches for j in batch]
+    assert len(claimed) == len(set(claimed)) == 60 and set(claimed) == ids
+
+
+async def test_a_lease_that_ran_out_refuses_every_write_and_renew_says_so(store: JobStore) -> None:
+    j, _ = await store.create(job())
+    (row,) = [await store.get(i) for i in await store.claim("a", 1, lease_s=0.3)]
+    assert row is not None
+    await asyncio.sleep(0.4)  # a GC pause: nobody has claimed it yet, but the lease is gone
+    attempt = AttemptRow(
+        id=new_id("att"),
+        job_id=j.id,
+        seq=0,
+        model="m",
+        adapter="toy",
+        provider_model="p",
+        status="submitting",
+        task_data={},
+        usage={},
+    )
+    with pytest.raises(LeaseLost):
+        await store.transition(row, "a", {"status": "in_progress"}, new_attempt=attempt, outbox=[webhook_row(row)])
+    assert await store.renew("a", [j.id], lease_s=30) == {j.id}
+    _, attempts = await store.get_with_attempts(j.id)
+    assert attempts == [] and await store.outbox_for(j.id) == []  # nothing of the refused write landed
+    assert await store.claim("b", 1, lease_s=30) == [j.id]
+    with pytest.raises(LeaseLost):  # the old owner's version is stale even with a fresh clock
+        await store.transition(row, "a", {"progress": 5})
+    fresh = await store.get(j.id)
+    assert fresh is not None and fresh.lease_owner == "b" and fresh.progress == 0
+
+
+async def test_a_transition_moves_job_attempt_and_outbox_together(store: JobStore) -> None:
+    j, _ = await store.create(job(webhook_url="https://example.com/hook"))
+    (row,) = [await store.get(i) for i in await store.claim("a", 1, lease_s=30)]
+    assert row is not None
+    attempt = AttemptRow(
+        id=new_id("att"),
+        job_id=j.id,
+        seq=0,
+        model="m",
+        adapter="toy",
+        provider_model="p",
+        status="submitting",
+        task_data={},
+        usage={},
+    )
+    await store.transition(row, "a", {"status": "in_progress"}, new_attempt=attempt)
+    row.status = "completed"
+    await store.transition(
+        row,
+        "a",
+        {"status": "completed"},
+        attempt=(attempt.id, {"status": "completed"}),
+        outbox=[webhook_row(row)],
+        release=True,
+    )
+    fresh, attempts = await store.get_with_attempts(j.id)
+    assert fresh is not None and fresh.status == "completed" and fresh.lease_owner is None and fresh.version == 3
+    assert [a.status for a in attempts] == ["completed"]
+    (hook,) = await store.outbox_for(j.id)
+    assert hook.kind == "webhook" and hook.payload["event"] == "video.completed"
+    assert [r.id for r in await store.claim_outbox("relay", 10, 60)] == [hook.id]
+    assert await store.claim_outbox("relay-2", 10, 60) == []  # leased to the first relay

@@ -1,0 +1,278 @@
+"""Exactly-once under faults: each test injects one fault and counts at the provider (emulator or
+toy) that no task is made twice, none is lost, and every task that ran is in its job's cost."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar, Request, post
+from sqlalchemy import event, select
+
+from adapters.emulators.common import EmulatorConfig
+from gateway.api.app import create_app
+from gateway.jobs.store import JobStore
+from gateway.jobs.tables import AttemptRow, make_engine
+from gateway.sandbox import Sandbox
+from gateway.settings import AdapterSettings
+from tests.conftest import Gateway, make_settings, toy_stats
+from tests.support.images import data_uri, image_bytes
+from tests.support.servers import free_port, serve_in_thread
+
+ROOT = Path(__file__).resolve().parents[3]
+IMAGE = data_uri(image_bytes(800, 600))
+
+
+def wait_for(pred: Any, timeout: float = 30.0, every: float = 0.05) -> Any:
+    deadline = time.time() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(every)
+
+
+# --- against the provider emulators ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def emulators() -> Iterator[Sandbox]:
+    sandbox = Sandbox(EmulatorConfig(queue_s=0.2, run_s=1.5))
+    sandbox.start()
+    yield sandbox
+    sandbox.stop()
+
+
+def emu(sandbox: Sandbox, family: str, path: str, **plan: Any) -> dict[str, Any]:
+    url = f"{sandbox.servers[family].url}/_emulator/{path}"
+    if path == "faults":
+        httpx.post(url, json=plan).raise_for_status()
+        return {}
+    return httpx.get(url).json()
+
+
+@pytest.fixture
+def gw(gateway_factory: Any, emulators: Sandbox) -> Iterator[Gateway]:
+    for family in emulators.servers:
+        emu(emulators, family, "faults")
+    yield gateway_factory(
+        rules_file=ROOT / "router_rules.yaml", adapters=emulators.adapters, poll_interval_s=0.1, cancel_check_s=0.2
+    )
+    for family in emulators.servers:
+        emu(emulators, family, "faults")
+
+
+def create(gw: Gateway, **body: Any) -> dict[str, Any]:
+    resp = gw.client.post("/v1/videos", json={"prompt": "leaves sway", "image": IMAGE, **body})
+    assert resp.status_code == 202, resp.text
+    return resp.json()
+
+
+def test_an_expired_result_url_is_fetched_again_not_paid_again(gw: Gateway, emulators: Sandbox) -> None:
+    before = emu(emulators, "wan", "stats")
+    emu(emulators, "wan", "faults", script={"submit": ["expired_url_once"]})
+    final = gw.wait(create(gw, model="wan-2.6-i2v")["id"])
+    after = emu(emulators, "wan", "stats")
+    assert final["status"] == "completed", final
+    assert [a["model"] for a in final["route"]["attempts"]] == ["wan-2.6-i2v"]  # no second model, no second bill
+    assert after["tasks"] - before.get("tasks", 0) == 1
+    assert after["expired_downloads"] - before.get("expired_downloads", 0) == 1
+
+
+def test_a_cancel_by_the_provider_is_not_the_clients_cancel(gw: Gateway) -> None:
+    """DashScope ends the task CANCELED though nobody asked: the attempt failed, the job falls
+    back (before the fix it ended `cancelled`, "at the client's request")."""
+    httpx.post(f"{gw_emulator_url(gw)}/_emulator/faults", json={"script": {"submit": ["cancel_late"]}})
+    final = gw.wait(create(gw, model="wan-2.6-i2v")["id"])
+    attempts = final["route"]["attempts"]
+    assert final["status"] == "completed", final
+    assert [(a["model"], a["status"]) for a in attempts] == [
+        ("wan-2.6-i2v", "failed"),
+        ("wan-2.6-i2v-flash", "completed"),
+    ]
+    assert attempts[0]["error"]["provider_code"] == "cancelled"
+    assert "without being asked" in attempts[0]["error"]["message"]
+
+
+def gw_emulator_url(gw: Gateway) -> str:
+    return gw.settings.adapters["wan"].base_url or ""
+
+
+def test_kling_task_created_behind_a_lost_answer_is_adopted(gw: Gateway, emulators: Sandbox) -> None:
+    """Kling created the task, then answered 500. The adapter finds it by external_task_id: one
+    task, one attempt (before the fix the retry got 1201 and the job failed while it billed)."""
+    before = emu(emulators, "kling", "stats")
+    emu(emulators, "kling", "faults", script={"submit": ["accepted_error"]})
+    final = gw.wait(create(gw, model="kling-v2.1")["id"])
+    after = emu(emulators, "kling", "stats")
+    assert final["status"] == "completed", final
+    assert [a["status"] for a in final["route"]["attempts"]] == ["completed"]
+    assert after["tasks"] - before.get("tasks", 0) == 1
+
+
+def test_wan_submit_with_unknown_outcome_is_never_resent(gw: Gateway, emulators: Sandbox) -> None:
+    """DashScope created the task, then answered 500; the protocol has no id of ours to look it
+    up by. The attempt is recorded `unconfirmed` and the job moves on: one task per attempt
+    (before the fix the 500 was retried as a fresh submit: two tasks for one attempt)."""
+    before = emu(emulators, "wan", "stats")
+    emu(emulators, "wan", "faults", script={"submit": ["accepted_error"]})
+    final = gw.wait(create(gw, model="wan-2.6-i2v")["id"])
+    after = emu(emulators, "wan", "stats")
+    attempts = final["route"]["attempts"]
+    assert final["status"] == "completed", final
+    assert [a["status"] for a in attempts] == ["unconfirmed", "completed"]
+    assert attempts[0]["error"]["code"] == "provider_unavailable"  # the provider's 5xx, not our restart
+    assert after["tasks"] - before.get("tasks", 0) == len(attempts)
+    assert after["submits"] - before.get("submits", 0) == len(attempts)
+
+
+def test_kling_cancel_is_a_request_and_the_billed_task_is_counted(gw: Gateway, emulators: Sandbox) -> None:
+    """Kling cannot cancel: the job stays in progress until the task ends, then ends cancelled
+    with the task's cost counted and the result dropped (before: cancelled at once, cost 0)."""
+    video = create(gw, model="kling-v2.1")
+    wait_for(
+        lambda: (
+            (a := gw.client.get(f"/v1/videos/{video['id']}").json()["route"]["attempts"]) and a[0]["provider_task_id"]
+        )
+    )
+    cancelled = gw.client.post(f"/v1/videos/{video['id']}/cancel").json()
+    assert cancelled["status"] == "in_progress"
+    seen = wait_for(
+        lambda: gw.client.get(f"/v1/videos/{video['id']}").json()["route"]["attempts"][0]["cancel_requested_at"]
+    )
+    assert seen
+    final = gw.wait(video["id"])
+    assert final["status"] == "cancelled" and final["output"] is None
+    assert final["metrics"]["cost_usd"] > 0 and "billed" in final["error"]["message"]
+    events = gw.client.get(f"/v1/videos/{video['id']}/events").json()["data"]
+    cancel = next(e for e in events if e["type"] == "provider_cancel")
+    assert cancel["data"]["status"] == "delivered"
+    assert "cannot stop" in cancel["data"]["log"][-1]["detail"]
+
+
+# --- the database and the process -----------------------------------------------------------------
+
+
+def body(prompt: str = "gentle pan right", **fields: Any) -> dict[str, Any]:
+    return {"prompt": prompt, "image": data_uri(image_bytes()), **fields}
+
+
+def test_database_errors_while_following_a_task_never_fail_the_job(tmp_path: Path, toy_url: str) -> None:
+    """Progress writes and cancel-flag reads fail three times each mid-poll; the job completes on
+    its one task (before the fix it failed as internal_error while the provider billed)."""
+    app = create_app(make_settings(tmp_path, toy_url, cancel_check_s=0.05))
+    failures = {"progress": 3, "cancel": 3}
+
+    def inject(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        if statement.startswith("UPDATE jobs SET progress") and failures["progress"]:
+            failures["progress"] -= 1
+            raise sqlite3.OperationalError("database is locked (injected)")
+        if "FROM jobs \nWHERE jobs.id = ?" in statement and "JOIN" not in statement and failures["cancel"]:
+            failures["cancel"] -= 1
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+
+    with serve_in_thread(app) as url:
+        event.listen(app.state.services.store.engine.sync_engine, "before_cursor_execute", inject)
+        submits = toy_stats(toy_url)["submits"]
+        client = httpx.Client(base_url=url, timeout=10)
+        video = client.post("/v1/videos", json=body("[run=1.5] clouds drift")).json()
+        final = wait_for(
+            lambda: (
+                (v := client.get(f"/v1/videos/{video['id']}").json())["status"] != "in_progress"
+                and v["status"] != "queued"
+                and v
+            )
+        )
+        assert final["status"] == "completed", final
+        assert failures == {"progress": 0, "cancel": 0}  # every injected fault struck
+        assert len(final["route"]["attempts"]) == 1
+        assert toy_stats(toy_url)["submits"] == submits + 1
+
+
+async def _attempts(db: Path) -> list[AttemptRow]:
+    engine = make_engine(f"sqlite+aiosqlite:///{db}")
+    try:
+        async with JobStore(engine).sessions() as s:
+            return list(await s.scalars(select(AttemptRow)))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.slow
+def test_shutdown_with_jobs_waiting_for_slots_interrupts_none(tmp_path: Path, toy_url: str) -> None:
+    """200 jobs wait for 5 provider slots when the gateway stops: none is marked interrupted, and a
+    restart runs each exactly once (before the fix each waiting job ended `interrupted`)."""
+    toy = AdapterSettings(class_path="tests.support.toy_adapter:ToyAdapter", base_url=toy_url, max_concurrency=5)
+    submits = toy_stats(toy_url)["submits"]
+    with serve_in_thread(create_app(make_settings(tmp_path, toy_url, adapters={"toy": toy}))) as url:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            ids = [client.post("/v1/videos", json=body("[run=2] dusk")).json()["id"] for _ in range(200)]
+    attempts = asyncio.run(_attempts(tmp_path / "gateway.db"))
+    assert [a for a in attempts if a.status not in ("queued", "in_progress", "completed")] == []
+    assert len(attempts) <= 200 - 150  # most jobs were still waiting for a slot
+    faster = toy.model_copy(update={"max_concurrency": 100})
+    with serve_in_thread(create_app(make_settings(tmp_path, toy_url, adapters={"toy": faster}))) as url:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for vid in ids:
+                wait_for(lambda vid=vid: client.get(f"/v1/videos/{vid}").json()["status"] == "completed", 60, 0.1)
+    assert toy_stats(toy_url)["submits"] == submits + 200
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[int, list[dict[str, Any]], Litestar]]:
+    got: list[dict[str, Any]] = []
+
+    @post("/hook", status_code=204)
+    async def hook(request: Request[Any, Any, Any]) -> None:
+        got.append({"headers": dict(request.headers), "body": await request.json()})
+
+    port = free_port()
+    yield port, got, Litestar([hook])
+
+
+def test_cancelling_a_queued_job_sends_its_webhook_and_counts_it(gateway_factory: Any, receiver: Any) -> None:
+    port, got, app = receiver
+    gw = gateway_factory(runner_enabled=False, image_fetch_allow_networks=["127.0.0.1/32"])
+    with serve_in_thread(app, port):
+        video = gw.client.post("/v1/videos", json=body(webhook_url=f"http://127.0.0.1:{port}/hook")).json()
+        assert gw.client.post(f"/v1/videos/{video['id']}/cancel").json()["status"] == "cancelled"
+        wait_for(lambda: got)
+    assert got[0]["body"]["type"] == "video.cancelled" and got[0]["body"]["data"]["id"] == video["id"]
+    metrics = gw.client.get("/metrics").text
+    assert (
+        'i2v_jobs_finished_total{adapter="",error_code="cancelled",model="toy-fast",status="cancelled"} 1.0' in metrics
+        or (
+            'i2v_jobs_finished_total{model="toy-fast",adapter="",status="cancelled",error_code="cancelled"} 1.0'
+            in metrics
+        )
+    )
+
+
+def test_a_webhook_to_a_receiver_that_is_down_is_retried_until_it_lands(gateway_factory: Any, receiver: Any) -> None:
+    """The receiver is down when the job finishes; the outbox keeps the webhook and delivers it,
+    once, when it is back, and the tries are in the job's events."""
+    port, got, app = receiver
+    gw = gateway_factory(image_fetch_allow_networks=["127.0.0.1/32"], outbox_backoff_s=0.2)
+    video = gw.client.post("/v1/videos", json=body(webhook_url=f"http://127.0.0.1:{port}/hook")).json()
+    assert gw.wait(video["id"])["status"] == "completed"
+    wait_for(
+        lambda: any(
+            e["type"] == "webhook" and e["data"]["tries"] >= 2
+            for e in gw.client.get(f"/v1/videos/{video['id']}/events").json()["data"]
+        )
+    )
+    with serve_in_thread(app, port):
+        wait_for(lambda: got)
+        time.sleep(1.0)  # a second delivery would land in this window
+    assert len(got) == 1 and got[0]["body"]["type"] == "video.completed"
+    hook = next(e for e in gw.client.get(f"/v1/videos/{video['id']}/events").json()["data"] if e["type"] == "webhook")
+    assert hook["data"]["status"] == "delivered" and got[0]["headers"]["webhook-id"] == hook["data"]["id"]
+    assert [t["result"] for t in hook["data"]["log"]][-1] == "done" and hook["data"]["tries"] >= 3
