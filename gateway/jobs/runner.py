@@ -130,7 +130,9 @@ class JobRunner:
             free = self.settings.runner_concurrency - len(self._active)
             if free > 0:
                 try:
-                    claimed = await self.store.claim(self.id, free, self.settings.lease_s, self.ctx.drives)
+                    claimed = await self.store.claim(
+                        self.id, free, self.settings.lease_s, self.ctx.drives, exclude=list(self._active)
+                    )
                 except Exception as exc:
                     log.log(logging.WARNING if transient(exc) else logging.ERROR, "claiming jobs failed; retrying",
                             exc_info=not transient(exc))

@@ -180,7 +180,12 @@ class JobStore:
     # --- runner side -------------------------------------------------------------------
 
     async def claim(
-        self, runner_id: str, limit: int, lease_s: float, adapters: Collection[str] | None = None
+        self,
+        runner_id: str,
+        limit: int,
+        lease_s: float,
+        adapters: Collection[str] | None = None,
+        exclude: Collection[str] = (),
     ) -> list[str]:
         """Take up to `limit` active jobs whose lease is free or expired, in one statement.
 
@@ -193,6 +198,8 @@ class JobStore:
         )
         if adapters is not None:
             ready = ready.where(or_(JobRow.adapter.is_(None), JobRow.adapter.in_(list(adapters))))
+        if exclude:  # jobs this runner is driving: a late renewal must not turn into a re-claim
+            ready = ready.where(JobRow.id.not_in(list(exclude)))
         ready = ready.order_by(JobRow.created_at).limit(limit)
         if self.postgres:
             ready = ready.with_for_update(skip_locked=True)
@@ -207,20 +214,27 @@ class JobStore:
             return list((await s.execute(stmt)).scalars())
 
     async def renew(self, runner_id: str, job_ids: Sequence[str], lease_s: float) -> set[str]:
-        """Extend this runner's live leases; returns the ids whose lease is gone (expired or taken)."""
+        """Extend this runner's leases; returns the ids it no longer holds (another runner claimed
+        them). A lease that ran out but that nobody took is simply extended: the version the
+        driver holds still fences off any runner that took the job in between."""
         if not job_ids:
             return set()
         now = self.now()
         stmt = (
             update(JobRow)
-            .where(JobRow.id.in_(list(job_ids)), JobRow.lease_owner == runner_id, JobRow.lease_until > now)
+            .where(JobRow.id.in_(list(job_ids)), JobRow.lease_owner == runner_id)
             .values(lease_until=now + lease_s)
             .returning(JobRow.id)
             .execution_options(synchronize_session=False)
         )
         async with self.sessions.begin() as s:
             kept = set((await s.execute(stmt)).scalars())
-        return set(job_ids) - kept
+            rest = set(job_ids) - kept
+            if not rest:
+                return set()
+            # Jobs this runner just finished or handed back hold no lease either: not lost.
+            taken = select(JobRow.id).where(JobRow.id.in_(list(rest)), JobRow.lease_owner.is_not(None))
+            return set((await s.execute(taken)).scalars())
 
     async def release(self, runner_id: str, job_ids: Sequence[str] | None = None) -> None:
         """Free this runner's leases (all, or `job_ids`) so another runner resumes them at once."""
@@ -241,16 +255,23 @@ class JobStore:
         outbox: Sequence[OutboxRow] = (),
         release: bool = False,
     ) -> None:
-        """The one way a runner changes a job: compare-and-set on (id, lease owner, live lease,
-        version), then the attempt insert or update and the outbox rows, all in one transaction.
+        """The one way a runner changes a job: compare-and-set on (id, lease owner, version), then
+        the attempt insert or update and the outbox rows, all in one transaction.
 
-        Raises `LeaseLost` (and writes nothing) when another runner claimed the job, or this
-        runner's lease expired. On success `job.version` is the new version."""
+        Raises `LeaseLost` (and writes nothing) when another runner claimed the job since. A new
+        attempt (the step before a provider is paid) also needs the lease to be live in database
+        time: a runner that was frozen past its lease does not start a submit. On success
+        `job.version` is the new version."""
         values = dict(job_values or {})
         values["version"] = job.version + 1
         if release:
             values.update(lease_owner=None, lease_until=None)
-        guard = update(JobRow).where(self._held(job.id, runner_id), JobRow.version == job.version).values(**values)
+        held = (
+            self._held(job.id, runner_id)
+            if new_attempt is not None
+            else and_(JobRow.id == job.id, JobRow.lease_owner == runner_id)
+        )
+        guard = update(JobRow).where(held, JobRow.version == job.version).values(**values)
         async with self.sessions.begin() as s:
             res = await s.execute(guard.execution_options(synchronize_session=False))
             if not res.rowcount:  # type: ignore[attr-defined]

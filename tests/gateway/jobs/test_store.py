@@ -160,11 +160,11 @@ async def test_concurrent_claims_never_share_a_job(store: JobStore) -> None:
     assert len(claimed) == len(set(claimed)) == 60 and set(claimed) == ids
 
 
-async def test_a_lease_that_ran_out_refuses_every_write_and_renew_says_so(store: JobStore) -> None:
+async def test_a_lease_that_ran_out_starts_no_submit_and_a_taken_job_refuses_every_write(store: JobStore) -> None:
     j, _ = await store.create(job())
     (row,) = [await store.get(i) for i in await store.claim("a", 1, lease_s=0.3)]
     assert row is not None
-    await asyncio.sleep(0.4)  # a GC pause: nobody has claimed it yet, but the lease is gone
+    await asyncio.sleep(0.4)  # a GC pause: nobody has claimed it yet, but the lease ran out
     attempt = AttemptRow(
         id=new_id("att"),
         job_id=j.id,
@@ -176,16 +176,26 @@ async def test_a_lease_that_ran_out_refuses_every_write_and_renew_says_so(store:
         task_data={},
         usage={},
     )
-    with pytest.raises(LeaseLost):
+    with pytest.raises(LeaseLost):  # no new attempt, so no provider call, on a lease that ran out
         await store.transition(row, "a", {"status": "in_progress"}, new_attempt=attempt, outbox=[webhook_row(row)])
-    assert await store.renew("a", [j.id], lease_s=30) == {j.id}
     _, attempts = await store.get_with_attempts(j.id)
     assert attempts == [] and await store.outbox_for(j.id) == []  # nothing of the refused write landed
+    assert await store.renew("a", [j.id], lease_s=0.3) == set()  # nobody took it: still ours
+    await asyncio.sleep(0.4)
     assert await store.claim("b", 1, lease_s=30) == [j.id]
-    with pytest.raises(LeaseLost):  # the old owner's version is stale even with a fresh clock
+    assert await store.renew("a", [j.id], lease_s=30) == {j.id}  # now it is gone, and renew says so
+    with pytest.raises(LeaseLost):
         await store.transition(row, "a", {"progress": 5})
     fresh = await store.get(j.id)
     assert fresh is not None and fresh.lease_owner == "b" and fresh.progress == 0
+
+
+async def test_a_claim_never_takes_back_a_job_its_runner_is_driving(store: JobStore) -> None:
+    a, _ = await store.create(job())
+    b, _ = await store.create(job())
+    assert sorted(await store.claim("r", 10, lease_s=0.2)) == sorted([a.id, b.id])
+    await asyncio.sleep(0.3)  # both leases ran out under a busy runner that still drives `a`
+    assert await store.claim("r", 10, lease_s=30, exclude=[a.id]) == [b.id]
 
 
 async def test_a_transition_moves_job_attempt_and_outbox_together(store: JobStore) -> None:
