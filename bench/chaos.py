@@ -361,6 +361,7 @@ def figures(
             "tasks": len(book),
             "submit_calls": stats[fam].get("submits", 0),
             "faults": sum(v for k, v in stats[fam].items() if k.startswith("fault.")),
+            "lost_answers_injected": stats[fam].get("fault.accepted_error", 0),
             "attempts_with_task": sum(1 for (f, _), rows in referenced.items() if f == fam for _ in rows),
             "unconfirmed_attempts": len(unconfirmed),
             "unreferenced_tasks": len(unreferenced),
@@ -418,13 +419,14 @@ def table(report: dict[str, Any]) -> str:
         f"{report['live_attempts_in_finished_jobs']}",
         f"outbox: {report['outbox']}; wall {report['wall_s']} s",
         "",
-        "| family | tasks | submit calls | faults | attempts with task | unconfirmed | unreferenced tasks | "
-        "tasks on 2 attempts | succeeded, not delivered nor counted |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| family | tasks | submit calls | faults | of which lost answers | attempts with task | unconfirmed | "
+        "unreferenced tasks | tasks on 2 attempts | succeeded, not delivered nor counted |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fam, f in report["per_family"].items():
         lines.append(
-            f"| {fam} | {f['tasks']} | {f['submit_calls']} | {f['faults']} | {f['attempts_with_task']} | "
+            f"| {fam} | {f['tasks']} | {f['submit_calls']} | {f['faults']} | {f['lost_answers_injected']} | "
+            f"{f['attempts_with_task']} | "
             f"{f['unconfirmed_attempts']} | {f['unreferenced_tasks']} | {f['tasks_on_two_attempts']} | "
             f"{f['succeeded_not_delivered_nor_counted']} |"
         )

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
         "reach another gateway process); a cancel sent to this process stops the job at once.",
     )
     max_video_bytes: int = 512 * 1024 * 1024
+    progress_write_s: float = Field(
+        default=5.0, ge=0, description="A running job's progress is written at most this often (a statement each)."
+    )
     fetch_attempts: int = Field(
         default=6, ge=1, description="Tries to download a finished result (an expired URL is asked for afresh)."
     )

@@ -179,6 +179,7 @@ class Attempts:
         task = task_of(attempt)
         interval = self.ctx.settings.poll_interval_s
         limit_at = job.deadline_at or (job.created_at + self.ctx.settings.job_timeout_s)
+        written: list[Any] = [attempt.status, job.progress, time.time()]
         self.ctx.metrics.in_flight.labels(attempt.adapter).inc()
         self.ctx.in_flight[attempt.adapter] = self.ctx.in_flight.get(attempt.adapter, 0) + 1
         try:
@@ -203,7 +204,7 @@ class Attempts:
                     return AttemptStatus.FAILED
                 status = await self._poll_once(adapter, task)
                 if status is not None:
-                    await self._record_progress(job, attempt, status)
+                    await self._record_progress(job, attempt, status, written)
                     if status.state in TERMINAL_JOB:
                         return await self._ended(job, attempt, status)
                 wait = status.poll_after_s if status and status.poll_after_s else interval
@@ -245,23 +246,27 @@ class Attempts:
             log.warning("poll transport error; will poll again", extra={"error": repr(exc)})
             return None
 
-    async def _record_progress(self, job: JobRow, attempt: AttemptRow, status: ProviderStatus) -> None:
+    async def _record_progress(
+        self, job: JobRow, attempt: AttemptRow, status: ProviderStatus, written: list[Any]
+    ) -> None:
+        """Keep the poll's news on the rows in memory; write it at most every `progress_write_s`.
+        `written` is [attempt status, progress, at] as last written: progress and queued/running
+        are hints (the end of the attempt is always written), and each write costs statements."""
         if status.usage:
             attempt.usage = {**attempt.usage, **status.usage}
         if status.cost_usd is not None:
             attempt.cost_usd = status.cost_usd
-        progress = max(0, min(99, status.progress or 0))
-        moved = status.state in ("queued", "in_progress") and status.state != attempt.status
-        if not moved and progress == job.progress:
-            return
-        changes: dict[str, Any] = {}
-        if moved:
-            changes = {"status": AttemptStatus(status.state), "usage": attempt.usage}
-        job_values = {"progress": progress} if progress != job.progress else None
-        await self.ctx.transition(job, job_values, attempt=(attempt.id, changes) if moved else None)
-        job.progress = progress
-        if moved:
+        job.progress = max(job.progress, max(0, min(99, status.progress or 0)))
+        if status.state in ("queued", "in_progress"):
             attempt.status = AttemptStatus(status.state)
+        moved, progressed = attempt.status != written[0], job.progress != written[1]
+        if not (moved or progressed) or time.time() - written[2] < self.ctx.settings.progress_write_s:
+            return
+        changes = {"status": attempt.status, "usage": attempt.usage} if moved else None
+        await self.ctx.transition(
+            job, {"progress": job.progress} if progressed else None, attempt=(attempt.id, changes) if changes else None
+        )
+        written[:] = [attempt.status, job.progress, time.time()]
 
     # --- the end -----------------------------------------------------------------------------
 

@@ -27,11 +27,13 @@ async def store_video(source: VideoSource, blobs: BlobStore, client: httpx.Async
         elif source.url:
             await _download(source, tmp, client, max_bytes)
         else:
-            raise ProviderError("provider_error", "the provider reported success but gave no video")
+            raise ProviderError("provider_error", "the provider reported success but gave no video", retryable=False)
         try:
             facts = await asyncio.to_thread(probe, tmp)
         except NotAVideo as exc:
-            raise ProviderError("provider_error", f"the provider's result is not a video: {exc}") from exc
+            # the bytes arrived whole and are not a video: fetching them again would not help
+            msg = f"the provider's result is not a video: {exc}"
+            raise ProviderError("provider_error", msg, retryable=False) from exc
         await asyncio.to_thread(blobs.put_file, tmp)
         return facts
     finally:
@@ -60,7 +62,8 @@ async def _download(source: VideoSource, dest: Any, client: httpx.AsyncClient, m
                 async for chunk in resp.aiter_bytes(1 << 16):
                     size += len(chunk)
                     if size > max_bytes:
-                        raise ProviderError("provider_error", "the result is larger than max_video_bytes")
+                        msg = "the result is larger than max_video_bytes"
+                        raise ProviderError("provider_error", msg, retryable=False)
                     f.write(chunk)
     except httpx.TimeoutException as exc:
         raise ProviderError("timeout", "downloading the result timed out") from exc

@@ -168,7 +168,7 @@ def body(prompt: str = "gentle pan right", **fields: Any) -> dict[str, Any]:
 def test_database_errors_while_following_a_task_never_fail_the_job(tmp_path: Path, toy_url: str) -> None:
     """Progress writes and cancel-flag reads fail three times each mid-poll; the job completes on
     its one task (before the fix it failed as internal_error while the provider billed)."""
-    app = create_app(make_settings(tmp_path, toy_url, cancel_check_s=0.05))
+    app = create_app(make_settings(tmp_path, toy_url, cancel_check_s=0.05, progress_write_s=0))
     failures = {"progress": 3, "cancel": 3}
 
     def inject(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
