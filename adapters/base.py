@@ -90,6 +90,11 @@ class ProviderRequest(BaseModel):
     camera: CameraMove | None = None
     loop: bool = False
     params: dict[str, Any] = Field(default_factory=dict, description="Catalog params + request pass-through.")
+    callback_url: str | None = Field(
+        default=None,
+        description="Where the provider may report status changes (Kling, MiniMax). Only a nudge: "
+        "the gateway then re-queries the task and never trusts the callback's body.",
+    )
 
 
 class ProviderTask(BaseModel):

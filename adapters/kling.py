@@ -127,6 +127,8 @@ class KlingAdapter:
             "prompt": request.prompt,
             "external_task_id": request.attempt_id,
         }
+        if request.callback_url:
+            body["callback_url"] = request.callback_url
         if request.negative_prompt:
             body["negative_prompt"] = request.negative_prompt
         if request.camera:
@@ -182,6 +184,8 @@ class KlingAdapter:
             "prompt": request.prompt,
             "external_task_id": request.attempt_id,
         }
+        if request.callback_url:
+            body["callback_url"] = request.callback_url
         body.update(params)
         data = await self._create(MOTION_PATH, body, request.attempt_id)
         return ProviderTask(

@@ -101,6 +101,8 @@ class MiniMaxAdapter:
             "resolution": request.resolution.upper(),
             "prompt_optimizer": True,
         }
+        if request.callback_url:  # MiniMax first checks it with a challenge the gateway echoes
+            body["callback_url"] = request.callback_url
         body.update(request.params)
         answer = await self.http.call(
             "POST", "/v1/video_generation", parse=_parse, idempotent=False, headers=self._headers, json=body

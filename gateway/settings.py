@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         default=None, description="Adapters this process's runner claims jobs for. Default: every configured one."
     )
 
+    public_url: str | None = Field(
+        default=None,
+        description="This gateway's address as providers can reach it (e.g. https://gw.example.com). With it, "
+        "Kling and MiniMax tasks carry a callback_url: a finished task is seen at once instead of at the next poll.",
+    )
+
     log_level: str = "INFO"
     log_json: bool = True
     access_log: bool = Field(default=False, description="uvicorn's per-request lines (metrics count requests).")

@@ -296,8 +296,68 @@ async def tasks(state: State) -> list[dict[str, Any]]:
 SHARED_ROUTES = [result_file, set_faults, stats, tasks]
 
 
+class Callbacks:
+    """The provider's side of `callback_url`: a task that carries one is POSTed to on every change
+    of its phase (Kling: the task object; MiniMax: a challenge to echo first, then status bodies).
+    The emulator's app runs `run()` for its whole life; a receiver that fails is not retried, as
+    neither provider documents retries."""
+
+    def __init__(self, book: TaskBook, render: Any, challenge: bool = False, every_s: float = 0.05) -> None:
+        self.book, self.render, self.challenge, self.every_s = book, render, challenge, every_s
+
+    async def run(self) -> None:
+        import httpx
+
+        async with httpx.AsyncClient(timeout=3.0) as client:
+            while True:
+                for task in list(self.book.tasks.values()):
+                    url = task.extra.get("callback_url")
+                    if url and not task.extra.get("callback_off"):
+                        await self._one(client, task, url)
+                await asyncio.sleep(self.every_s)
+
+    async def _one(self, client: Any, task: EmuTask, url: str) -> None:
+        if self.challenge and not task.extra.get("callback_checked"):
+            token = secrets.token_hex(8)
+            try:
+                resp = await client.post(url, json={"challenge": token})
+                ok = resp.json().get("challenge") == token
+            except Exception:
+                ok = False
+            task.extra["callback_checked"] = True
+            task.extra["callback_off"] = not ok
+            self.book.stats["callback_challenges_failed" if not ok else "callback_challenges"] += 1
+            if not ok:
+                return
+        phase = self.book.phase(task)
+        if task.extra.get("callback_phase") == phase:
+            return
+        task.extra["callback_phase"] = phase
+        try:
+            await client.post(url, json=self.render(self.book, task))
+            self.book.stats["callbacks"] += 1
+        except Exception:
+            self.book.stats["callbacks_failed"] += 1
+
+
+def callback_hooks(book: TaskBook, render: Any, challenge: bool = False) -> dict[str, Any]:
+    """Litestar `on_startup` / `on_shutdown` that run a `Callbacks` loop beside the app."""
+    sender = Callbacks(book, render, challenge)
+    running: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        running.append(asyncio.create_task(sender.run()))
+
+    async def stop() -> None:
+        for t in running:
+            t.cancel()
+
+    return {"on_startup": [start], "on_shutdown": [stop]}
+
+
 def result_url(request: Request[Any, Any, Any], task: EmuTask) -> str:
-    return str(request.base_url).rstrip("/") + f"/results/{task.token}/output.mp4"
+    task.extra["base_url"] = str(request.base_url).rstrip("/")
+    return task.extra["base_url"] + f"/results/{task.token}/output.mp4"
 
 
 async def hang(book: TaskBook) -> None:

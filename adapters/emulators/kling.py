@@ -32,6 +32,7 @@ from adapters.emulators.common import (
     EmulatorConfig,
     EmuTask,
     TaskBook,
+    callback_hooks,
     fit_size,
     hang,
     result_url,
@@ -217,7 +218,12 @@ async def _new_task(
         seconds=seconds,
         fps=book.config.fps or 24,
         fate=fault if fault in LATE_FAULTS else None,
-        extra={"external_task_id": external, "endpoint": endpoint},
+        extra={
+            "external_task_id": external,
+            "endpoint": endpoint,
+            "callback_url": body.get("callback_url"),
+            "base_url": str(request.base_url).rstrip("/"),
+        },
     )
     book.add(task, external_id=external)
     if fault in ACCEPTED_FAULTS:
@@ -338,11 +344,30 @@ async def query_motion(task_id: str, request: Request[Any, Any, Any], state: Sta
     return await _query(task_id, request, state, endpoint="motion-control")
 
 
+def _callback_body(book: TaskBook, task: EmuTask) -> dict[str, Any]:
+    """§1.6: the flat task object, POSTed on every status change."""
+    phase = book.phase(task)
+    body: dict[str, Any] = {
+        "task_id": task.id,
+        "task_status": STATUS.get(phase, "failed"),
+        "task_status_msg": "",
+        "task_info": {"external_task_id": task.extra.get("external_task_id")},
+        "created_at": int(task.created * 1000),
+        "updated_at": int(time.time() * 1000),
+    }
+    if phase == "succeeded":
+        url = f"{task.extra['base_url']}/results/{task.token}/output.mp4"
+        body["task_result"] = {"videos": [{"id": task.id, "url": url, "duration": f"{task.seconds + 0.1:.1f}"}]}
+    return body
+
+
 def create_kling_emulator(keys: dict[str, str], config: EmulatorConfig | None = None) -> Litestar:
     """`keys` maps access key -> secret key."""
     config = config or EmulatorConfig()
+    book = TaskBook(config)
     return Litestar(
         [create, query, create_motion, query_motion, *SHARED_ROUTES],
-        state=State({"book": TaskBook(config), "api_keys": dict(keys)}),
+        state=State({"book": book, "api_keys": dict(keys)}),
         logging_config=None,
+        **callback_hooks(book, _callback_body),
     )

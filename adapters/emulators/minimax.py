@@ -27,6 +27,7 @@ from adapters.emulators.common import (
     EmulatorConfig,
     EmuTask,
     TaskBook,
+    callback_hooks,
     fit_size,
     hang,
     result_url,
@@ -136,7 +137,7 @@ async def create(request: Request[Any, Any, Any], state: State) -> Response[Any]
         seconds=duration,
         fps=book.config.fps or fps,
         fate=fault if fault in LATE_FAULTS else None,
-        extra={"file_id": 361721749176519 + book.next_seq()},
+        extra={"file_id": 361721749176519 + book.next_seq(), "callback_url": body.get("callback_url")},
     )
     book.add(task)
     if fault in ACCEPTED_FAULTS:
@@ -203,10 +204,28 @@ async def retrieve(file_id: str, request: Request[Any, Any, Any], state: State) 
     )
 
 
+_CALLBACK_STATUS = {"queued": "processing", "running": "processing", "succeeded": "success", "failed": "failed"}
+
+
+def _callback_body(book: TaskBook, task: EmuTask) -> dict[str, Any]:
+    """§2.7: after the challenge, each status change as a query-shaped body (lowercase status)."""
+    phase = book.phase(task)
+    body = {
+        "task_id": task.id,
+        "status": _CALLBACK_STATUS.get(phase, "failed"),
+        "base_resp": {"status_code": 0, "status_msg": "success"},
+    }
+    if phase == "succeeded":
+        body["file_id"] = str(task.extra["file_id"])
+    return body
+
+
 def create_minimax_emulator(api_keys: list[str], config: EmulatorConfig | None = None) -> Litestar:
     config = config or EmulatorConfig()
+    book = TaskBook(config)
     return Litestar(
         [create, query, retrieve, *SHARED_ROUTES],
-        state=State({"book": TaskBook(config), "api_keys": list(api_keys)}),
+        state=State({"book": book, "api_keys": list(api_keys)}),
         logging_config=None,
+        **callback_hooks(book, _callback_body, challenge=True),
     )

@@ -21,6 +21,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from adapters.base import Adapter
 from adapters.registry import build_adapter
 from gateway.api import health
+from gateway.api.callbacks import provider_callback
 from gateway.api.errors import exception_handlers
 from gateway.api.explain import explain_route
 from gateway.api.ingest import ImageLimits
@@ -144,6 +145,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             *([VideosController, explain_route, list_models] if api else []),
+            provider_callback,
             health.healthz,
             health.readyz,
             health.metrics,

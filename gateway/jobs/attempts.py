@@ -102,6 +102,7 @@ class Attempts:
             camera=req.get("camera"),
             loop=bool(req.get("loop")),
             params={**spec.params, **(req.get("parameters") or {})},
+            callback_url=callback_url(self.ctx.settings.public_url, attempt.id),
         )
 
     async def _send(self, job: JobRow, attempt: AttemptRow, request: ProviderRequest) -> None:
@@ -177,18 +178,21 @@ class Attempts:
         (COMPLETED means the provider finished: the caller fetches the result)."""
         adapter = self.ctx.adapters[attempt.adapter]
         task = task_of(attempt)
-        interval = self.ctx.settings.poll_interval_s
+        since = attempt.submitted_at or time.time()
+        polls = 0
         limit_at = job.deadline_at or (job.created_at + self.ctx.settings.job_timeout_s)
         written: list[Any] = [attempt.status, job.progress, time.time()]
         self.ctx.metrics.in_flight.labels(attempt.adapter).inc()
         self.ctx.in_flight[attempt.adapter] = self.ctx.in_flight.get(attempt.adapter, 0) + 1
+        self.ctx.nudges[attempt.id] = watch.nudge  # a provider callback for this attempt wakes the loop
         try:
             while True:
                 if job.id in self.ctx.lost:
                     raise LeaseLost(job.id)
-                if attempt.cancel_requested_at is None and await watch.requested():
+                soon = False
+                if await watch.requested() and attempt.cancel_requested_at is None:
                     await self._request_cancel(job, attempt, task)
-                    interval = self.ctx.settings.poll_interval_s  # look again soon: most cancels are quick
+                    soon = True  # look again soon: most cancels are quick
                 if time.time() >= limit_at:
                     await self.end(
                         job,
@@ -203,14 +207,22 @@ class Attempts:
                     )
                     return AttemptStatus.FAILED
                 status = await self._poll_once(adapter, task)
+                polls += 1
                 if status is not None:
                     await self._record_progress(job, attempt, status, written)
                     if status.state in TERMINAL_JOB:
+                        if status.state == "completed":
+                            self.ctx.pacer.observe(attempt.model, time.time() - since)
                         return await self._ended(job, attempt, status)
-                wait = status.poll_after_s if status and status.poll_after_s else interval
-                interval = min(interval * 1.5, self.ctx.settings.poll_interval_max_s)
+                if status and status.poll_after_s:
+                    wait = status.poll_after_s
+                elif soon:
+                    wait = self.ctx.settings.poll_interval_s
+                else:
+                    wait = self.ctx.pacer.wait(attempt.model, time.time() - since, polls)
                 await watch.sleep(max(0.01, min(wait, limit_at - time.time())))
         finally:
+            self.ctx.nudges.pop(attempt.id, None)
             self.ctx.metrics.in_flight.labels(attempt.adapter).dec()
             self.ctx.in_flight[attempt.adapter] -= 1
 
@@ -305,6 +317,10 @@ class Attempts:
         self.ctx.metrics.attempts.labels(attempt.model, attempt.adapter, attempt.status, code).inc()
         if attempt.cost_usd:
             self.ctx.metrics.cost_usd.labels(attempt.model).inc(attempt.cost_usd)
+
+
+def callback_url(public_url: str | None, attempt_id: str) -> str | None:
+    return f"{public_url.rstrip('/')}/v1/provider-callbacks/{attempt_id}" if public_url else None
 
 
 def live(attempts: list[AttemptRow]) -> AttemptRow | None:

@@ -1,4 +1,4 @@
-"""Cancel: a flag in the database (any process may set it) and an event in the process that runs
+"""Cancel: a flag in the database (any process may set it) and a nudge in the process that runs
 the job (so a cancel sent to that process reaches the poll loop at once)."""
 
 from __future__ import annotations
@@ -20,19 +20,25 @@ def cancelled_error() -> dict[str, Any]:
 
 
 class CancelWatch:
-    """One running job's view of its cancel: the local event, and the database flag re-read at
-    most every `check_s` seconds (a cancel sent to another gateway process lands only there).
-    A failed read is skipped, never fatal: the next check reads again."""
+    """One running job's view of its cancel. The database flag is the truth (any process may set
+    it); it is re-read at most every `check_s` seconds, and at once when the job's `nudge` event
+    is set: by a cancel that reached this process, or by a provider callback (then the poll
+    loop looks at the task now too). A failed read is skipped, never fatal."""
 
-    def __init__(self, store: JobStore, job_id: str, event: asyncio.Event, check_s: float) -> None:
+    def __init__(self, store: JobStore, job_id: str, nudge: asyncio.Event, check_s: float) -> None:
         self.store = store
         self.job_id = job_id
-        self.event = event
+        self.nudge = nudge
         self.check_s = check_s
+        self.cancelled = False
         self._checked_at = time.time()  # the job was read from the database just now
 
     async def requested(self) -> bool:
-        if not self.event.is_set() and time.time() - self._checked_at >= self.check_s:
+        nudged = self.nudge.is_set()
+        self.nudge.clear()
+        if self.cancelled:
+            return True
+        if nudged or time.time() - self._checked_at >= self.check_s:
             self._checked_at = time.time()
             try:
                 fresh = await self.store.get(self.job_id)
@@ -41,11 +47,10 @@ class CancelWatch:
                     raise
                 log.warning("reading the cancel flag failed; will read again", extra={"error": repr(exc)})
                 fresh = None
-            if fresh and fresh.cancel_requested:
-                self.event.set()
-        return self.event.is_set()
+            self.cancelled = bool(fresh and fresh.cancel_requested)
+        return self.cancelled
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep up to `seconds`, waking early on a local cancel."""
+        """Sleep up to `seconds`, waking early when the job is nudged."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.event.wait(), seconds)
+            await asyncio.wait_for(self.nudge.wait(), seconds)

@@ -14,6 +14,7 @@ import httpx
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from adapters.base import Adapter
+from gateway.jobs.pacing import PollPacer
 from gateway.jobs.store import JobStore, LeaseLost
 from gateway.jobs.tables import AttemptRow, JobRow, OutboxRow
 from gateway.jobs.webhooks import WebhookSender
@@ -59,11 +60,16 @@ class RunContext:
     lost: set[str] = field(default_factory=set)
     #: Submits whose outcome must be written before shutdown may cancel them.
     critical: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: The nudge event of each attempt this process is following, by attempt id.
+    nudges: dict[str, asyncio.Event] = field(default_factory=dict)
     #: Set when an outbox row was written, so the deliverer looks at once.
     outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: When to poll each model next (learned from the tasks this process followed).
+    pacer: PollPacer = field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = {name: asyncio.Semaphore(a.max_concurrency) for name, a in self.adapters.items()}
+        self.pacer = PollPacer(first_s=self.settings.poll_interval_s, max_s=self.settings.poll_interval_max_s)
 
     @property
     def available(self) -> frozenset[str]:

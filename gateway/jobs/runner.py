@@ -86,6 +86,8 @@ class JobRunner:
             self._tasks += [self._claiming, asyncio.create_task(self._lease_loop())]
         if outbox:
             self._tasks.append(asyncio.create_task(self.relay.run()))
+        if jobs and self.store.postgres:
+            self._tasks.append(asyncio.create_task(self.store.listen_pokes(self.nudge)))
 
     async def stop(self) -> None:
         """Hand the work back: stop claiming, stop the jobs (a job waiting for a slot has written
@@ -113,6 +115,20 @@ class JobRunner:
     def request_cancel(self, job_id: str) -> None:
         if job_id in self._cancel:
             self._cancel[job_id].set()
+
+    async def poke(self, attempt_id: str) -> bool:
+        """A provider says an attempt's task changed: look at it now. Here if this process follows
+        it, else through the database to whichever runner does (PostgreSQL NOTIFY)."""
+        if self.nudge(attempt_id):
+            return True
+        await self.store.notify_poke(attempt_id)
+        return False
+
+    def nudge(self, attempt_id: str) -> bool:
+        event = self.ctx.nudges.get(attempt_id)
+        if event is not None:
+            event.set()
+        return event is not None
 
     def in_flight(self) -> dict[str, int]:
         """Provider tasks this process is following, per adapter (live load for the router)."""

@@ -8,7 +8,8 @@ outbox rows that must go out with the change. A write that finds the lease gone 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import asyncio
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Float, and_, cast, func, literal, or_, select, update
@@ -17,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from gateway.jobs.tables import AttemptRow, JobRow, OutboxRow, webhook_row
 from gateway.status import ACTIVE_JOB, TERMINAL_JOB, AttemptStatus, JobStatus
+
+POKE_CHANNEL = "i2v_poke"
 
 
 class LeaseLost(Exception):
@@ -283,6 +286,32 @@ class JobStore:
                 await s.execute(update(AttemptRow).where(AttemptRow.id == attempt_id).values(**changes))
             s.add_all(outbox)
         job.version += 1
+
+    # --- provider callbacks across processes ---------------------------------------------
+
+    async def notify_poke(self, attempt_id: str) -> None:
+        """Tell the runner that follows `attempt_id` (in any process) to look now. PostgreSQL
+        only; on SQLite there is one process, and the poll loop catches up on its own."""
+        if self.postgres:
+            async with self.sessions.begin() as s:
+                await s.execute(select(func.pg_notify(POKE_CHANNEL, attempt_id)))
+
+    async def listen_pokes(self, nudge: Callable[[str], Any]) -> None:
+        """Hold one connection LISTENing for pokes and hand each to `nudge`, for ever."""
+        while True:
+            try:
+                async with self.engine.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    driver = raw.driver_connection
+                    assert driver is not None
+                    await driver.add_listener(POKE_CHANNEL, lambda *args: nudge(args[-1]))
+                    while True:
+                        await asyncio.sleep(30)
+                        await conn.exec_driver_sql("SELECT 1")  # notice a dead connection
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(1.0)
 
     # --- outbox ------------------------------------------------------------------------
 
