@@ -63,9 +63,22 @@ async def ours(url: str, n: int) -> None:
     now = time.time()
     for _ in range(n):
         await store.create(
-            JobRow(id=new_id("vid"), owner="", status="queued", progress=0, requested_model="m", model="m",
-                   prompt="p", request={}, route={}, metrics={}, warnings=[], cancel_requested=False,
-                   created_at=now, adapter="toy")
+            JobRow(
+                id=new_id("vid"),
+                owner="",
+                status="queued",
+                progress=0,
+                requested_model="m",
+                model="m",
+                prompt="p",
+                request={},
+                route={},
+                metrics={},
+                warnings=[],
+                cancel_requested=False,
+                created_at=now,
+                adapter="toy",
+            )
         )
     sem = asyncio.Semaphore(CONCURRENCY)
 
@@ -73,12 +86,22 @@ async def ours(url: str, n: int) -> None:
         async with sem:
             job = await store.get(job_id)
             assert job is not None
-            attempt = AttemptRow(id=new_id("att"), job_id=job.id, seq=0, model="m", adapter="toy",
-                                 provider_model="p", status="submitting", task_data={}, usage={})
+            attempt = AttemptRow(
+                id=new_id("att"),
+                job_id=job.id,
+                seq=0,
+                model="m",
+                adapter="toy",
+                provider_model="p",
+                status="submitting",
+                task_data={},
+                usage={},
+            )
             await store.transition(job, "r", {"status": "in_progress"}, new_attempt=attempt)
             await store.transition(job, "r", attempt=(attempt.id, {"status": "queued", "provider_task_id": "t"}))
-            await store.transition(job, "r", {"status": "completed"}, attempt=(attempt.id, {"status": "completed"}),
-                                   release=True)
+            await store.transition(
+                job, "r", {"status": "completed"}, attempt=(attempt.id, {"status": "completed"}), release=True
+            )
 
     tasks = []
     while len(tasks) < n:
@@ -213,8 +236,12 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("I2V_TEST_POSTGRES_URL", PG_ADMIN)
     rows = []
-    for name, fn in (("ours (JobStore)", ours), ("DBOS", dbos_run), ("procrastinate", procrastinate_run),
-                     ("pgqueuer", pgqueuer_run)):
+    for name, fn in (
+        ("ours (JobStore)", ours),
+        ("DBOS", dbos_run),
+        ("procrastinate", procrastinate_run),
+        ("pgqueuer", pgqueuer_run),
+    ):
         try:
             rows.append(measure(name, fn, args.jobs))
         except Exception as exc:

@@ -61,6 +61,9 @@ class GatewayMetrics:
             "i2v_video_seconds_generated", "Seconds of video delivered.", ["model"], registry=r
         )
         self.cost_usd = Counter("i2v_cost_usd", "Cost of provider attempts in USD.", ["model"], registry=r)
+        self.db_statements = Counter(
+            "i2v_db_statements", "SQL statements sent to the database, by verb.", ["verb"], registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

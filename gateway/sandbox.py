@@ -15,6 +15,7 @@ from gateway.settings import AdapterSettings
 
 log = logging.getLogger("i2v.sandbox")
 
+
 class Sandbox:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         config = config or EmulatorConfig(queue_s=1.0, run_s=4.0)

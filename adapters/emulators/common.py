@@ -110,7 +110,7 @@ class TaskBook:
         self.stats: Counter[str] = Counter()
         self._rng = random.Random(config.faults.seed)
         self._script: dict[str, list[str | None]] = {k: list(v) for k, v in config.faults.script.items()}
-        self._clips: dict[tuple[str, int, int, int, int], bytes] = {}
+        self._clips: dict[tuple[int, str, int, int, int, int], bytes] = {}
         self._ids = itertools.count(1)
 
     def set_faults(self, plan: FaultPlan) -> None:
@@ -167,8 +167,11 @@ class TaskBook:
         return max(0, min(100, int(100 * age / max(self.config.run_s, 1e-6))))
 
     async def clip(self, task: EmuTask) -> bytes:
-        key = (task.token, task.width, task.height, task.fps, int(task.seconds * 10))
+        # The render is a pure function of these: the same inputs share one clip (bounded cache).
+        key = (hash(task.image), task.prompt, task.width, task.height, task.fps, int(task.seconds * 10))
         if key not in self._clips:
+            if len(self._clips) >= 256:
+                self._clips.pop(next(iter(self._clips)))
             self.stats["renders"] += 1
             self._clips[key] = await asyncio.to_thread(
                 render_clip,

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from litestar import Litestar
@@ -17,6 +18,8 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.base import Adapter
 from adapters.registry import build_adapter
@@ -43,6 +46,17 @@ from gateway.settings import AdapterSettings, Settings
 from gateway.storage.blobs import BlobStore
 
 log = logging.getLogger("i2v.app")
+
+
+def count_statements(engine: AsyncEngine, metrics: GatewayMetrics) -> None:
+    """`i2v_db_statements_total{verb}`: the database work behind the jobs, watched like any load."""
+    counters = {v: metrics.db_statements.labels(v) for v in ("select", "insert", "update", "delete", "other")}
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        verb = statement.lstrip()[:6].lower()
+        counters.get(verb, counters["other"]).inc()
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
 
 
 def build_adapters(settings: Settings) -> dict[str, Adapter]:
@@ -75,6 +89,7 @@ def create_app(
     store = JobStore(engine)
     blobs = BlobStore(settings.resolved_blob_dir)
     metrics = GatewayMetrics()
+    count_statements(engine, metrics)
     policy = AddressPolicy(settings.image_fetch_allow_networks)
     fetcher = guarded_client(policy, settings.image_fetch_timeout_s)
     downloads = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True)

@@ -150,8 +150,11 @@ class JobRunner:
                         self.id, free, self.settings.lease_s, self.ctx.drives, exclude=list(self._active)
                     )
                 except Exception as exc:
-                    log.log(logging.WARNING if transient(exc) else logging.ERROR, "claiming jobs failed; retrying",
-                            exc_info=not transient(exc))
+                    log.log(
+                        logging.WARNING if transient(exc) else logging.ERROR,
+                        "claiming jobs failed; retrying",
+                        exc_info=not transient(exc),
+                    )
                     claimed = []
                 for job_id in claimed:
                     if job_id not in self._active:

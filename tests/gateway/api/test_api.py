@@ -159,6 +159,12 @@ def test_models_health_metrics_and_docs(gateway: Gateway) -> None:
     assert 'i2v_http_requests_total{method="POST",route="/v1/videos",status="202"}' in text
     assert "i2v_job_total_seconds_bucket" in text
     assert 'i2v_cost_usd_total{model="toy-fast"}' in text
+    counted = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("i2v_db_statements_total{")
+    }
+    assert counted["insert"] >= 2 and counted["update"] >= 1 and counted["select"] >= 1  # job, attempt, claim
     spec = gateway.client.get("/docs/openapi.json").json()
     assert "/v1/videos/{video_id}" in spec["paths"]
     assert gateway.client.get("/docs/swagger").status_code == 200
