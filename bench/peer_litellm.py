@@ -113,6 +113,7 @@ def pct(values: list[float], q: float) -> float:
 async def closed_loop(url: str, model: str, image_url: str, clients: int, seconds: float) -> dict[str, Any]:
     creates: list[float] = []
     statuses: list[float] = []
+    finals: list[dict[str, Any]] = []  # each job's first `completed` answer
     done = failed = 0
     stop_at = time.perf_counter() + seconds
     body = {"model": model, "prompt": "slow push in, leaves drift", "input_reference": {"image_url": image_url}}
@@ -139,6 +140,8 @@ async def closed_loop(url: str, model: str, image_url: str, clients: int, second
                     statuses.append(time.perf_counter() - t1)
                     state = s.json().get("status") if s.status_code == 200 else "failed"
                     if state in ("completed", "failed", "cancelled"):
+                        if state == "completed":
+                            finals.append(s.json())
                         break
                 if state != "completed":
                     failed += 1
@@ -150,18 +153,52 @@ async def closed_loop(url: str, model: str, image_url: str, clients: int, second
                     failed += 1
 
         await asyncio.gather(*(one_client() for _ in range(clients)))
-    return {"done": done, "failed": failed, "creates": creates, "statuses": statuses}
+    return {"done": done, "failed": failed, "creates": creates, "statuses": statuses, "finals": finals}
+
+
+EMULATOR = "http://127.0.0.1:9291"
+PROVIDER_S = 2.0  # the emulator's queue_s + run_s below: a task is done this long after its submit
+
+
+def provider_calls() -> int:
+    stats = httpx.get(f"{EMULATOR}/_emulator/stats", timeout=30).json()
+    return sum(stats.get(k, 0) for k in ("submits", "polls", "downloads"))
+
+
+def visible_after_finish(finals: list[dict[str, Any]]) -> list[float]:
+    """Seconds from the provider finishing a task to the gateway holding it as `completed`, for
+    gateways that record it (ours: the attempt's `finished_at`, written with the job's completion,
+    against the emulator's own submit time + PROVIDER_S). A gateway that asks the provider on every
+    client read (LiteLLM) holds it from the moment the provider finishes: 0."""
+    created = {t["id"]: t["created"] for t in httpx.get(f"{EMULATOR}/_emulator/tasks", timeout=60).json()}
+    out = []
+    for video in finals:
+        attempts = (video.get("route") or {}).get("attempts") or []
+        if attempts and attempts[-1].get("provider_task_id") in created and attempts[-1].get("finished_at"):
+            out.append(attempts[-1]["finished_at"] - (created[attempts[-1]["provider_task_id"]] + PROVIDER_S))
+    return out
 
 
 def measure(
-    name: str, proc: subprocess.Popen[bytes], url: str, model: str, image_url: str, clients: int, seconds: float
+    name: str,
+    proc: subprocess.Popen[bytes],
+    url: str,
+    model: str,
+    image_url: str,
+    clients: int,
+    seconds: float,
+    *,
+    reads_provider: bool = False,
 ) -> dict[str, Any]:
     asyncio.run(closed_loop(url, model, image_url, 2, 6))  # warm-up
-    cpu0, db0, t0 = tree_cpu(proc.pid), postgres_cpu(), time.perf_counter()
+    calls0, cpu0, db0, t0 = provider_calls(), tree_cpu(proc.pid), postgres_cpu(), time.perf_counter()
     out = asyncio.run(closed_loop(url, model, image_url, clients, seconds))
     wall = time.perf_counter() - t0
     cpu, db = tree_cpu(proc.pid) - cpu0, postgres_cpu() - db0
     jobs = max(1, out["done"])
+    calls = (provider_calls() - calls0) / jobs
+    visible = [0.0] if reads_provider else visible_after_finish(out["finals"])
+    status_p50 = pct(out["statuses"], 0.5)
     return {
         "gateway": name,
         "clients": clients,
@@ -171,7 +208,12 @@ def measure(
         "CPU per job ms": round(cpu / jobs * 1000, 1),
         "+ PostgreSQL server ms": round(db / jobs * 1000, 1),
         "create p50 / p99 ms": f"{pct(out['creates'], 0.5) * 1000:.1f} / {pct(out['creates'], 0.99) * 1000:.0f}",
-        "status p50 / p99 ms": f"{pct(out['statuses'], 0.5) * 1000:.1f} / {pct(out['statuses'], 0.99) * 1000:.0f}",
+        "status p50 / p99 ms": f"{status_p50 * 1000:.1f} / {pct(out['statuses'], 0.99) * 1000:.0f}",
+        "provider calls per job": round(calls, 1),
+        # When a read sent at the provider's finish would first say `completed`: p50 of the
+        # gateway's own delay plus the p50 read.
+        "completed after provider p50 / p90 ms": f"{(pct(visible, 0.5) + status_p50) * 1000:.0f} / "
+        f"{(pct(visible, 0.9) + status_p50) * 1000:.0f}",
     }
 
 
@@ -203,7 +245,7 @@ def main() -> None:
             "--queue-s",
             "0.5",
             "--run-s",
-            "1.5",
+            str(PROVIDER_S - 0.5),
             "--max-side",
             "160",
             "--max-frames",
@@ -278,7 +320,14 @@ def main() -> None:
             for n in args.clients:
                 rows.append(
                     measure(
-                        "LiteLLM 1.109.1 proxy", llm, "http://127.0.0.1:9293", "wan-2.6-i2v", image_url, n, args.seconds
+                        "LiteLLM 1.109.1 proxy",
+                        llm,
+                        "http://127.0.0.1:9293",
+                        "wan-2.6-i2v",
+                        image_url,
+                        n,
+                        args.seconds,
+                        reads_provider=True,
                     )
                 )
                 print(rows[-1], flush=True)
