@@ -67,18 +67,17 @@ async def run(url: str, jobs: int) -> tuple[list[str], float]:
         return list(ids), time.time() - t0
 
 
+def metric_sum(text: str, name: str) -> float:
+    """The sum over all label sets of one metric in a Prometheus text page."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
 def statements(url: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("i2v_db_statements_total{")
-    )
+    return metric_sum(httpx.get(f"{url}/metrics", timeout=30).text, "i2v_db_statements_total")
 
 
 def in_flight(client: httpx.Client) -> int:
-    text = client.get("/metrics").text
-    return int(
-        sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("i2v_jobs_in_flight{"))
-    )
+    return int(metric_sum(client.get("/metrics").text, "i2v_jobs_in_flight"))
 
 
 def main() -> None:

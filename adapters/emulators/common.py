@@ -110,7 +110,7 @@ class TaskBook:
         self.stats: Counter[str] = Counter()
         self._rng = random.Random(config.faults.seed)
         self._script: dict[str, list[str | None]] = {k: list(v) for k, v in config.faults.script.items()}
-        self._clips: dict[tuple[int, str, int, int, int, int], bytes] = {}
+        self._clips: dict[tuple[bytes, str, int, int, int, int], bytes] = {}
         self._ids = itertools.count(1)
 
     def set_faults(self, plan: FaultPlan) -> None:
@@ -168,7 +168,7 @@ class TaskBook:
 
     async def clip(self, task: EmuTask) -> bytes:
         # The render is a pure function of these: the same inputs share one clip (bounded cache).
-        key = (hash(task.image), task.prompt, task.width, task.height, task.fps, int(task.seconds * 10))
+        key = (task.image, task.prompt, task.width, task.height, task.fps, int(task.seconds * 10))
         if key not in self._clips:
             if len(self._clips) >= 256:
                 self._clips.pop(next(iter(self._clips)))
