@@ -140,6 +140,12 @@ def _check(resp: httpx.Response) -> Any:
     return resp.json()
 
 
+def _check_bytes(resp: httpx.Response) -> bytes:
+    if resp.status_code >= 400:
+        _check(resp)
+    return resp.content
+
+
 def _in_process_gateway(sandbox: bool) -> ServerThread:
     """A gateway with this shell's settings on a free loopback port, for one command."""
     from gateway.api.app import create_app
@@ -219,6 +225,91 @@ def _wait(client: httpx.Client, video: dict[str, Any], timeout: float) -> dict[s
                 task, completed=video["progress"], description=f"{video['id']} {video['model']} {video['status']}"
             )
     return video
+
+
+@app.command()
+def compare(
+    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The still image to animate.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The motion to make.")],
+    models: Annotated[str, typer.Option("--models", "-m", help="2 to 6 aliases (or auto), comma-separated.")],
+    seconds: Annotated[int | None, typer.Option()] = None,
+    fallbacks: Annotated[bool, typer.Option(help="Let an arm fall back to other models.")] = False,
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where the clips go.")] = Path("."),
+    base_url: BaseUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Start a gateway inside this command.")] = False,
+    sandbox: Annotated[bool, typer.Option("--sandbox", help="With --in-process: local provider emulators.")] = False,
+    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
+) -> None:
+    """Run IMAGE on several models side by side: live progress per arm, a summary table, each
+    clip and one labelled side-by-side MP4."""
+    from media.sidebyside import side_by_side
+
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(_in_process_gateway(sandbox)) if in_process or sandbox else base_url
+        with _client(url, api_key) as client:
+            data = {"prompt": prompt, "models": models, "fallbacks": str(fallbacks).lower()}
+            if seconds:
+                data["seconds"] = str(seconds)
+            files = {"input_reference": (image.name, image.read_bytes())}
+            cmp = _check(client.post("/v1/comparisons", data=data, files=files))
+            cmp = _wait_arms(client, cmp, timeout)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            clips, labels = [], []
+            for arm in cmp["arms"]:
+                video = arm["video"]
+                if video["status"] != "completed":
+                    continue
+                dest = out_dir / f"{cmp['id']}_{arm['label']}_{video['model']}.mp4"
+                dest.write_bytes(_check_bytes(client.get(f"/v1/videos/{video['id']}/content")))
+                clips.append(dest)
+                labels.append(f"{arm['label']}: {video['model']}")
+            console.print(_summary_table(cmp))
+            if clips:
+                both = out_dir / f"{cmp['id']}_side_by_side.mp4"
+                both.write_bytes(side_by_side(clips, labels))
+                console.print(f"[green]saved[/green] {len(clips)} clips and {both}")
+            typer.echo(json.dumps({"id": cmp["id"], "files": [str(c) for c in clips]}))
+            if not clips:
+                raise typer.Exit(1)
+
+
+def _wait_arms(client: httpx.Client, cmp: dict[str, Any], timeout: float) -> dict[str, Any]:
+    deadline = time.time() + timeout
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), console=console
+    ) as bar:
+        tasks = [bar.add_task(f"{a['label']} {a['model']}", total=100) for a in cmp["arms"]]
+        while True:
+            for task, arm in zip(tasks, cmp["arms"], strict=True):
+                v = arm["video"]
+                bar.update(task, completed=v["progress"], description=f"{arm['label']} {v['model']} {v['status']}")
+            if cmp["status"] not in ("queued", "in_progress"):
+                return cmp
+            if time.time() > deadline:
+                console.print(f"[yellow]still running after {timeout:.0f} s: GET /v1/comparisons/{cmp['id']}[/yellow]")
+                raise typer.Exit(2)
+            time.sleep(0.5)
+            cmp = _check(client.get(f"/v1/comparisons/{cmp['id']}"))
+
+
+def _summary_table(cmp: dict[str, Any]) -> Table:
+    s = cmp["summary"]
+    table = Table("arm", "model", "status", "seconds", "USD", "camera", "1st-frame SSIM", title=f"{cmp['id']}")
+    for arm in cmp["arms"]:
+        v, label = arm["video"], arm["label"]
+        q = s["quality"].get(label) or {}
+        first = " (first)" if s["first_finished"] == label else ""
+        table.add_row(
+            label,
+            v["model"],
+            v["status"] + first,
+            f"{s['seconds'].get(label) or 0:.1f}",
+            f"{s['cost_usd'].get(label, 0):.3f}",
+            str(q.get("camera_motion", "-")),
+            f"{q['first_frame_ssim']:.3f}" if q.get("first_frame_ssim") is not None else "-",
+        )
+    return table
 
 
 @app.command()

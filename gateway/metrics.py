@@ -5,6 +5,16 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _JOB_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
+_FRAMES = (0, 1, 2, 5, 10, 25, 50, 100)
+_QUALITY = (
+    ("first_frame_ssim", "First frame vs the input image, SSIM.", (0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)),
+    ("first_frame_psnr", "First frame vs the input image, PSNR in dB.", (10, 15, 20, 25, 30, 35, 40, 50)),
+    ("flicker", "Grey-level change per frame after motion compensation.", (0.5, 1, 2, 3, 5, 8, 12, 20, 40)),
+    ("motion_magnitude", "Optical flow, px per frame at 256 px.", (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16)),
+    ("frozen_frames", "Frames in freezes of 0.5 s or more.", _FRAMES),
+    ("black_frames", "Black frames.", _FRAMES),
+    ("duplicate_frames", "Frames repeating their predecessor outside freezes.", _FRAMES),
+)
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -61,6 +71,17 @@ class GatewayMetrics:
             "i2v_video_seconds_generated", "Seconds of video delivered.", ["model"], registry=r
         )
         self.cost_usd = Counter("i2v_cost_usd", "Cost of provider attempts in USD.", ["model"], registry=r)
+        #: metrics.quality of finished videos, per model (docs/api.md defines each).
+        self.quality = {
+            name: Histogram(f"i2v_quality_{name}", help_, ["model"], buckets=buckets, registry=r)
+            for name, help_, buckets in _QUALITY
+        }
+        self.shadow_jobs = Counter(
+            "i2v_shadow_jobs",
+            "Experiment shadow jobs, started or refused by a cap.",
+            ["experiment", "outcome"],
+            registry=r,
+        )
         self.db_statements = Counter(
             "i2v_db_statements", "SQL statements sent to the database, by verb.", ["verb"], registry=r
         )

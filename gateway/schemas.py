@@ -8,6 +8,7 @@ gateway adds lives in extra fields, never renamed common ones.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -96,6 +97,32 @@ class CreateVideoRequest(BaseModel):
     def _webhook_scheme(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
+        return v
+
+
+class CreateComparisonRequest(CreateVideoRequest):
+    """`POST /v1/comparisons`: one input (image, prompt, options) run on 2 to 6 models side by
+    side; each arm is an ordinary job. `model` is not used: name the arms in `models`."""
+
+    models: list[str] = Field(min_length=2, max_length=6, description="One catalog alias (or `auto`) per arm.")
+    fallbacks: bool = Field(
+        default=False, description="Let an arm fall back to other models; off, an arm is the model it names."
+    )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_may_be_a_list_in_a_string(cls, v: Any) -> Any:
+        # multipart sends one string: "a,b" or a JSON list
+        if isinstance(v, str):
+            v = v.strip()
+            return json.loads(v) if v.startswith("[") else [m.strip() for m in v.split(",") if m.strip()]
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _no_single_model(cls, v: str) -> str:
+        if v != "auto":
+            raise ValueError("a comparison names its arms in 'models' (a list), not 'model'")
         return v
 
 

@@ -25,13 +25,18 @@ from adapters.base import Adapter
 from adapters.registry import build_adapter
 from gateway.api import health
 from gateway.api.callbacks import provider_callback
+from gateway.api.comparisons import ComparisonsController, leaderboard
 from gateway.api.errors import exception_handlers
+from gateway.api.experiments import get_experiment, list_experiments
 from gateway.api.explain import explain_route
 from gateway.api.ingest import ImageLimits
 from gateway.api.middleware import metrics_middleware
 from gateway.api.models import list_models
 from gateway.api.services import Services
+from gateway.api.ui import UI_ROUTES
 from gateway.api.videos import VideosController
+from gateway.jobs.comparisons import ComparisonStore
+from gateway.jobs.experiments import ExperimentStore
 from gateway.jobs.migrate import migrate
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import JobStore
@@ -115,6 +120,8 @@ def create_app(
         breakers=breakers,
         adapters=live_adapters,
         store=store,
+        comparisons=ComparisonStore(engine),
+        experiments=ExperimentStore(engine),
         blobs=blobs,
         metrics=metrics,
         fetcher=fetcher,
@@ -159,7 +166,20 @@ def create_app(
 
     return Litestar(
         route_handlers=[
-            *([VideosController, explain_route, list_models] if api else []),
+            *(
+                [
+                    VideosController,
+                    ComparisonsController,
+                    leaderboard,
+                    list_experiments,
+                    get_experiment,
+                    *UI_ROUTES,
+                    explain_route,
+                    list_models,
+                ]
+                if api
+                else []
+            ),
             provider_callback,
             health.healthz,
             health.readyz,

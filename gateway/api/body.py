@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from litestar import Request
 from litestar.datastructures import UploadFile
@@ -36,11 +36,18 @@ def validation_error(exc: ValidationError) -> APIError:
     return APIError(422, "invalid_field", f"{param}: {err['msg'].removeprefix('Value error, ')}.", param)
 
 
-async def parse_create(request: Request[Any, Any, Any], services: Services) -> tuple[CreateVideoRequest, bytes | None]:
-    """The create body, validated: the shared first step of create and explain."""
+R = TypeVar("R", bound=CreateVideoRequest)
+
+
+async def parse_create(
+    request: Request[Any, Any, Any],
+    services: Services,
+    schema: type[R] = CreateVideoRequest,  # type: ignore[assignment]
+) -> tuple[R, bytes | None]:
+    """The create body, validated: the shared first step of create, explain and comparisons."""
     fields, upload = await _read_body(request)
     try:
-        req = CreateVideoRequest.model_validate(fields)
+        req = schema.model_validate(fields)
     except ValidationError as exc:
         raise validation_error(exc) from exc
     limit = services.settings.max_prompt_chars

@@ -10,6 +10,8 @@ import httpx
 
 from adapters.base import Adapter, InputImage
 from gateway.api.ingest import ImageLimits
+from gateway.jobs.comparisons import ComparisonStore
+from gateway.jobs.experiments import ExperimentStore
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import JobStore
 from gateway.metrics import GatewayMetrics
@@ -31,6 +33,8 @@ class Services:
     breakers: Breakers
     adapters: dict[str, Adapter]
     store: JobStore
+    comparisons: ComparisonStore
+    experiments: ExperimentStore
     blobs: BlobStore
     metrics: GatewayMetrics
     fetcher: httpx.AsyncClient
@@ -63,12 +67,18 @@ class Services:
             rules,
             load=await self.load(),
             trait_settings=self.trait_settings,
-            available=set(self.adapters) | set(self.settings.remote_adapters),
+            available=self.available,
             breakers=self.breakers,
             sticky=req.user or owner,
             sandbox=self.settings.sandbox,
             refuse=refuse,
+            owner=owner,
         )
+
+    @property
+    def available(self) -> set[str]:
+        """Adapters the deployment runs: this process's and the remote workers'."""
+        return set(self.adapters) | set(self.settings.remote_adapters)
 
     def runner_alive(self) -> bool:
         return not (self.settings.runner_enabled or self.settings.outbox_enabled) or self.runner.alive

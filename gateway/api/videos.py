@@ -13,16 +13,19 @@ from typing import Any
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
+from adapters.base import InputImage
 from gateway.api.auth import Owner, Svc, owner_dependency
 from gateway.api.body import image_of, parse_create, request_hash
+from gateway.api.create import new_job, shadow_job
 from gateway.api.responses import DeletedVideo, VideoEventList, VideoList
 from gateway.errors import APIError, not_found
-from gateway.jobs.ids import new_id
 from gateway.jobs.present import history, video_object
 from gateway.jobs.store import IdempotencyConflict
 from gateway.jobs.tables import JobRow
-from gateway.routing.planner import check_model, shape_for
-from gateway.schemas import Video
+from gateway.routing.catalog import RulesFile
+from gateway.routing.decide import Decision
+from gateway.routing.planner import check_model
+from gateway.schemas import CreateVideoRequest, Video
 from gateway.status import TERMINAL_JOB, JobStatus
 
 
@@ -39,42 +42,14 @@ class VideosController(Controller):
         check_model(req, rules)  # refuse an unknown model before paying for an image download
         image = await image_of(req, upload, services)
         decision = await services.decide(req, image, rules, owner)
-        route = decision.plan
-        first = rules.models[route.candidates[0]]
-        req_dict = req.model_dump(
-            mode="json", exclude={"image", "input_reference", "prompt", "model", "webhook_url", "metadata"}
-        )
-        req_dict["image"] = {"sha256": image.sha256, "mime": image.mime, "width": image.width, "height": image.height}
-        req_dict["shape"] = shape_for(first, req_dict, image.width, image.height).model_dump()
-        now = time.time()
-        job = JobRow(
-            id=new_id("vid"),
-            owner=owner,
-            status=JobStatus.QUEUED,
-            progress=0,
-            requested_model=req.model,
-            model=route.candidates[0],
-            adapter=first.adapter,
-            prompt=req.prompt,
-            request=req_dict,
-            route={
-                "rule": route.rule,
-                "arm": route.arm,
-                "traits": decision.traits,
-                "candidates": route.candidates,
-                "dropped": route.dropped,
-                "max_attempts": route.max_attempts,
-                "fallback_on": route.fallback_on,
-            },
-            metrics={},
-            warnings=decision.warnings,
-            metadata_=req.metadata,
-            webhook_url=req.webhook_url,
+        job = new_job(
+            req,
+            image,
+            decision,
+            rules,
+            owner,
             idempotency_key=request.headers.get("idempotency-key"),
             request_hash=request_hash(req, image.sha256),
-            cancel_requested=False,
-            created_at=now,
-            deadline_at=now + req.deadline_s if req.deadline_s else None,
         )
         services.blobs.put(image.data)
         job.metrics = {"create_ms": round((time.perf_counter() - t0) * 1000, 2)}
@@ -90,6 +65,7 @@ class VideosController(Controller):
             ) from exc
         if created:
             services.metrics.jobs_created.labels(req.model).inc()
+            await _start_shadow(services, req, image, decision, rules, owner, job.id)
             services.runner.wake()
             attempts = []
         else:
@@ -169,15 +145,11 @@ class VideosController(Controller):
             raise APIError(
                 409, "video_already_finished", f"Video {video_id} is already {job.status}; nothing to cancel."
             )
-        row, ended = await services.store.request_cancel(video_id, time.time())
+        row, ended = await cancel_job(services, video_id)
         if row is not None and row.status in TERMINAL_JOB and not ended:
             raise APIError(
                 409, "video_already_finished", f"Video {video_id} is already {row.status}; nothing to cancel."
             )
-        if ended:  # it never reached a provider: it is over now, webhook in the outbox
-            services.metrics.jobs_finished.labels(row.model, "", JobStatus.CANCELLED, "cancelled").inc()
-            services.runner.wake_outbox()
-        services.runner.request_cancel(video_id)
         fresh, attempts = await services.store.get_with_attempts(video_id)
         assert fresh is not None
         return video_object(fresh, attempts)
@@ -196,6 +168,44 @@ class VideosController(Controller):
         if sha and not await services.store.other_jobs_use_blob(sha, video_id):
             services.blobs.delete(sha)
         return DeletedVideo(id=video_id)
+
+
+async def _start_shadow(
+    services: Svc,
+    req: CreateVideoRequest,
+    image: InputImage,
+    decision: Decision,
+    rules: RulesFile,
+    owner: str,
+    job_id: str,
+) -> None:
+    """Run the experiment's shadow model too when this request is in its share and today's caps
+    allow (never visible to the client; measured in GET /v1/experiments/{name})."""
+    made = shadow_job(req, image, decision, rules, owner, job_id)
+    if made is None:
+        return
+    shadow, cost = made
+    exp = rules.experiment(shadow.experiment or "")
+    if exp is None or exp.shadow is None or rules.models[shadow.model].adapter not in services.available:
+        return
+    caps = (exp.shadow.max_jobs_per_day, exp.shadow.max_usd_per_day)
+    if await services.experiments.take_shadow_slot(exp.name, cost, *caps):
+        await services.store.create(shadow)
+        services.metrics.shadow_jobs.labels(exp.name, "started").inc()
+    else:
+        services.metrics.shadow_jobs.labels(exp.name, "capped").inc()
+
+
+async def cancel_job(services: Svc, video_id: str) -> tuple[JobRow | None, bool]:
+    """Ask for a job's end: at once when it never reached a provider (webhook in the outbox),
+    else through its runner. Returns the job as it is now, and whether this call ended it."""
+    row, ended = await services.store.request_cancel(video_id, time.time())
+    if ended and row is not None:
+        services.metrics.jobs_finished.labels(row.model, "", JobStatus.CANCELLED, "cancelled").inc()
+        services.runner.wake_outbox()
+    if row is not None and (row.status not in TERMINAL_JOB or ended):
+        services.runner.request_cancel(video_id)
+    return row, ended
 
 
 def _owned(job: JobRow | None, owner: str, video_id: str) -> JobRow:

@@ -66,9 +66,12 @@ class RunContext:
     outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
     #: When to poll each model next (learned from the tasks this process followed).
     pacer: PollPacer = field(init=False)
+    #: Finished clips measured at once (`quality_concurrency`): each is a worker thread's CPU.
+    quality_slots: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = {name: asyncio.Semaphore(a.max_concurrency) for name, a in self.adapters.items()}
+        self.quality_slots = asyncio.Semaphore(self.settings.quality_concurrency)
         self.pacer = PollPacer(first_s=self.settings.poll_interval_s, max_s=self.settings.poll_interval_max_s)
 
     @property

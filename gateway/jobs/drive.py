@@ -18,6 +18,7 @@ from gateway.jobs.cancel import CancelWatch, cancelled_error
 from gateway.jobs.context import RunContext
 from gateway.jobs.fetch import loop_clip, store_video
 from gateway.jobs.present import merged_metrics
+from gateway.jobs.quality import measure
 from gateway.jobs.tables import AttemptRow, JobRow, webhook_row
 from gateway.routing.fallback import next_candidate
 from gateway.status import TERMINAL_JOB, AttemptStatus, JobStatus
@@ -122,6 +123,9 @@ class JobDriver:
         job.output = facts.model_dump() | ({"post_processing": post} if post else {})
         job.output_sha256 = facts.sha256
         store_ms = (time.perf_counter() - t0) * 1000
+        quality = await measure(self.ctx, job, facts, spec)
+        if quality is not None:
+            job.metrics = {**(job.metrics or {}), "quality": quality}
         await self._finish_with(job, attempts, attempt, JobStatus.COMPLETED, facts=facts, store_ms=store_ms)
         return True
 

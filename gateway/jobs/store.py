@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Float, and_, cast, func, literal, or_, sel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from gateway.jobs.tables import AttemptRow, JobRow, OutboxRow, webhook_row
+from gateway.jobs.tables import AttemptRow, ComparisonRow, JobRow, OutboxRow, webhook_row
 from gateway.status import ACTIVE_JOB, TERMINAL_JOB, AttemptStatus, JobStatus
 
 POKE_CHANNEL = "i2v_poke"
@@ -27,7 +27,9 @@ class LeaseLost(Exception):
 
 
 class IdempotencyConflict(Exception):
-    def __init__(self, existing: JobRow) -> None:
+    """An Idempotency-Key came back with another body; `existing` is what the key made first."""
+
+    def __init__(self, existing: JobRow | ComparisonRow) -> None:
         self.existing = existing
 
 

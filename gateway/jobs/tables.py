@@ -64,6 +64,10 @@ class JobRow(Base):
     #: The adapter the job needs next (its live attempt's, else its next candidate's): only a
     #: runner that has it claims the job.
     adapter: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The comparison this job is an arm of (POST /v1/comparisons), if any.
+    comparison_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    #: The experiment that chose this job's arm (`route.arm`), if any.
+    experiment: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
@@ -117,6 +121,59 @@ class OutboxRow(Base):
     lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (Index("ix_outbox_status_next", "status", "next_at"),)
+
+
+class ComparisonRow(Base):
+    """One input run on several models side by side; each arm is an ordinary job."""
+
+    __tablename__ = "comparisons"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), default="")
+    prompt: Mapped[str] = mapped_column(Text)
+    #: The requested arms in order: [{"model": "...", "job_id": "vid_..."}].
+    arms: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_comparisons_owner_created", "owner", "created_at"),
+        UniqueConstraint("owner", "idempotency_key", name="uq_comparisons_owner_idempotency_key"),
+    )
+
+
+class VoteRow(Base):
+    """A human preference on one comparison: the arm judged best, a tie, or all bad. One per
+    voter (the key, plus the optional `voter` name the client sends); voting again replaces it."""
+
+    __tablename__ = "votes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    comparison_id: Mapped[str] = mapped_column(ForeignKey("comparisons.id", ondelete="CASCADE"), index=True)
+    owner: Mapped[str] = mapped_column(String(64), default="")
+    voter: Mapped[str] = mapped_column(String(128), default="")
+    #: "A".."F" (the arm in request order), "tie" or "both_bad".
+    choice: Mapped[str] = mapped_column(String(16))
+    #: The arms' models when the vote was cast, in request order (what the ranking fits).
+    models: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (UniqueConstraint("comparison_id", "owner", "voter", name="uq_votes_comparison_voter"),)
+
+
+class ShadowBudgetRow(Base):
+    """Shadow jobs started per experiment and UTC day, and their catalog-estimated spend: the
+    caps hold across replicas because each start is one guarded UPDATE of this row."""
+
+    __tablename__ = "shadow_budget"
+
+    experiment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    jobs: Mapped[int] = mapped_column(Integer, default=0)
+    usd: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 def outbox_row(job_id: str, kind: str, payload: dict[str, Any], now: float | None = None) -> OutboxRow:

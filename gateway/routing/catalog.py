@@ -89,12 +89,64 @@ class Rule(BaseModel):
         return [self.route] if self.route else [arm.route for arm in self.split or []]
 
 
+class ExperimentArm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    route: list[str] = Field(min_length=1, description="The arm's fallback chain; its first model is the arm's.")
+    weight: float = Field(default=1.0, gt=0)
+
+
+class Shadow(BaseModel):
+    """A model that also runs on a share of the experiment's traffic: measured, never returned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    share: float = Field(gt=0, le=1, description="Share of the experiment's requests that also run the shadow.")
+    max_jobs_per_day: int = Field(default=100, ge=0)
+    max_usd_per_day: float = Field(default=10.0, ge=0, description="Catalog-estimated spend cap, per UTC day.")
+
+
+class Experiment(BaseModel):
+    """A rule's traffic split between arms, sticky per user, key or metadata field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    rule: str = Field(description="The rule whose matching requests the experiment splits.")
+    arms: list[ExperimentArm] = Field(min_length=2)
+    control: str | None = Field(default=None, description="The arm the others are measured against; default the first.")
+    sticky: str = Field(
+        default="user",
+        pattern=r"^(user|key|metadata\.[A-Za-z0-9_.-]+)$",
+        description="What keeps a caller in one arm: `user` (the request's user, else the key), `key`, "
+        "or `metadata.<field>`.",
+    )
+    holdout: float = Field(default=0.0, ge=0, lt=1, description="Share that keeps the rule's own route, counted apart.")
+    shadow: Shadow | None = None
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _names(self) -> Experiment:
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError("arm names must be unique")
+        if {"holdout", "shadow"} & set(names):
+            raise ValueError("'holdout' and 'shadow' are reserved arm names")
+        if self.control is None:
+            self.control = names[0]
+        elif self.control not in names:
+            raise ValueError(f"control '{self.control}' is not one of the arms ({', '.join(names)})")
+        return self
+
+
 class RulesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: dict[str, ModelSpec]
     rules: list[Rule] = Field(default_factory=list)
-    experiments: list[dict[str, Any]] = Field(default_factory=list)
+    experiments: list[Experiment] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _routes_name_models(self) -> RulesFile:
@@ -106,7 +158,28 @@ class RulesFile(BaseModel):
             for fb in spec.fallbacks:
                 if fb not in self.models:
                     raise ValueError(f"model '{alias}' falls back to unknown model '{fb}'")
+        rule_names = {r.name for r in self.rules}
+        seen: dict[str, str] = {}
+        for exp in self.experiments:
+            if exp.rule not in rule_names:
+                raise ValueError(f"experiment '{exp.name}' splits unknown rule '{exp.rule}'")
+            if exp.rule in seen:
+                raise ValueError(f"experiments '{seen[exp.rule]}' and '{exp.name}' both split rule '{exp.rule}'")
+            seen[exp.rule] = exp.name
+            models = [m for arm in exp.arms for m in arm.route] + ([exp.shadow.model] if exp.shadow else [])
+            for alias in models:
+                if alias not in self.models:
+                    raise ValueError(f"experiment '{exp.name}' routes to unknown model '{alias}'")
+        if len({e.name for e in self.experiments}) != len(self.experiments):
+            raise ValueError("experiment names must be unique")
         return self
+
+    def experiment_for(self, rule: str) -> Experiment | None:
+        """The enabled experiment that splits `rule`, if any."""
+        return next((e for e in self.experiments if e.rule == rule and e.enabled), None)
+
+    def experiment(self, name: str) -> Experiment | None:
+        return next((e for e in self.experiments if e.name == name), None)
 
     @property
     def default_route(self) -> list[str]:

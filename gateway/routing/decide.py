@@ -39,12 +39,13 @@ async def decide(
     sticky: str,
     sandbox: bool = False,
     refuse: bool = True,
+    owner: str = "",
 ) -> Decision:
     """Traits, rule match, candidates and advice for one request; `refuse` raises when nothing fits."""
 
     def work() -> Decision:
         traits = Traits(req, image, load, trait_settings, batch=req.batch_id is not None)
-        route = plan(req, image, rules, available, traits, breakers, sticky=sticky, refuse=refuse)
+        route = plan(req, image, rules, available, traits, breakers, sticky=sticky, refuse=refuse, owner=owner)
         loops = bool(route.candidates) and rules.models[route.candidates[0]].loop
         warnings = prompt_warnings(req.prompt, traits, loops_natively=loops) + _route_warnings(
             req, route, rules, sandbox

@@ -18,6 +18,7 @@ from gateway.errors import APIError
 from gateway.routing.breaker import Breakers
 from gateway.routing.catalog import RESOLUTION_HEIGHT, Arm, ModelSpec, Rule, RulesFile
 from gateway.routing.conditions import matches
+from gateway.routing.experiments import Assignment, assign, sticky_id
 from gateway.schemas import CreateVideoRequest
 
 
@@ -33,6 +34,8 @@ class Shape(BaseModel):
 class RoutePlan(BaseModel):
     rule: str | None
     arm: str | None = None
+    experiment: str | None = Field(default=None, description="The experiment that assigned the arm.")
+    shadow: str | None = Field(default=None, description="A shadow model to run too (measured, never returned).")
     candidates: list[str]
     dropped: dict[str, str] = Field(default_factory=dict)
     max_attempts: int | None = None
@@ -139,10 +142,13 @@ def plan(
     breakers: Breakers | None = None,
     sticky: str = "",
     refuse: bool = True,
+    owner: str = "",
 ) -> RoutePlan:
-    """Match the rules (first match wins), pick the arm of a split, drop what cannot serve."""
+    """Match the rules (first match wins), pick the arm of a split or experiment, drop what cannot serve."""
     rule: Rule | None = None
     arm: Arm | None = None
+    experiment: Assignment | None = None
+    exp_name: str | None = None
     evaluated: list[dict[str, Any]] = []
     if req.model != "auto":
         _, chain = chain_for(req, rules)
@@ -165,6 +171,11 @@ def plan(
             chain = arm.route
         else:
             chain = rule.route
+        exp = rules.experiment_for(rule.name) if rule else None
+        if exp is not None:
+            exp_name = exp.name
+            experiment = assign(exp, sticky_id(exp, user=req.user, owner=owner, metadata=req.metadata))
+            chain = experiment.route or chain
     kept: list[str] = []
     dropped: dict[str, str] = {}
     for alias in chain:
@@ -175,7 +186,9 @@ def plan(
             kept.append(alias)
     result = RoutePlan(
         rule=rule.name if rule else None,
-        arm=arm.name if arm else None,
+        arm=experiment.arm if experiment else arm.name if arm else None,
+        experiment=exp_name,
+        shadow=experiment.shadow if experiment else None,
         candidates=kept,
         dropped=dropped,
         max_attempts=rule.max_attempts if rule else None,

@@ -54,3 +54,25 @@ def test_models_and_jobs_commands(gateway: Gateway) -> None:
     cancelled = runner.invoke(app, ["jobs", "cancel", video["id"], "--base-url", gateway.url])
     assert cancelled.exit_code == 0, cancelled.output
     assert gateway.wait(video["id"])["status"] == "cancelled"
+
+
+def test_compare_writes_each_clip_and_a_side_by_side(tmp_path: Path, gateway_factory) -> None:
+    from skimage import data
+
+    from tests.support.photos import jpeg
+
+    root = Path(__file__).resolve().parents[2]
+    gw = gateway_factory(sandbox=True, sandbox_task_s=0.5, rules_file=root / "router_rules.yaml", adapters={})
+    image = tmp_path / "cat.jpg"
+    image.write_bytes(jpeg(data.chelsea()))
+    models = "wan-2.6-i2v-flash,hailuo-2.3-fast"
+    args = ["compare", str(image), "-p", "pan left", "--models", models, "-o", str(tmp_path), "--base-url", gw.url]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    files = [Path(f) for f in json.loads(result.stdout.strip().splitlines()[-1])["files"]]
+    assert [f.name.split("_", 2)[2] for f in files] == ["A_wan-2.6-i2v-flash.mp4", "B_hailuo-2.3-fast.mp4"]
+    both = next(tmp_path.glob("*_side_by_side.mp4"))
+    with av.open(str(both)) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.height == 360
+    assert "pan_left" in result.output  # the summary table's camera column

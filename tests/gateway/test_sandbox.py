@@ -80,3 +80,34 @@ def test_kling_motion_control_refusal_is_not_retried(sandbox: Gateway) -> None:
     video = sandbox.wait(sandbox.client.post("/v1/videos", json=body).json()["id"], timeout=60)
     assert video["status"] == "failed"
     assert video["error"]["code"] == "invalid_request" and "mp4" in video["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "label"),
+    [
+        ("slow pan left across the cat", "pan_left"),
+        ("the camera tilts up over the cat", "tilt_up"),
+        ("push in on the cat's face", "zoom_in"),
+        ("pull back to reveal the room", "zoom_out"),
+    ],
+)
+def test_the_emulators_camera_moves_are_measured_as_the_prompt_asked(sandbox: Gateway, prompt: str, label: str) -> None:
+    """Every finished video carries metrics.quality; the sandbox's moves are what was asked."""
+    from skimage import data
+
+    from tests.support.photos import jpeg
+
+    body = {"model": "wan-2.6-i2v-flash", "prompt": prompt, "image": data_uri(jpeg(data.chelsea()))}
+    video = sandbox.wait(sandbox.client.post("/v1/videos", json=body).json()["id"], timeout=60)
+    assert video["status"] == "completed", video
+    quality = video["metrics"]["quality"]
+    assert quality["camera_motion"] == label
+    assert quality["camera_conformity"] is True
+    assert quality["frozen_frames"] == quality["black_frames"] == 0
+    assert quality["fps_ok"] is False  # the sandbox spreads its 48 frames over 5 s, not the model's 24 fps
+    if label == "zoom_out":  # starts 1.25x in: the first frame is a crop of the photo
+        assert quality["first_frame_ssim"] < 0.6
+    elif label == "zoom_in":  # starts on the whole photo
+        assert quality["first_frame_ssim"] > 0.8
+    metrics = sandbox.client.get("/metrics").text
+    assert 'i2v_quality_motion_magnitude_count{model="wan-2.6-i2v-flash"}' in metrics

@@ -1,0 +1,93 @@
+"""A validated request, its image and its routing decision, made into a durable job row.
+
+`POST /v1/videos` makes one (and, when an experiment puts the request in its shadow share, a
+shadow job beside it); `POST /v1/comparisons` one per arm (with fallbacks off, so an arm is the
+model it names).
+"""
+
+from __future__ import annotations
+
+import time
+
+from adapters.base import InputImage
+from gateway.jobs.ids import new_id
+from gateway.jobs.tables import JobRow
+from gateway.routing.catalog import RulesFile
+from gateway.routing.decide import Decision
+from gateway.routing.experiments import SHADOW
+from gateway.routing.planner import RoutePlan, Shape, estimate_cost, shape_for
+from gateway.schemas import CreateVideoRequest
+from gateway.status import JobStatus
+
+
+def new_job(
+    req: CreateVideoRequest,
+    image: InputImage,
+    decision: Decision,
+    rules: RulesFile,
+    owner: str,
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    comparison_id: str | None = None,
+    fallbacks: bool = True,
+) -> JobRow:
+    route = decision.plan
+    candidates = route.candidates if fallbacks else route.candidates[:1]
+    first = rules.models[candidates[0]]
+    req_dict = req.model_dump(
+        mode="json",
+        exclude={"image", "input_reference", "prompt", "model", "models", "fallbacks", "webhook_url", "metadata"},
+    )
+    req_dict["image"] = {"sha256": image.sha256, "mime": image.mime, "width": image.width, "height": image.height}
+    req_dict["shape"] = shape_for(first, req_dict, image.width, image.height).model_dump()
+    now = time.time()
+    return JobRow(
+        id=new_id("vid"),
+        owner=owner,
+        status=JobStatus.QUEUED,
+        progress=0,
+        requested_model=req.model,
+        model=candidates[0],
+        adapter=first.adapter,
+        prompt=req.prompt,
+        request=req_dict,
+        route={
+            "rule": route.rule,
+            "arm": route.arm,
+            "experiment": route.experiment,
+            "traits": decision.traits,
+            "candidates": candidates,
+            "dropped": route.dropped,
+            "max_attempts": route.max_attempts,
+            "fallback_on": route.fallback_on,
+        },
+        metrics={},
+        warnings=decision.warnings,
+        metadata_=req.metadata,
+        webhook_url=req.webhook_url,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        cancel_requested=False,
+        created_at=now,
+        deadline_at=now + req.deadline_s if req.deadline_s else None,
+        comparison_id=comparison_id,
+        experiment=route.experiment,
+    )
+
+
+def shadow_job(
+    req: CreateVideoRequest, image: InputImage, decision: Decision, rules: RulesFile, owner: str, shadow_of: str
+) -> tuple[JobRow, float] | None:
+    """The shadow job of an experiment's request, with its estimated cost; None when the plan
+    has no shadow. It is owned by `shadow:<owner>`, so no client list or lookup ever shows it."""
+    plan = decision.plan
+    if plan.shadow is None or plan.experiment is None:
+        return None
+    spec = rules.models[plan.shadow]
+    shadow_req = req.model_copy(update={"model": plan.shadow, "webhook_url": None})
+    shadow_plan = RoutePlan(rule=plan.rule, arm=SHADOW, experiment=plan.experiment, candidates=[plan.shadow])
+    job = new_job(shadow_req, image, Decision(shadow_plan, decision.traits, []), rules, f"shadow:{owner}")
+    job.route = {**job.route, "shadow_of": shadow_of}
+    cost = estimate_cost(spec, Shape.model_validate(job.request["shape"])) or 0.0
+    return job, cost

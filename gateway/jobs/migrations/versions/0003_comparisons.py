@@ -1,0 +1,66 @@
+"""Comparisons (one input on several models, each arm a job), human votes on them; the
+experiment a job's arm came from, and the per-day shadow budget of experiments.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "comparisons",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("owner", sa.String(64), nullable=False, server_default=""),
+        sa.Column("prompt", sa.Text, nullable=False),
+        sa.Column("arms", sa.JSON, nullable=False),
+        sa.Column("request", sa.JSON, nullable=False),
+        sa.Column("metadata", sa.JSON, nullable=True),
+        sa.Column("idempotency_key", sa.String(255), nullable=True),
+        sa.Column("request_hash", sa.String(64), nullable=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.UniqueConstraint("owner", "idempotency_key", name="uq_comparisons_owner_idempotency_key"),
+    )
+    op.create_index("ix_comparisons_owner_created", "comparisons", ["owner", "created_at"])
+    op.create_table(
+        "votes",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("comparison_id", sa.String(40), sa.ForeignKey("comparisons.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("owner", sa.String(64), nullable=False, server_default=""),
+        sa.Column("voter", sa.String(128), nullable=False, server_default=""),
+        sa.Column("choice", sa.String(16), nullable=False),
+        sa.Column("models", sa.JSON, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.UniqueConstraint("comparison_id", "owner", "voter", name="uq_votes_comparison_voter"),
+    )
+    op.create_index("ix_votes_comparison_id", "votes", ["comparison_id"])
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("comparison_id", sa.String(40), nullable=True))
+        batch.add_column(sa.Column("experiment", sa.String(64), nullable=True))
+    op.create_index("ix_jobs_comparison_id", "jobs", ["comparison_id"])
+    op.create_index("ix_jobs_experiment", "jobs", ["experiment"])
+    op.create_table(
+        "shadow_budget",
+        sa.Column("experiment", sa.String(64), primary_key=True),
+        sa.Column("day", sa.String(10), primary_key=True),
+        sa.Column("jobs", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("usd", sa.Float, nullable=False, server_default="0"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("shadow_budget")
+    op.drop_index("ix_jobs_experiment", "jobs")
+    op.drop_index("ix_jobs_comparison_id", "jobs")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("experiment")
+        batch.drop_column("comparison_id")
+    op.drop_table("votes")
+    op.drop_table("comparisons")

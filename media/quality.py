@@ -1,0 +1,306 @@
+"""Objective quality of a finished clip: a dozen numbers per video on a bounded CPU budget.
+
+Every frame is decoded once and scaled by swscale to a small grey image (long side <= 256 px);
+cheap per-frame statistics (black, duplicate and frozen frames) use all of them, and the optical
+flow that gives motion, flicker and the camera move uses at most 16 evenly spaced pairs of
+adjacent frames (32 frames). The camera move is a robust similarity fit (RANSAC) of each pair's
+flow: scale is zoom, rotation is orbit, the displacement of the frame's centre is pan or tilt.
+
+Conventions (those of cinematography): `pan_left` is the camera turning left, so the content
+moves right; `tilt_up` the camera turning up, so the content moves down; `zoom_in` the content
+growing. Runs in a worker thread; imports nothing from the gateway.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import av
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+from pydantic import BaseModel, Field
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+CameraLabel = Literal[
+    "static", "zoom_in", "zoom_out", "pan_left", "pan_right", "tilt_up", "tilt_down", "orbit", "mixed"
+]
+
+SIDE = 256  #: long side of the analysis frames, px
+PAIRS = 16  #: adjacent frame pairs sampled for the flow (32 frames)
+MAX_FRAMES = 2000  #: decoding stops here (a minute at 30 fps and then some)
+BLACK_LUMA = 32  #: a pixel darker than this is black ...
+BLACK_SHARE = 0.98  #: ... and a frame with this share of black pixels is a black frame
+REPEAT_DIFF = 0.6  #: mean absolute grey-level change under which a frame repeats its predecessor
+FROZEN_S = 0.5  #: repeats in a run at least this long are frozen frames; shorter ones are duplicates
+# Whole-clip amounts under which a camera component counts as no move.
+ZOOM_MIN = math.log(1.05)  # 5% change of scale
+SHIFT_MIN = 0.03  # 3% of the frame's side
+ROTATE_MIN = math.radians(3.0)
+
+
+class Expected(BaseModel):
+    """What the clip was asked to be; each check is None when its expectation is unknown."""
+
+    seconds: float | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    camera: list[CameraLabel] | None = Field(default=None, description="Labels that satisfy the requested move.")
+
+
+class Quality(BaseModel):
+    """`metrics.quality` of a finished video (docs/api.md defines each field)."""
+
+    first_frame_ssim: float | None = None
+    first_frame_psnr: float | None = None
+    flicker: float
+    motion_magnitude: float
+    camera_motion: CameraLabel
+    camera_conformity: bool | None = None
+    frozen_frames: int
+    black_frames: int
+    duplicate_frames: int
+    duration_ok: bool | None = None
+    fps_ok: bool | None = None
+    resolution_ok: bool | None = None
+    frames_decoded: int
+    frames_sampled: int
+    cpu_ms: float
+
+
+def analyse(path: Path, reference: bytes | None = None, expected: Expected | None = None) -> Quality:
+    """The quality of the clip at `path`; `reference` is the input image's encoded bytes."""
+    t0 = time.thread_time()
+    cv2.setNumThreads(1)  # OpenCV's pool would spend more CPU than it saves on 256 px frames
+    expected = expected or Expected()
+    greys, fps, width, height, duration = _decode_grey(path)
+    if not greys:
+        raise ValueError("the clip has no frames")
+    stack = np.stack(greys).astype(np.float32)
+    diffs = np.abs(np.diff(stack, axis=0)).mean(axis=(1, 2)) if len(greys) > 1 else np.zeros(0)
+    black = int(((stack < BLACK_LUMA).mean(axis=(1, 2)) >= BLACK_SHARE).sum())
+    frozen, duplicate = _repeats(diffs, fps)
+    flicker, motion, camera, sampled = _flow(greys)
+    ssim = psnr = None
+    if reference is not None:
+        ssim, psnr = _first_frame(greys[0], reference)
+    q = Quality(
+        first_frame_ssim=ssim,
+        first_frame_psnr=psnr,
+        flicker=round(flicker, 3),
+        motion_magnitude=round(motion * SIDE / max(greys[0].shape), 3),
+        camera_motion=camera,
+        camera_conformity=None if expected.camera is None else camera in expected.camera,
+        frozen_frames=frozen,
+        black_frames=black,
+        duplicate_frames=duplicate,
+        duration_ok=None if expected.seconds is None else _near(duration, expected.seconds, 0.1, 0.5),
+        fps_ok=(12.0 <= fps <= 61.0) if expected.fps is None else abs(fps - expected.fps) <= 1.0,
+        resolution_ok=_size_ok(width, height, expected),
+        frames_decoded=len(greys),
+        frames_sampled=sampled,
+        cpu_ms=0.0,
+    )
+    q.cpu_ms = round((time.thread_time() - t0) * 1000, 1)
+    return q
+
+
+def _decode_grey(path: Path) -> tuple[list[np.ndarray], float, int, int, float]:
+    """Every frame (up to MAX_FRAMES) as a small grey image; fps, size and duration of the stream.
+
+    One decoding thread and no deblocking (invisible at 256 px): the analysis's CPU is mostly
+    decoding, and frame threads cost more CPU than they save wall time here.
+    """
+    greys: list[np.ndarray] = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"
+        ctx = stream.codec_context
+        ctx.options = {"skip_loop_filter": "all"}
+        width, height = ctx.width, ctx.height
+        scale = min(1.0, SIDE / max(width, height))
+        size = (max(2, round(width * scale)), max(2, round(height * scale)))
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        last = 0.0
+        for frame in container.decode(stream):
+            greys.append(_small_luma(frame, size))
+            if frame.pts is not None and frame.duration:
+                last = max(last, float((frame.pts + frame.duration) * stream.time_base))
+            if len(greys) >= MAX_FRAMES:
+                break
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        duration = last - start if last else (len(greys) / fps if fps else 0.0)
+    return greys, fps, width, height, duration
+
+
+def _small_luma(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    """The luma plane scaled to `size` by halvings (a 2x2 mean each, after one by sampling), in full range."""
+    if frame.format.name not in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p", "gray"):
+        return frame.reformat(width=size[0], height=size[1], format="gray").to_ndarray()
+    plane = frame.planes[0]
+    y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
+    if y.shape[1] >= 4 * size[0] and y.shape[0] >= 4 * size[1]:
+        y = y[::2, ::2]  # the first halving by sampling: a quarter of the bytes to average
+    while y.shape[1] >= 2 * size[0] and y.shape[0] >= 2 * size[1]:
+        y = cv2.resize(y, (y.shape[1] // 2, y.shape[0] // 2), interpolation=cv2.INTER_LINEAR)
+    y = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
+    if frame.format.name != "yuvj420p" and frame.color_range != 2:  # limited (16-235) to full range
+        y = cv2.convertScaleAbs(y, alpha=255 / 219, beta=-16 * 255 / 219)
+    return y
+
+
+def _repeats(diffs: np.ndarray, fps: float) -> tuple[int, int]:
+    """(frozen, duplicate): frames that repeat their predecessor, in long runs and in short ones."""
+    run_min = max(2, round(FROZEN_S * (fps or 24)))
+    frozen = duplicate = run = 0
+    for repeat in [*(diffs < REPEAT_DIFF), False]:
+        if repeat:
+            run += 1
+            continue
+        if run >= run_min:
+            frozen += run
+        else:
+            duplicate += run
+        run = 0
+    return frozen, duplicate
+
+
+def _flow(greys: list[np.ndarray]) -> tuple[float, float, CameraLabel, int]:
+    """Flicker, motion (px per frame at analysis size), camera label and frames sampled.
+
+    Tracked corners (pyramidal Lucas-Kanade, sub-pixel accurate) give the motion and the
+    similarity fit; a dense flow (DIS) gives the motion compensation behind the flicker.
+    """
+    n = len(greys)
+    if n < 2:
+        return 0.0, 0.0, "static", n
+    h, w = greys[0].shape
+    starts = sorted({round(i) for i in np.linspace(0, n - 2, min(PAIRS, n - 1))})
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    step = max(4, min(h, w) // 12)
+    cells = (slice(step // 2, None, step), slice(step // 2, None, step))
+    grid = np.stack([xs[cells].ravel(), ys[cells].ravel()], 1)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    flickers, motions, zooms, rots, shifts = [], [], [], [], []
+    centre = np.array([w / 2, h / 2, 1.0])
+    for i in starts:
+        prev, nxt = greys[i], greys[i + 1]
+        # backward flow: nxt(x) ~ prev(x + g(x)), so prev warped by g lands on nxt's pixels
+        g = dis.calc(nxt, prev, None)
+        mx, my = xs + g[..., 0], ys + g[..., 1]
+        warped = cv2.remap(prev.astype(np.float32), mx, my, cv2.INTER_LINEAR)
+        inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
+        delta = np.abs(nxt.astype(np.float32) - warped)[inside]
+        flickers.append(float(delta.mean()) if delta.size else 0.0)
+        corners = cv2.goodFeaturesToTrack(prev, maxCorners=200, qualityLevel=0.01, minDistance=6)
+        pts = (corners.reshape(-1, 2) if corners is not None and len(corners) >= 12 else grid).astype(np.float32)
+        moved, ok, _ = cv2.calcOpticalFlowPyrLK(prev, nxt, pts, None, winSize=(15, 15), maxLevel=3)
+        ok = ok.ravel() == 1
+        if ok.sum() < 6:
+            continue
+        src, dst = pts[ok], moved.reshape(-1, 2)[ok]
+        motions.append(float(np.hypot(*(dst - src).T).mean()))
+        m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=1.0)
+        if m is None:
+            continue
+        zooms.append(math.log(max(1e-6, math.hypot(m[0, 0], m[1, 0]))))
+        rots.append(math.atan2(m[1, 0], m[0, 0]))
+        shifts.append(m @ centre - centre[:2])
+    camera = _camera(zooms, rots, shifts, n - 1, w, h)
+    return float(np.mean(flickers)), float(np.mean(motions)) if motions else 0.0, camera, len(starts) * 2
+
+
+def _camera(zooms: list[float], rots: list[float], shifts: list[np.ndarray], steps: int, w: int, h: int) -> CameraLabel:
+    """The whole clip's move: per-pair medians times the number of steps, scored by threshold."""
+    if not zooms:
+        return "static"
+    dx, dy = (float(np.median([s[k] for s in shifts])) * steps for k in (0, 1))
+    zoom = float(np.median(zooms)) * steps
+    rot = float(np.median(rots)) * steps
+    scores = {
+        ("zoom_in" if zoom > 0 else "zoom_out"): abs(zoom) / ZOOM_MIN,
+        ("pan_left" if dx > 0 else "pan_right"): abs(dx) / (SHIFT_MIN * w),
+        ("tilt_up" if dy > 0 else "tilt_down"): abs(dy) / (SHIFT_MIN * h),
+        "orbit": abs(rot) / ROTATE_MIN,
+    }
+    ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
+    (best, top), (_, second) = ranked[0], ranked[1]
+    if top < 1.0:
+        return "static"
+    if second >= 1.0 and second >= 0.5 * top:
+        return "mixed"
+    return best  # type: ignore[return-value]
+
+
+def _first_frame(first: np.ndarray, reference: bytes) -> tuple[float, float]:
+    """SSIM and PSNR of the first frame against the input image fitted to the frame, by
+    scaling alone, cropping to cover, or letterboxing: whichever the provider did fits best."""
+    h, w = first.shape
+    img = ImageOps.exif_transpose(Image.open(io.BytesIO(reference))).convert("L")
+    best = (-1.0, 0.0)
+    for fitted in _fits(img, w, h):
+        ref = np.asarray(fitted)
+        ssim = float(structural_similarity(first, ref, data_range=255))
+        if ssim > best[0]:
+            psnr = float(peak_signal_noise_ratio(ref, first, data_range=255))
+            best = (ssim, min(psnr, 100.0))
+    return round(best[0], 4), round(best[1], 2)
+
+
+def _fits(img: Image.Image, w: int, h: int) -> list[Image.Image]:
+    stretched = img.resize((w, h), Image.Resampling.BILINEAR)
+    if abs(img.width / img.height - w / h) < 0.02 * w / h:
+        return [stretched]
+    cover = ImageOps.fit(img, (w, h), Image.Resampling.BILINEAR)
+    contain = ImageOps.pad(img, (w, h), Image.Resampling.BILINEAR, color=0)
+    return [stretched, cover, contain]
+
+
+def _size_ok(width: int, height: int, expected: Expected) -> bool | None:
+    if expected.width is None or expected.height is None:
+        return None
+    short = _near(min(width, height), min(expected.width, expected.height), 0.03)
+    return short and _near(width / height, expected.width / expected.height, 0.03)
+
+
+def _near(value: float, target: float, share: float, floor: float = 0.0) -> bool:
+    return abs(value - target) <= max(floor, share * target)
+
+
+CAMERA_ACCEPTS: dict[str, list[CameraLabel]] = {
+    "static": ["static"],
+    "rack_focus": ["static"],
+    "push_in": ["zoom_in"],
+    "zoom_in": ["zoom_in"],
+    "pull_back": ["zoom_out"],
+    "zoom_out": ["zoom_out"],
+    "orbit": ["orbit", "pan_left", "pan_right", "mixed"],
+    "roll": ["orbit", "mixed"],
+    "tracking": ["pan_left", "pan_right", "mixed"],
+}
+_DIRECTIONAL: dict[str, dict[str, list[CameraLabel]]] = {
+    "pan": {"left": ["pan_left"], "right": ["pan_right"]},
+    "truck": {"left": ["pan_left"], "right": ["pan_right"]},
+    "tilt": {"up": ["tilt_up"], "down": ["tilt_down"]},
+    "pedestal": {"up": ["tilt_up"], "down": ["tilt_down"]},
+    "crane": {"up": ["tilt_up"], "down": ["tilt_down"]},
+    "dolly": {"in": ["zoom_in"], "out": ["zoom_out"]},
+}
+
+
+def accepted_labels(move_type: str, direction: str | None) -> list[CameraLabel] | None:
+    """The labels that satisfy a requested camera move (`CameraMove.type`/`direction`); None
+    when nothing 2-D can check it."""
+    if move_type in CAMERA_ACCEPTS:
+        return CAMERA_ACCEPTS[move_type]
+    by_dir = _DIRECTIONAL.get(move_type)
+    if by_dir is None:
+        return None
+    if direction in by_dir:
+        return by_dir[direction]
+    return [label for labels in by_dir.values() for label in labels]
