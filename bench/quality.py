@@ -1,6 +1,6 @@
 """CPU per clip of `metrics.quality`, beside a plain decode of the same clip.
 
-    python bench/quality.py [--runs 7]
+    python bench/quality.py [--runs 15]
 
 Makes 5 s clips at 24 fps (a camera pan over scikit-image's astronaut, H.264 by PyAV/libx264,
 as a provider would deliver them) at 480p, 720p and 1080p, then times on the process CPU clock
@@ -28,7 +28,7 @@ from rich.table import Table
 from skimage import data
 
 from media import encode_mp4
-from media.quality import SIDE, _decode_grey, analyse
+from media.quality import SIDE, _decode, analyse
 
 SIZES = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 
@@ -66,7 +66,7 @@ def cpu_ms(fn: Callable[[], object], runs: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     table = Table("clip", "metrics.quality (ours)", "its decode+scale", "baseline: PyAV decode+swscale", "frames")
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,7 +75,7 @@ def main() -> None:
             path = Path(tmp) / f"{name}.mp4"
             path.write_bytes(clip)
             ours = cpu_ms(lambda p=path, r=ref: analyse(p, r), args.runs)
-            stage = cpu_ms(lambda p=path: _decode_grey(p), args.runs)
+            stage = cpu_ms(lambda p=path: _decode(p), args.runs)
             base = cpu_ms(lambda p=path: plain_decode(p), args.runs)
             q = analyse(path, ref)
             table.add_row(
@@ -85,7 +85,7 @@ def main() -> None:
                 f"{base[0]:.0f} (min {base[1]:.0f})",
                 f"{q.frames_decoded} decoded, {q.frames_sampled} sampled; {q.camera_motion}",
             )
-    Console().print(table)
+    Console(width=150).print(table)
     print("CPU ms per clip, process clock (all threads), median of", args.runs)
 
 

@@ -12,13 +12,36 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from adapters.base import CameraMove
 from gateway.status import AttemptStatus, JobStatus
 
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 _ASPECT = re.compile(r"^(\d{1,2}):(\d{1,2})$")
+#: The resolution tiers the catalog and the router know, by the short side in pixels.
+RESOLUTION_HEIGHT = {"480p": 480, "512p": 512, "540p": 540, "720p": 720, "768p": 768, "1080p": 1080}
+SIDE_LIMITS = (128, 4096)  #: smallest and largest side a `size` may ask for
+
+
+def _clean(value: Any, path: str = "") -> None:
+    """Refuse what no database stores alike: NUL characters and non-finite numbers, anywhere
+    in the body (SQLite would keep them, PostgreSQL refuses them with a 500). The error's
+    context names the field (`storable` errors: `ctx.path`)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise PydanticCustomError("storable", "contains a NUL character (\\u0000); remove it", {"path": path})
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise PydanticCustomError("storable", "must be a finite number", {"path": path})
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _clean(k, path)
+            _clean(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _clean(v, f"{path}.{i}" if path else str(i))
 
 
 class ImageReference(BaseModel):
@@ -47,8 +70,8 @@ class CreateVideoRequest(BaseModel):
     camera: CameraMove | None = None
     loop: bool = False
     tier: Literal["realtime", "standard", "bulk"] = "standard"
-    max_cost_usd: float | None = Field(default=None, gt=0)
-    deadline_s: float | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    deadline_s: float | None = Field(default=None, gt=0, le=7 * 86400, allow_inf_nan=False)
     webhook_url: str | None = None
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
     parameters: dict[str, Any] | None = Field(default=None, description="Passed through to the provider.")
@@ -56,6 +79,12 @@ class CreateVideoRequest(BaseModel):
     batch_id: str | None = Field(
         default=None, max_length=128, description="Marks the request as part of a batch: routed as bulk volume."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        _clean(data)
+        return data
 
     @field_validator("seconds", mode="before")
     @classmethod
@@ -71,8 +100,14 @@ class CreateVideoRequest(BaseModel):
     @field_validator("size")
     @classmethod
     def _size_shape(cls, v: str | None) -> str | None:
-        if v is not None and not _SIZE.match(v):
+        if v is None:
+            return v
+        m = _SIZE.match(v)
+        if not m:
             raise ValueError("must look like WIDTHxHEIGHT, e.g. 1280x720")
+        low, high = SIDE_LIMITS
+        if not all(low <= int(side) <= high for side in m.groups()):
+            raise ValueError(f"each side must be between {low} and {high} pixels, e.g. 1280x720")
         return v
 
     @field_validator("resolution")
@@ -81,15 +116,21 @@ class CreateVideoRequest(BaseModel):
         if v is None:
             return v
         v = v.lower()
-        if not re.fullmatch(r"\d{3,4}p", v):
-            raise ValueError("must look like 720p")
+        if v not in RESOLUTION_HEIGHT:
+            raise ValueError(f"must be one of {', '.join(RESOLUTION_HEIGHT)}")
         return v
 
     @field_validator("aspect_ratio")
     @classmethod
     def _aspect_shape(cls, v: str | None) -> str | None:
-        if v is not None and not _ASPECT.match(v):
+        if v is None:
+            return v
+        m = _ASPECT.match(v)
+        if not m:
             raise ValueError("must look like 16:9")
+        a, b = (int(x) for x in m.groups())
+        if a < 1 or b < 1 or not 0.25 <= a / b <= 4:
+            raise ValueError("both sides must be at least 1 and the ratio between 1:4 and 4:1, e.g. 16:9")
         return v
 
     @field_validator("webhook_url")

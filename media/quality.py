@@ -17,13 +17,14 @@ import io
 import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import av
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
+from scipy.stats import trim_mean
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 CameraLabel = Literal[
@@ -33,9 +34,10 @@ CameraLabel = Literal[
 SIDE = 256  #: long side of the analysis frames, px
 PAIRS = 16  #: adjacent frame pairs sampled for the flow (32 frames)
 MAX_FRAMES = 2000  #: decoding stops here (a minute at 30 fps and then some)
+STATS_SIDE = 96  #: per-frame statistics (black, repeats) sample the luma on a grid this fine (short side)
 BLACK_LUMA = 32  #: a pixel darker than this is black ...
 BLACK_SHARE = 0.98  #: ... and a frame with this share of black pixels is a black frame
-REPEAT_DIFF = 0.6  #: mean absolute grey-level change under which a frame repeats its predecessor
+REPEAT_DIFF = 0.6  #: mean absolute grey-level change (on the grid) under which a frame repeats its predecessor
 FROZEN_S = 0.5  #: repeats in a run at least this long are frozen frames; shorter ones are duplicates
 # Whole-clip amounts under which a camera component counts as no move.
 ZOOM_MIN = math.log(1.05)  # 5% change of scale
@@ -78,31 +80,26 @@ def analyse(path: Path, reference: bytes | None = None, expected: Expected | Non
     t0 = time.thread_time()
     cv2.setNumThreads(1)  # OpenCV's pool would spend more CPU than it saves on 256 px frames
     expected = expected or Expected()
-    greys, fps, width, height, duration = _decode_grey(path)
-    if not greys:
-        raise ValueError("the clip has no frames")
-    stack = np.stack(greys).astype(np.float32)
-    diffs = np.abs(np.diff(stack, axis=0)).mean(axis=(1, 2)) if len(greys) > 1 else np.zeros(0)
-    black = int(((stack < BLACK_LUMA).mean(axis=(1, 2)) >= BLACK_SHARE).sum())
-    frozen, duplicate = _repeats(diffs, fps)
-    flicker, motion, camera, sampled = _flow(greys)
+    clip = _decode(path)
+    frozen, duplicate = _repeats(np.asarray(clip.diffs), clip.fps)
+    flicker, motion, camera, sampled = _flow(clip.pairs, clip.frames - 1)
     ssim = psnr = None
     if reference is not None:
-        ssim, psnr = _first_frame(greys[0], reference)
+        ssim, psnr = _first_frame(clip.first, reference)
     q = Quality(
         first_frame_ssim=ssim,
         first_frame_psnr=psnr,
         flicker=round(flicker, 3),
-        motion_magnitude=round(motion * SIDE / max(greys[0].shape), 3),
+        motion_magnitude=round(motion * SIDE / max(clip.first.shape), 3),
         camera_motion=camera,
         camera_conformity=None if expected.camera is None else camera in expected.camera,
         frozen_frames=frozen,
-        black_frames=black,
+        black_frames=clip.black,
         duplicate_frames=duplicate,
-        duration_ok=None if expected.seconds is None else _near(duration, expected.seconds, 0.1, 0.5),
-        fps_ok=(12.0 <= fps <= 61.0) if expected.fps is None else abs(fps - expected.fps) <= 1.0,
-        resolution_ok=_size_ok(width, height, expected),
-        frames_decoded=len(greys),
+        duration_ok=None if expected.seconds is None else _near(clip.duration, expected.seconds, 0.1, 0.5),
+        fps_ok=(12.0 <= clip.fps <= 61.0) if expected.fps is None else abs(clip.fps - expected.fps) <= 1.0,
+        resolution_ok=_size_ok(clip.width, clip.height, expected),
+        frames_decoded=clip.frames,
         frames_sampled=sampled,
         cpu_ms=0.0,
     )
@@ -110,13 +107,34 @@ def analyse(path: Path, reference: bytes | None = None, expected: Expected | Non
     return q
 
 
-def _decode_grey(path: Path) -> tuple[list[np.ndarray], float, int, int, float]:
-    """Every frame (up to MAX_FRAMES) as a small grey image; fps, size and duration of the stream.
+class _Decoded(NamedTuple):
+    """What one decoding pass keeps: per-frame statistics of every frame, and a bounded set of
+    evenly spaced adjacent pairs for the flow (never the whole clip: memory stays flat)."""
+
+    first: np.ndarray
+    pairs: list[tuple[np.ndarray, np.ndarray]]
+    diffs: list[float]  # mean absolute change of each frame from its predecessor
+    black: int
+    frames: int
+    fps: float
+    width: int
+    height: int
+    duration: float
+
+
+def _decode(path: Path) -> _Decoded:
+    """One pass over the clip (up to MAX_FRAMES) at analysis size.
 
     One decoding thread and no deblocking (invisible at 256 px): the analysis's CPU is mostly
-    decoding, and frame threads cost more CPU than they save wall time here.
+    decoding, and frame threads cost more CPU than they save wall time here. Pairs are kept at
+    a stride that doubles whenever more than 2 x PAIRS are held, so they stay evenly spaced
+    without knowing the frame count up front.
     """
-    greys: list[np.ndarray] = []
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    diffs: list[float] = []
+    black = frames = 0
+    stride = 1
+    first = prev = prev_tiny = None
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "NONE"
@@ -126,32 +144,59 @@ def _decode_grey(path: Path) -> tuple[list[np.ndarray], float, int, int, float]:
         scale = min(1.0, SIDE / max(width, height))
         size = (max(2, round(width * scale)), max(2, round(height * scale)))
         fps = float(stream.average_rate or stream.guessed_rate or 0)
+        step = max(1, min(width, height) // STATS_SIDE)  # per-frame statistics on a sampled grid
         last = 0.0
         for frame in container.decode(stream):
-            greys.append(_small_luma(frame, size))
+            plane = _luma(frame)
+            tiny = _full_range(np.ascontiguousarray(plane[::step, ::step]), frame)
+            black += int(np.count_nonzero(tiny < BLACK_LUMA) >= BLACK_SHARE * tiny.size)
+            # the analysis image only where a kept pair needs it (and the first frame)
+            grey = _small(plane, size, frame) if frames % stride == 0 or (frames - 1) % stride == 0 else None
+            if frames == 0:
+                first = grey
+            else:
+                diffs.append(float(cv2.absdiff(tiny, prev_tiny).mean()))
+                if (frames - 1) % stride == 0 and grey is not None:
+                    pairs.append((prev, grey))
+                    if len(pairs) > 2 * PAIRS:
+                        pairs, stride = pairs[::2], stride * 2
+            prev, prev_tiny = grey, tiny
+            frames += 1
             if frame.pts is not None and frame.duration:
                 last = max(last, float((frame.pts + frame.duration) * stream.time_base))
-            if len(greys) >= MAX_FRAMES:
+            if frames >= MAX_FRAMES:
                 break
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        duration = last - start if last else (len(greys) / fps if fps else 0.0)
-    return greys, fps, width, height, duration
+        duration = last - start if last else (frames / fps if fps else 0.0)
+    if first is None:
+        raise ValueError("the clip has no frames")
+    if len(pairs) > PAIRS:
+        pairs = [pairs[round(i)] for i in np.linspace(0, len(pairs) - 1, PAIRS)]
+    return _Decoded(first, pairs, diffs, black, frames, fps, width, height, duration)
 
 
-def _small_luma(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
-    """The luma plane scaled to `size` by halvings (a 2x2 mean each, after one by sampling), in full range."""
-    if frame.format.name not in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p", "gray"):
-        return frame.reformat(width=size[0], height=size[1], format="gray").to_ndarray()
+def _luma(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's luma plane as it lies in the decoder's buffer (no copy)."""
+    if frame.format.name not in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p", "yuvj422p", "yuvj444p", "gray"):
+        return frame.reformat(format="gray").to_ndarray()
     plane = frame.planes[0]
-    y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
+    return np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
+
+
+def _full_range(y: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+    """Limited-range (16-235) luma stretched to 0-255, so thresholds mean the same in any clip."""
+    if frame.format.name.startswith("yuvj") or frame.color_range == 2 or frame.format.name == "gray":
+        return y
+    return cv2.convertScaleAbs(y, alpha=255 / 219, beta=-16 * 255 / 219)
+
+
+def _small(y: np.ndarray, size: tuple[int, int], frame: av.VideoFrame) -> np.ndarray:
+    """Luma scaled to `size` by halvings (a 2x2 mean each, after one by sampling), full range."""
     if y.shape[1] >= 4 * size[0] and y.shape[0] >= 4 * size[1]:
         y = y[::2, ::2]  # the first halving by sampling: a quarter of the bytes to average
     while y.shape[1] >= 2 * size[0] and y.shape[0] >= 2 * size[1]:
         y = cv2.resize(y, (y.shape[1] // 2, y.shape[0] // 2), interpolation=cv2.INTER_LINEAR)
-    y = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
-    if frame.format.name != "yuvj420p" and frame.color_range != 2:  # limited (16-235) to full range
-        y = cv2.convertScaleAbs(y, alpha=255 / 219, beta=-16 * 255 / 219)
-    return y
+    return _full_range(cv2.resize(y, size, interpolation=cv2.INTER_AREA), frame)
 
 
 def _repeats(diffs: np.ndarray, fps: float) -> tuple[int, int]:
@@ -170,17 +215,16 @@ def _repeats(diffs: np.ndarray, fps: float) -> tuple[int, int]:
     return frozen, duplicate
 
 
-def _flow(greys: list[np.ndarray]) -> tuple[float, float, CameraLabel, int]:
-    """Flicker, motion (px per frame at analysis size), camera label and frames sampled.
+def _flow(pairs: list[tuple[np.ndarray, np.ndarray]], steps: int) -> tuple[float, float, CameraLabel, int]:
+    """Flicker, motion (px per frame at analysis size), camera label and frames sampled, from
+    adjacent frame pairs; `steps` is the clip's frame count less one (the camera move's scale).
 
     Tracked corners (pyramidal Lucas-Kanade, sub-pixel accurate) give the motion and the
     similarity fit; a dense flow (DIS) gives the motion compensation behind the flicker.
     """
-    n = len(greys)
-    if n < 2:
-        return 0.0, 0.0, "static", n
-    h, w = greys[0].shape
-    starts = sorted({round(i) for i in np.linspace(0, n - 2, min(PAIRS, n - 1))})
+    if not pairs:
+        return 0.0, 0.0, "static", 1
+    h, w = pairs[0][0].shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     step = max(4, min(h, w) // 12)
     cells = (slice(step // 2, None, step), slice(step // 2, None, step))
@@ -188,8 +232,7 @@ def _flow(greys: list[np.ndarray]) -> tuple[float, float, CameraLabel, int]:
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
     flickers, motions, zooms, rots, shifts = [], [], [], [], []
     centre = np.array([w / 2, h / 2, 1.0])
-    for i in starts:
-        prev, nxt = greys[i], greys[i + 1]
+    for prev, nxt in pairs:
         # backward flow: nxt(x) ~ prev(x + g(x)), so prev warped by g lands on nxt's pixels
         g = dis.calc(nxt, prev, None)
         mx, my = xs + g[..., 0], ys + g[..., 1]
@@ -211,17 +254,19 @@ def _flow(greys: list[np.ndarray]) -> tuple[float, float, CameraLabel, int]:
         zooms.append(math.log(max(1e-6, math.hypot(m[0, 0], m[1, 0]))))
         rots.append(math.atan2(m[1, 0], m[0, 0]))
         shifts.append(m @ centre - centre[:2])
-    camera = _camera(zooms, rots, shifts, n - 1, w, h)
-    return float(np.mean(flickers)), float(np.mean(motions)) if motions else 0.0, camera, len(starts) * 2
+    camera = _camera(zooms, rots, shifts, steps, w, h)
+    return float(np.mean(flickers)), float(np.mean(motions)) if motions else 0.0, camera, len(pairs) * 2
 
 
 def _camera(zooms: list[float], rots: list[float], shifts: list[np.ndarray], steps: int, w: int, h: int) -> CameraLabel:
-    """The whole clip's move: per-pair medians times the number of steps, scored by threshold."""
+    """The whole clip's move: per-pair means (trimmed: a cut or a glitch in one pair does not
+    decide) times the number of steps, scored by threshold. A mean, not a median: a slow move
+    shows in some pairs and not in others (whole-pixel steps), and the mean adds them up."""
     if not zooms:
         return "static"
-    dx, dy = (float(np.median([s[k] for s in shifts])) * steps for k in (0, 1))
-    zoom = float(np.median(zooms)) * steps
-    rot = float(np.median(rots)) * steps
+    dx, dy = (_trimmed([s[k] for s in shifts]) * steps for k in (0, 1))
+    zoom = _trimmed(zooms) * steps
+    rot = _trimmed(rots) * steps
     scores = {
         ("zoom_in" if zoom > 0 else "zoom_out"): abs(zoom) / ZOOM_MIN,
         ("pan_left" if dx > 0 else "pan_right"): abs(dx) / (SHIFT_MIN * w),
@@ -235,6 +280,10 @@ def _camera(zooms: list[float], rots: list[float], shifts: list[np.ndarray], ste
     if second >= 1.0 and second >= 0.5 * top:
         return "mixed"
     return best  # type: ignore[return-value]
+
+
+def _trimmed(values: list[float]) -> float:
+    return float(trim_mean(values, 0.1)) if len(values) >= 5 else float(np.mean(values))
 
 
 def _first_frame(first: np.ndarray, reference: bytes) -> tuple[float, float]:

@@ -27,13 +27,65 @@ def validation_error(exc: ValidationError) -> APIError:
     err = exc.errors()[0]
     param = ".".join(str(p) for p in err["loc"]) or None
     kind = err["type"]
+    if kind == "storable":
+        param = (err.get("ctx") or {}).get("path") or param
+        return APIError(422, "invalid_field", f"{param or 'body'}: {err['msg']}.", param)
     if kind == "missing":
         return APIError(422, "missing_field", f"{param}: this field is required.", param)
     if kind == "extra_forbidden":
         return APIError(422, "unknown_field", f"{param}: unknown field; check the spelling (see /docs).", param)
     if param == "prompt" and kind == "string_too_long":
         return APIError(422, "prompt_too_long", f"prompt: {err['msg']}.", param)
+    ctx = err.get("ctx") or {}
+    if kind in ("less_than_equal", "less_than"):
+        bound = ctx.get("le", ctx.get("lt"))
+        return APIError(
+            422, "invalid_field", f"{param}: {err['input']!r} is over the limit; use at most {bound}.", param
+        )
+    if kind in ("greater_than", "greater_than_equal"):
+        bound = ctx.get("gt", ctx.get("ge"))
+        word = "above" if kind == "greater_than" else "at least"
+        return APIError(422, "invalid_field", f"{param}: {err['input']!r} is too small; use {word} {bound}.", param)
+    if kind == "finite_number":
+        return APIError(422, "invalid_field", f"{param}: must be a finite number.", param)
     return APIError(422, "invalid_field", f"{param}: {err['msg'].removeprefix('Value error, ')}.", param)
+
+
+def decode_json(raw: bytes | str, what: str) -> Any:
+    """JSON, or a 4xx that says what is wrong: bad syntax, bad UTF-8, NaN/Infinity, nesting
+    too deep for the parser, integers too long to convert."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise APIError(400, "invalid_json", f"{what} is not valid JSON: {exc.msg} at char {exc.pos}.") from exc
+    except UnicodeDecodeError as exc:
+        raise APIError(400, "invalid_json", f"{what} is not valid UTF-8 (byte {exc.start}).") from exc
+    except RecursionError as exc:
+        raise APIError(400, "invalid_json", f"{what} nests too deeply; flatten it.") from exc
+    except ValueError as exc:  # NaN/Infinity, or an integer beyond the conversion limit
+        raise APIError(400, "invalid_json", f"{what} has a value JSON cannot carry here: {exc}.") from exc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
+    """The `Idempotency-Key` header, checked: at most 255 printable ASCII characters."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
+        raise APIError(
+            422,
+            "invalid_idempotency_key",
+            f"Idempotency-Key: use 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters (a UUID is a good key).",
+            "Idempotency-Key",
+        )
+    return key
 
 
 R = TypeVar("R", bound=CreateVideoRequest)
@@ -96,18 +148,17 @@ async def _read_body(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], b
                 fields.setdefault("input_reference", {})[key[16:-1]] = value
             elif key in _JSON_FORM_FIELDS and isinstance(value, str):
                 try:
-                    fields[key] = json.loads(value)
-                except json.JSONDecodeError as exc:
-                    raise APIError(422, "invalid_field", f"{key}: must be JSON in a form field.", key) from exc
+                    fields[key] = decode_json(value, f"form field {key}")
+                except APIError as exc:
+                    raise APIError(
+                        422, "invalid_field", f"{key}: must be JSON in a form field ({exc.message})", key
+                    ) from exc
             else:
                 fields[key] = value
         return fields, upload
     if ctype.startswith("application/json") or not ctype:
         raw = await request.body()
-        try:
-            body = json.loads(raw or b"null")
-        except json.JSONDecodeError as exc:
-            raise APIError(400, "invalid_json", f"The body is not valid JSON: {exc.msg} at char {exc.pos}.") from exc
+        body = decode_json(raw or b"null", "The body")
         if not isinstance(body, dict):
             raise APIError(400, "invalid_json", "The body must be a JSON object.")
         return body, None

@@ -14,7 +14,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
 from gateway.api.auth import Owner, Svc, owner_dependency
-from gateway.api.body import image_of, parse_create, request_hash
+from gateway.api.body import idempotency_key, image_of, parse_create, request_hash
 from gateway.api.create import new_job
 from gateway.api.responses import (
     Comparison,
@@ -48,6 +48,7 @@ class ComparisonsController(Controller):
     @post("/", status_code=202, summary="Run one input on several models side by side")
     async def create(self, request: Request[Any, Any, Any], services: Svc, owner: Owner) -> Response[Comparison]:
         """Like `POST /v1/videos` (JSON or multipart), with `models` (2 to 6) instead of `model`."""
+        key = idempotency_key(request)
         req, upload = await parse_create(request, services, CreateComparisonRequest)
         rules = services.rules()
         arm_requests = [
@@ -87,7 +88,7 @@ class ComparisonsController(Controller):
             arms=[{"model": m, "job_id": j.id} for m, j in zip(req.models, jobs, strict=True)],
             request={"fallbacks": req.fallbacks, "image": jobs[0].request["image"]},
             metadata_=req.metadata,
-            idempotency_key=request.headers.get("idempotency-key"),
+            idempotency_key=key,
             request_hash=request_hash(req, image.sha256),
             created_at=time.time(),
         )

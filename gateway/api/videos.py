@@ -15,7 +15,7 @@ from litestar.params import Parameter
 
 from adapters.base import InputImage
 from gateway.api.auth import Owner, Svc, owner_dependency
-from gateway.api.body import image_of, parse_create, request_hash
+from gateway.api.body import idempotency_key, image_of, parse_create, request_hash
 from gateway.api.create import new_job, shadow_job
 from gateway.api.responses import DeletedVideo, VideoEventList, VideoList
 from gateway.errors import APIError, not_found
@@ -37,6 +37,7 @@ class VideosController(Controller):
     async def create(self, request: Request[Any, Any, Any], services: Svc, owner: Owner) -> Response[Video]:
         """JSON (`image`: URL or data URI) or multipart (`input_reference`: the file). See docs/api.md."""
         t0 = time.perf_counter()
+        key = idempotency_key(request)
         req, upload = await parse_create(request, services)
         rules = services.rules()
         check_model(req, rules)  # refuse an unknown model before paying for an image download
@@ -48,7 +49,7 @@ class VideosController(Controller):
             decision,
             rules,
             owner,
-            idempotency_key=request.headers.get("idempotency-key"),
+            idempotency_key=key,
             request_hash=request_hash(req, image.sha256),
         )
         services.blobs.put(image.data)

@@ -13,8 +13,7 @@ from pydantic_core import PydanticCustomError
 
 from gateway.routing.conditions import ConditionError
 from gateway.routing.conditions import validate as validate_condition
-
-RESOLUTION_HEIGHT = {"480p": 480, "512p": 512, "540p": 540, "720p": 720, "768p": 768, "1080p": 1080}
+from gateway.schemas import RESOLUTION_HEIGHT
 
 
 class ModelSpec(BaseModel):

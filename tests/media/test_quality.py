@@ -68,6 +68,17 @@ def test_known_camera_moves_are_recognised(tmp_path: Path, move: str) -> None:
     assert q.frames_sampled <= 32
 
 
+def test_a_long_clip_keeps_a_bounded_evenly_spread_sample(tmp_path: Path) -> None:
+    from media.quality import PAIRS, _decode
+
+    path = _clip(tmp_path, _moving("tilt_down", 150))
+    clip = _decode(path)
+    assert clip.frames == 150 and len(clip.diffs) == 149
+    assert len(clip.pairs) == PAIRS and all(a is not None and b is not None for a, b in clip.pairs)
+    q = analyse(path)
+    assert q.camera_motion == "tilt_down" and q.frames_decoded == 150 and q.frames_sampled == 2 * PAIRS
+
+
 def test_a_frozen_clip_is_static_with_no_motion_and_all_frames_frozen(tmp_path: Path) -> None:
     still = _moving("zoom_in")[0]
     q = analyse(_clip(tmp_path, [still] * N))
