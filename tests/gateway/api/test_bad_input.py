@@ -204,3 +204,77 @@ def test_auth_when_keys_configured(gateway_factory) -> None:
     assert gw.client.get(f"/v1/videos/{video['id']}", headers=bob).status_code == 404
     assert gw.client.get("/v1/videos", headers=bob).json()["data"] == []
     assert gw.client.get("/healthz").status_code == 200  # probes need no key
+
+
+# --- inputs that used to answer 500 (issue 14) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "says"),
+    [
+        ({"aspect_ratio": "16:0"}, "aspect_ratio", "at least 1"),
+        ({"resolution": "999p"}, "resolution", "480p, 512p"),
+        ({"size": "9999x9999"}, "size", "between 128 and 4096"),
+        ({"seconds": 99}, "seconds", "use at most 60"),
+        ({"prompt": "pan\x00left"}, "prompt", "NUL character"),
+        ({"metadata": {"team": "a\x00b"}}, "metadata.team", "NUL character"),
+        ({"parameters": {"cfg": {"deep": float("nan")}}}, "parameters.cfg.deep", "finite number"),
+        ({"max_cost_usd": float("inf")}, "max_cost_usd", "finite number"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/videos", "/v1/route/explain"])
+def test_values_no_database_or_router_can_take_are_refused_by_name(
+    gateway: Gateway, path: str, fields: dict, param: str, says: str
+) -> None:
+    import json
+
+    body = json.dumps({"prompt": "pan", "image": data_uri(image_bytes()), **fields}, allow_nan=True)
+    resp = gateway.client.post(path, content=body, headers={"content-type": "application/json"})
+    assert resp.status_code in (400, 422), resp.text
+    err = resp.json()["error"]
+    if resp.status_code == 400:  # NaN/Infinity are not JSON: refused by the parser
+        assert err["code"] == "invalid_json" and ("NaN" in err["message"] or "Infinity" in err["message"])
+    else:
+        assert (err["code"], err["param"]) == ("invalid_field", param) and says in err["message"], err
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nests too deeply"),
+        (b'{"prompt": "\xff\xfe"}', "not valid UTF-8"),
+        (b'{"seed": 1' + b"0" * 5000 + b"}", "JSON cannot carry"),
+        (b'{"max_cost_usd": Infinity}', "Infinity"),
+    ],
+)
+def test_json_that_fails_to_decode_for_any_reason_is_a_400(gateway: Gateway, raw: bytes, says: str) -> None:
+    resp = gateway.client.post("/v1/videos", content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["code"] == "invalid_json" and says in resp.json()["error"]["message"]
+
+
+def test_a_json_form_field_that_nests_too_deeply_is_a_422(gateway: Gateway) -> None:
+    resp = gateway.client.post(
+        "/v1/videos",
+        data={"prompt": "pan", "camera": "[" * 10_000 + "]" * 10_000},
+        files={"input_reference": ("a.jpg", image_bytes(), "image/jpeg")},
+    )
+    assert resp.status_code == 422 and resp.json()["error"]["param"] == "camera"
+
+
+@pytest.mark.parametrize("key", ["k" * 256, "caf\u00e9", "tab\there"])
+def test_an_idempotency_key_a_database_cannot_index_is_refused(gateway: Gateway, key: str) -> None:
+    resp = gateway.client.post(
+        "/v1/videos",
+        json={"prompt": "pan", "image": data_uri(image_bytes())},
+        headers={"idempotency-key": key.encode("utf-8")},
+    )
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_idempotency_key"
+    assert (
+        gateway.client.post(
+            "/v1/videos",
+            json={"prompt": "pan", "image": data_uri(image_bytes())},
+            headers={"idempotency-key": "k" * 255},
+        ).status_code
+        == 202
+    )
