@@ -76,6 +76,12 @@ class GatewayMetrics:
             name: Histogram(f"i2v_quality_{name}", help_, ["model"], buckets=buckets, registry=r)
             for name, help_, buckets in _QUALITY
         }
+        self.key_requests = Counter(
+            "i2v_key_requests", "Authenticated requests per key name (never the key).", ["key"], registry=r
+        )
+        self.key_refusals = Counter(
+            "i2v_key_refusals", "Requests refused by a key's limits or budget.", ["key", "reason"], registry=r
+        )
         self.shadow_jobs = Counter(
             "i2v_shadow_jobs",
             "Experiment shadow jobs, started or refused by a cap.",

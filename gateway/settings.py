@@ -70,6 +70,9 @@ class Settings(BaseSettings):
         default=False, description="Start every provider emulator in-process and route to them (no keys)."
     )
     sandbox_task_s: float = Field(default=5.0, gt=0, description="How long a sandbox task takes, queue included.")
+    key_cache_s: float = Field(
+        default=5.0, ge=0, description="How long a key lookup is remembered: a revoked key stops working within it."
+    )
     api_keys: list[SecretStr] = Field(
         default_factory=list, description="Bearer keys accepted. Empty: no auth (local use)."
     )

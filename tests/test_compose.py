@@ -3,6 +3,7 @@ processes here (no Docker engine on CI), with host names mapped to loopback port
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,15 +67,22 @@ def test_the_compose_topology_runs_kling_jobs_on_the_worker_and_the_rest_on_the_
             for url in urls.values():
                 _ready(f"{url}/readyz")
             assert httpx.get(f"{urls['worker']}/v1/models").status_code == 404  # a worker has no API
+            key = json.loads(spec["api-1"]["environment"]["I2V_API_KEYS"])[0]
+            auth = {"authorization": f"Bearer {key}"}
+            assert httpx.get(f"{urls['api-1']}/v1/models").status_code == 401  # keys are on
             ids = []
             for i, model in enumerate(["kling-v2.1", "wan-2.6-i2v", "kling-v2.1", "hailuo-2.3-fast"]):
                 front = urls["api-1" if i % 2 == 0 else "api-2"]
                 body = {"model": model, "prompt": "leaves sway", "image": data_uri(image_bytes(640, 480))}
-                resp = httpx.post(f"{front}/v1/videos", json=body, timeout=10)
+                resp = httpx.post(f"{front}/v1/videos", json=body, timeout=10, headers=auth)
                 assert resp.status_code == 202, resp.text
                 ids.append(resp.json()["id"])
             for vid in ids:
-                _until(lambda vid=vid: httpx.get(f"{urls['api-2']}/v1/videos/{vid}").json()["status"] == "completed")
+                _until(
+                    lambda vid=vid: (
+                        httpx.get(f"{urls['api-2']}/v1/videos/{vid}", headers=auth).json()["status"] == "completed"
+                    )
+                )
             kling_on = {n: _attempts(url, "kling") for n, url in urls.items()}
             assert kling_on == {"api-1": 0, "api-2": 0, "worker": 2}
             assert _attempts(urls["worker"], "wan") == 0

@@ -37,6 +37,7 @@ from gateway.api.ui import UI_ROUTES
 from gateway.api.videos import VideosController
 from gateway.jobs.comparisons import ComparisonStore
 from gateway.jobs.experiments import ExperimentStore
+from gateway.jobs.keys import CachedKeys, KeyStore
 from gateway.jobs.migrate import migrate
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import JobStore
@@ -122,6 +123,7 @@ def create_app(
         store=store,
         comparisons=ComparisonStore(engine),
         experiments=ExperimentStore(engine),
+        keys=CachedKeys(KeyStore(engine), settings.key_cache_s),
         blobs=blobs,
         metrics=metrics,
         fetcher=fetcher,

@@ -1,4 +1,9 @@
-"""Who is calling: a Bearer key from the configured list, turned into the owner of its jobs."""
+"""Who is calling: a Bearer key, from the keys table (or `I2V_API_KEYS`), as the owner of jobs.
+
+Once a key has been made (even if revoked since) every request needs one, loopback included;
+with none ever made the gateway is open (and `serve` refuses to listen beyond loopback that way unless told
+`--insecure-no-auth`). A key's id owns its jobs, comparisons and votes; admin keys see all.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +16,46 @@ from litestar.di import NamedDependency, Provide
 
 from gateway.api.services import Services
 from gateway.errors import APIError
+from gateway.jobs.tables import ApiKeyRow
 
 Svc = NamedDependency[Services]
-Owner = NamedDependency[str]
 
 
-async def resolve_owner(request: Request[Any, Any, Any], services: Svc) -> str:
-    """Bearer auth when keys are configured. The owner is a hash of the key: jobs are per key."""
-    keys = services.settings.api_keys
-    if not keys:
-        return ""
+class Caller(str):
+    """The owner id of a request (what its rows are owned by), with the key that made it."""
+
+    key: ApiKeyRow | None = None
+    admin: bool = False
+    name: str = ""
+
+    @classmethod
+    def of(cls, owner: str, key: ApiKeyRow | None = None, *, admin: bool = False, name: str = "") -> Caller:
+        caller = cls(owner)
+        caller.key, caller.admin, caller.name = key, admin, name
+        return caller
+
+    def sees(self, owner: str) -> bool:
+        """Whether rows owned by `owner` are this caller's to see."""
+        return self.admin or owner == self
+
+
+Owner = NamedDependency[Caller]
+
+
+async def resolve_owner(request: Request[Any, Any, Any], services: Svc) -> Caller:
+    env_keys = services.settings.api_keys
+    if not env_keys and not await services.keys.any_made():
+        return Caller.of("", admin=False, name="open")
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    for key in keys:
-        if token and hmac.compare_digest(token, key.get_secret_value()):
-            return hashlib.sha256(token.encode()).hexdigest()[:32]
+    if token:
+        for key in env_keys:
+            if hmac.compare_digest(token, key.get_secret_value()):
+                return Caller.of(hashlib.sha256(token.encode()).hexdigest()[:32], name="env")
+        row = await services.keys.lookup(token)
+        if row is not None:
+            services.metrics.key_requests.labels(row.name).inc()
+            return Caller.of(row.id, row, admin=row.admin, name=row.name)
     raise APIError(401, "invalid_api_key", "Send a valid API key as 'Authorization: Bearer <key>'.")
 
 

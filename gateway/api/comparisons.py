@@ -13,7 +13,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
-from gateway.api.auth import Owner, Svc, owner_dependency
+from gateway.api.auth import Caller, Owner, Svc, owner_dependency
 from gateway.api.body import idempotency_key, image_of, parse_create, request_hash
 from gateway.api.create import new_job
 from gateway.api.responses import (
@@ -83,7 +83,7 @@ class ComparisonsController(Controller):
         services.blobs.put(image.data)
         row = ComparisonRow(
             id=comparison_id,
-            owner=owner,
+            owner=str(owner),
             prompt=req.prompt,
             arms=[{"model": m, "job_id": j.id} for m, j in zip(req.models, jobs, strict=True)],
             request={"fallbacks": req.fallbacks, "image": jobs[0].request["image"]},
@@ -113,7 +113,7 @@ class ComparisonsController(Controller):
     async def list_comparisons(
         self, services: Svc, owner: Owner, after: str | None = None, limit: int = Parameter(default=20, ge=1, le=100)
     ) -> ComparisonList:
-        rows, has_more = await services.comparisons.list(owner, after=after, limit=limit)
+        rows, has_more = await services.comparisons.list(None if owner.admin else owner, after=after, limit=limit)
         data = [await _load(services, row) for row in rows]
         return ComparisonList(
             data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=has_more
@@ -155,7 +155,7 @@ class ComparisonsController(Controller):
         vote = VoteRow(
             id=new_id("vote"),
             comparison_id=row.id,
-            owner=owner,
+            owner=str(owner),
             voter=data.voter,
             choice=choice,
             models=models,
@@ -177,7 +177,7 @@ class ComparisonsController(Controller):
     dependencies=owner_dependency(),
 )
 async def leaderboard(services: Svc, owner: Owner) -> Leaderboard:
-    votes = await services.comparisons.votes(owner)
+    votes = await services.comparisons.votes(None if owner.admin else owner)
     ratings = bradley_terry(games(votes))
     return Leaderboard(
         votes=len(votes),
@@ -206,9 +206,9 @@ def games(votes: list[VoteRow]) -> list[tuple[str, str, Outcome]]:
     return out
 
 
-async def _owned(services: Svc, owner: str, comparison_id: str) -> ComparisonRow:
+async def _owned(services: Svc, owner: Caller, comparison_id: str) -> ComparisonRow:
     row = await services.comparisons.get(comparison_id)
-    if row is None or row.owner != owner:  # another key's comparison is not confirmed to exist
+    if row is None or not owner.sees(row.owner):  # another key's comparison is not confirmed to exist
         raise not_found("comparison", comparison_id, "comparison_id")
     return row
 

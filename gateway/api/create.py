@@ -44,7 +44,7 @@ def new_job(
     now = time.time()
     return JobRow(
         id=new_id("vid"),
-        owner=owner,
+        owner=str(owner),
         status=JobStatus.QUEUED,
         progress=0,
         requested_model=req.model,

@@ -12,6 +12,7 @@ from adapters.base import Adapter, InputImage
 from gateway.api.ingest import ImageLimits
 from gateway.jobs.comparisons import ComparisonStore
 from gateway.jobs.experiments import ExperimentStore
+from gateway.jobs.keys import CachedKeys
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import JobStore
 from gateway.metrics import GatewayMetrics
@@ -35,6 +36,7 @@ class Services:
     store: JobStore
     comparisons: ComparisonStore
     experiments: ExperimentStore
+    keys: CachedKeys
     blobs: BlobStore
     metrics: GatewayMetrics
     fetcher: httpx.AsyncClient

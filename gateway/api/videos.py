@@ -14,7 +14,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from adapters.base import InputImage
-from gateway.api.auth import Owner, Svc, owner_dependency
+from gateway.api.auth import Caller, Owner, Svc, owner_dependency
 from gateway.api.body import idempotency_key, image_of, parse_create, request_hash
 from gateway.api.create import new_job, shadow_job
 from gateway.api.responses import DeletedVideo, VideoEventList, VideoList
@@ -86,7 +86,7 @@ class VideosController(Controller):
         order: str = Parameter(default="desc", pattern="^(asc|desc)$"),
     ) -> VideoList:
         rows, has_more = await services.store.list(
-            owner, status=status, model=model, after=after, limit=limit, order=order
+            None if owner.admin else owner, status=status, model=model, after=after, limit=limit, order=order
         )
         attempts = await services.store.attempts_for([r.id for r in rows])
         data = [video_object(r, attempts[r.id]) for r in rows]
@@ -209,9 +209,9 @@ async def cancel_job(services: Svc, video_id: str) -> tuple[JobRow | None, bool]
     return row, ended
 
 
-def _owned(job: JobRow | None, owner: str, video_id: str) -> JobRow:
+def _owned(job: JobRow | None, owner: Caller, video_id: str) -> JobRow:
     # Another key's job answers 404, not 403: ids of other tenants are not confirmed to exist.
-    if job is None or job.owner != owner:
+    if job is None or not owner.sees(job.owner):
         raise not_found("video", video_id, "video_id")
     return job
 

@@ -117,7 +117,7 @@ class JobStore:
 
     async def list(
         self,
-        owner: str,
+        owner: str | None,
         *,
         status: str | None = None,
         model: str | None = None,
@@ -125,8 +125,9 @@ class JobStore:
         limit: int = 20,
         order: str = "desc",
     ) -> tuple[list[JobRow], bool]:
-        """A page of jobs; ids sort by creation time, so `after` is a plain id cursor."""
-        q = select(JobRow).where(JobRow.owner == owner)
+        """A page of jobs (an owner's; `None`: everyone's, for admin keys); ids sort by creation
+        time, so `after` is a plain id cursor."""
+        q = select(JobRow) if owner is None else select(JobRow).where(JobRow.owner == owner)
         if status:
             q = q.where(JobRow.status == status)
         if model:

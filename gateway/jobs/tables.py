@@ -164,6 +164,26 @@ class VoteRow(Base):
     __table_args__ = (UniqueConstraint("comparison_id", "owner", "voter", name="uq_votes_comparison_voter"),)
 
 
+class ApiKeyRow(Base):
+    """An API key: only its SHA-256 is stored (the secret is shown once, at create or rotate).
+    Its id owns the key's jobs, so rotating the secret keeps them."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    period: Mapped[str] = mapped_column(String(8), default="month")
+    created_at: Mapped[float] = mapped_column(Float)
+    rotated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 class ShadowBudgetRow(Base):
     """Shadow jobs started per experiment and UTC day, and their catalog-estimated spend: the
     caps hold across replicas because each start is one guarded UPDATE of this row."""

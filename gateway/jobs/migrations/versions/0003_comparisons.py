@@ -1,5 +1,6 @@
 """Comparisons (one input on several models, each arm a job), human votes on them; the
-experiment a job's arm came from, and the per-day shadow budget of experiments.
+experiment a job's arm came from, and the per-day shadow budget of experiments; API keys as
+data (hashed), and each job's estimated cost (what budgets reserve).
 
 Revision ID: 0003
 Revises: 0002
@@ -47,6 +48,21 @@ def upgrade() -> None:
     op.create_index("ix_jobs_comparison_id", "jobs", ["comparison_id"])
     op.create_index("ix_jobs_experiment", "jobs", ["experiment"])
     op.create_table(
+        "api_keys",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("prefix", sa.String(16), nullable=False),
+        sa.Column("secret_sha256", sa.String(64), nullable=False, unique=True),
+        sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("rpm", sa.Integer, nullable=True),
+        sa.Column("concurrency", sa.Integer, nullable=True),
+        sa.Column("budget_usd", sa.Float, nullable=True),
+        sa.Column("period", sa.String(8), nullable=False, server_default="month"),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("rotated_at", sa.Float, nullable=True),
+        sa.Column("revoked_at", sa.Float, nullable=True),
+    )
+    op.create_table(
         "shadow_budget",
         sa.Column("experiment", sa.String(64), primary_key=True),
         sa.Column("day", sa.String(10), primary_key=True),
@@ -56,6 +72,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("api_keys")
     op.drop_table("shadow_budget")
     op.drop_index("ix_jobs_experiment", "jobs")
     op.drop_index("ix_jobs_comparison_id", "jobs")
