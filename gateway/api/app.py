@@ -38,6 +38,7 @@ from gateway.api.videos import VideosController
 from gateway.jobs.comparisons import ComparisonStore
 from gateway.jobs.experiments import ExperimentStore
 from gateway.jobs.keys import CachedKeys, KeyStore
+from gateway.jobs.limits import Limits
 from gateway.jobs.migrate import migrate
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import JobStore
@@ -124,6 +125,7 @@ def create_app(
         comparisons=ComparisonStore(engine),
         experiments=ExperimentStore(engine),
         keys=CachedKeys(KeyStore(engine), settings.key_cache_s),
+        limits=Limits(engine),
         blobs=blobs,
         metrics=metrics,
         fetcher=fetcher,

@@ -16,6 +16,7 @@ from litestar.di import NamedDependency, Provide
 
 from gateway.api.services import Services
 from gateway.errors import APIError
+from gateway.jobs.limits import LimitReached
 from gateway.jobs.tables import ApiKeyRow
 
 Svc = NamedDependency[Services]
@@ -55,8 +56,18 @@ async def resolve_owner(request: Request[Any, Any, Any], services: Svc) -> Calle
         row = await services.keys.lookup(token)
         if row is not None:
             services.metrics.key_requests.labels(row.name).inc()
+            try:
+                await services.limits.take_request(row)
+            except LimitReached as exc:
+                raise refusal(services, row.name, exc) from exc
             return Caller.of(row.id, row, admin=row.admin, name=row.name)
     raise APIError(401, "invalid_api_key", "Send a valid API key as 'Authorization: Bearer <key>'.")
+
+
+def refusal(services: Services, key_name: str, exc: LimitReached) -> APIError:
+    """A key's limit as a 429 in the envelope, with Retry-After; counted per key name."""
+    services.metrics.key_refusals.labels(key_name, exc.reason).inc()
+    return APIError(429, exc.reason, exc.message, headers={"retry-after": str(exc.retry_after_s)})
 
 
 def owner_dependency() -> dict[str, Provide]:

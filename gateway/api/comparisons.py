@@ -13,7 +13,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
-from gateway.api.auth import Caller, Owner, Svc, owner_dependency
+from gateway.api.auth import Caller, Owner, Svc, owner_dependency, refusal
 from gateway.api.body import idempotency_key, image_of, parse_create, request_hash
 from gateway.api.create import new_job
 from gateway.api.responses import (
@@ -29,6 +29,7 @@ from gateway.api.responses import (
 from gateway.api.videos import cancel_job
 from gateway.errors import APIError, not_found
 from gateway.jobs.ids import new_id
+from gateway.jobs.limits import LimitReached
 from gateway.jobs.present import video_object
 from gateway.jobs.store import IdempotencyConflict
 from gateway.jobs.tables import AttemptRow, ComparisonRow, JobRow, VoteRow
@@ -92,8 +93,11 @@ class ComparisonsController(Controller):
             request_hash=request_hash(req, image.sha256),
             created_at=time.time(),
         )
+        guard = services.limits.guard(owner.key, len(jobs), sum(j.estimate_usd or 0.0 for j in jobs))
         try:
-            row, created = await services.comparisons.create(row, jobs)
+            row, created = await services.comparisons.create(row, jobs, guard)
+        except LimitReached as exc:
+            raise refusal(services, owner.name, exc) from exc
         except IdempotencyConflict as exc:
             raise APIError(
                 422,

@@ -40,7 +40,8 @@ def new_job(
         exclude={"image", "input_reference", "prompt", "model", "models", "fallbacks", "webhook_url", "metadata"},
     )
     req_dict["image"] = {"sha256": image.sha256, "mime": image.mime, "width": image.width, "height": image.height}
-    req_dict["shape"] = shape_for(first, req_dict, image.width, image.height).model_dump()
+    shape = shape_for(first, req_dict, image.width, image.height)
+    req_dict["shape"] = shape.model_dump()
     now = time.time()
     return JobRow(
         id=new_id("vid"),
@@ -73,6 +74,7 @@ def new_job(
         deadline_at=now + req.deadline_s if req.deadline_s else None,
         comparison_id=comparison_id,
         experiment=route.experiment,
+        estimate_usd=estimate_cost(first, shape),
     )
 
 

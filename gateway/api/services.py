@@ -13,6 +13,7 @@ from gateway.api.ingest import ImageLimits
 from gateway.jobs.comparisons import ComparisonStore
 from gateway.jobs.experiments import ExperimentStore
 from gateway.jobs.keys import CachedKeys
+from gateway.jobs.limits import Limits
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import JobStore
 from gateway.metrics import GatewayMetrics
@@ -37,6 +38,7 @@ class Services:
     comparisons: ComparisonStore
     experiments: ExperimentStore
     keys: CachedKeys
+    limits: Limits
     blobs: BlobStore
     metrics: GatewayMetrics
     fetcher: httpx.AsyncClient

@@ -14,11 +14,12 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from adapters.base import InputImage
-from gateway.api.auth import Caller, Owner, Svc, owner_dependency
+from gateway.api.auth import Caller, Owner, Svc, owner_dependency, refusal
 from gateway.api.body import idempotency_key, image_of, parse_create, request_hash
 from gateway.api.create import new_job, shadow_job
 from gateway.api.responses import DeletedVideo, VideoEventList, VideoList
 from gateway.errors import APIError, not_found
+from gateway.jobs.limits import LimitReached
 from gateway.jobs.present import history, video_object
 from gateway.jobs.store import IdempotencyConflict
 from gateway.jobs.tables import JobRow
@@ -55,7 +56,11 @@ class VideosController(Controller):
         services.blobs.put(image.data)
         job.metrics = {"create_ms": round((time.perf_counter() - t0) * 1000, 2)}
         try:
-            job, created = await services.store.create(job)
+            job, created = await services.store.create(
+                job, services.limits.guard(owner.key, 1, job.estimate_usd or 0.0)
+            )
+        except LimitReached as exc:
+            raise refusal(services, owner.name, exc) from exc
         except IdempotencyConflict as exc:
             raise APIError(
                 422,

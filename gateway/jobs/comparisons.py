@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from gateway.jobs.store import IdempotencyConflict
+from gateway.jobs.store import Guard, IdempotencyConflict
 from gateway.jobs.tables import AttemptRow, ComparisonRow, JobRow, VoteRow
 
 
@@ -21,7 +21,9 @@ class ComparisonStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
-    async def create(self, comparison: ComparisonRow, jobs: Sequence[JobRow]) -> tuple[ComparisonRow, bool]:
+    async def create(
+        self, comparison: ComparisonRow, jobs: Sequence[JobRow], guard: Guard | None = None
+    ) -> tuple[ComparisonRow, bool]:
         """Insert the comparison and its arm jobs; with an Idempotency-Key already used, the
         earlier comparison instead (nothing new runs, nothing is paid twice).
 
@@ -32,6 +34,8 @@ class ComparisonStore:
                 return self._replay(earlier, comparison)
         try:
             async with self.sessions.begin() as s:
+                if guard is not None:
+                    await guard(s)
                 s.add(comparison)
                 await s.flush()  # the comparison row first: PostgreSQL checks each statement
                 s.add_all(jobs)

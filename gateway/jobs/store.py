@@ -9,17 +9,18 @@ outbox rows that must go out with the change. A write that finds the lease gone 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Float, and_, cast, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.jobs.tables import AttemptRow, ComparisonRow, JobRow, OutboxRow, webhook_row
 from gateway.status import ACTIVE_JOB, TERMINAL_JOB, AttemptStatus, JobStatus
 
 POKE_CHANNEL = "i2v_poke"
+Guard = Callable[[AsyncSession], Awaitable[None]]
 
 
 class LeaseLost(Exception):
@@ -51,8 +52,9 @@ class JobStore:
     def _held(self, job_id: str, runner_id: str) -> ColumnElement[bool]:
         return and_(JobRow.id == job_id, JobRow.lease_owner == runner_id, JobRow.lease_until > self.now())
 
-    async def create(self, job: JobRow) -> tuple[JobRow, bool]:
+    async def create(self, job: JobRow, guard: Guard | None = None) -> tuple[JobRow, bool]:
         """Insert `job`; with an idempotency key already used, return the earlier job instead.
+        `guard` runs first in the same transaction (a key's limits) and may refuse by raising.
 
         Returns (job, created). Raises IdempotencyConflict when the key came with another body.
         """
@@ -62,6 +64,8 @@ class JobStore:
                 return self._replay(existing, job)
         try:
             async with self.sessions.begin() as s:
+                if guard is not None:
+                    await guard(s)
                 s.add(job)
         except IntegrityError:
             # Lost a race with the same key: the winner's row is the answer.

@@ -68,6 +68,8 @@ class JobRow(Base):
     comparison_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     #: The experiment that chose this job's arm (`route.arm`), if any.
     experiment: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    #: The catalog's price for the first candidate at the job's shape: what a key's budget reserves.
+    estimate_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
@@ -182,6 +184,18 @@ class ApiKeyRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     rotated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: Written by every guarded create: the row lock that serializes a key's creates.
+    used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RateWindowRow(Base):
+    """Requests of a key in one minute: one guarded upsert per request, shared by replicas."""
+
+    __tablename__ = "rate_windows"
+
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class ShadowBudgetRow(Base):

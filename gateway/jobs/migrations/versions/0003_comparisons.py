@@ -45,6 +45,7 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("comparison_id", sa.String(40), nullable=True))
         batch.add_column(sa.Column("experiment", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("estimate_usd", sa.Float, nullable=True))
     op.create_index("ix_jobs_comparison_id", "jobs", ["comparison_id"])
     op.create_index("ix_jobs_experiment", "jobs", ["experiment"])
     op.create_table(
@@ -61,6 +62,13 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("rotated_at", sa.Float, nullable=True),
         sa.Column("revoked_at", sa.Float, nullable=True),
+        sa.Column("used_at", sa.Float, nullable=True),
+    )
+    op.create_table(
+        "rate_windows",
+        sa.Column("key_id", sa.String(40), primary_key=True),
+        sa.Column("minute", sa.Integer, primary_key=True),
+        sa.Column("count", sa.Integer, nullable=False, server_default="0"),
     )
     op.create_table(
         "shadow_budget",
@@ -72,11 +80,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("rate_windows")
     op.drop_table("api_keys")
     op.drop_table("shadow_budget")
     op.drop_index("ix_jobs_experiment", "jobs")
     op.drop_index("ix_jobs_comparison_id", "jobs")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("estimate_usd")
         batch.drop_column("experiment")
         batch.drop_column("comparison_id")
     op.drop_table("votes")
