@@ -1,5 +1,10 @@
 # i2v-gateway: the gateway and its job runner (hosted providers). The local GPU engine
 # needs a CUDA base image and the `local` extra; see docs/configuration.md.
+#
+# It listens on 0.0.0.0, so it will not start without an API key. Make one first (printed once):
+#   docker run --rm -v i2v:/data IMAGE i2v-gateway keys create --name me --admin
+#   docker run -d -v i2v:/data -p 8000:8000 IMAGE
+# (or pass -e I2V_API_KEYS='["<a long random key>"]').
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -76,6 +76,9 @@ class GatewayMetrics:
             name: Histogram(f"i2v_quality_{name}", help_, ["model"], buckets=buckets, registry=r)
             for name, help_, buckets in _QUALITY
         }
+        self.rules_ok = Gauge("i2v_rules_ok", "1 while the rules file on disk is the one in force.", registry=r)
+        self.rules_ok.set(1)
+        self.rules_rejected = Counter("i2v_rules_rejected", "Rules file reloads refused.", registry=r)
         self.key_requests = Counter(
             "i2v_key_requests", "Authenticated requests per key name (never the key).", ["key"], registry=r
         )

@@ -96,6 +96,13 @@ def create_app(
     store = JobStore(engine)
     blobs = BlobStore(settings.resolved_blob_dir)
     metrics = GatewayMetrics()
+
+    def rules_result(ok: bool) -> None:
+        metrics.rules_ok.set(1 if ok else 0)
+        if not ok:
+            metrics.rules_rejected.inc()
+
+    rules.on_result = rules_result
     count_statements(engine, metrics)
     policy = AddressPolicy(settings.image_fetch_allow_networks)
     fetcher = guarded_client(policy, settings.image_fetch_timeout_s)

@@ -9,9 +9,12 @@ from litestar import Response, get
 from gateway.api.auth import Svc
 
 
-@get("/healthz", summary="Liveness", include_in_schema=True)
+@get("/healthz", summary="Liveness (and whether the rules file on disk was refused)", include_in_schema=True)
 async def healthz(services: Svc) -> dict[str, Any]:
-    return {"status": "ok", "sandbox": True} if services.settings.sandbox else {"status": "ok"}
+    body: dict[str, Any] = {"status": "ok", "sandbox": True} if services.settings.sandbox else {"status": "ok"}
+    if services.rules_holder.last_error:  # still serving, on the last good rules
+        body |= {"status": "degraded", "rules_error": services.rules_holder.last_error}
+    return body
 
 
 @get("/readyz", summary="Readiness: the database answers and the runner is alive")

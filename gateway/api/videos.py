@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import anyio
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
+from litestar.response import Stream
 
 from adapters.base import InputImage
 from gateway.api.auth import Caller, Owner, Svc, owner_dependency, refusal
@@ -119,7 +123,7 @@ class VideosController(Controller):
         services: Svc,
         owner: Owner,
         variant: str = "video",
-    ) -> Response[bytes]:
+    ) -> Stream:
         job = _owned(await services.store.get(video_id), owner, video_id)
         if variant != "video":
             raise APIError(422, "invalid_field", "variant: only 'video' is available.", "variant")
@@ -135,14 +139,14 @@ class VideosController(Controller):
             "content-disposition": f'inline; filename="{video_id}.mp4"',
         }
         rng = _parse_range(request.headers.get("range"), size)
-        if rng is None:
-            return Response(path.read_bytes(), media_type="video/mp4", headers=headers)
-        start, end = rng
-        with path.open("rb") as f:
-            f.seek(start)
-            chunk = f.read(end - start + 1)
-        headers["content-range"] = f"bytes {start}-{end}/{size}"
-        return Response(chunk, status_code=206, media_type="video/mp4", headers=headers)
+        start, end = rng if rng is not None else (0, size - 1)
+        headers["content-length"] = str(end - start + 1)
+        if rng is not None:
+            headers["content-range"] = f"bytes {start}-{end}/{size}"
+        # streamed from disk in chunks read off the event loop: memory stays flat for any size
+        return Stream(
+            _chunks(path, start, end), status_code=206 if rng else 200, media_type="video/mp4", headers=headers
+        )
 
     @post("/{video_id:str}/cancel", status_code=200, summary="Cancel a video job")
     async def cancel(self, video_id: str, services: Svc, owner: Owner) -> Video:
@@ -219,6 +223,21 @@ def _owned(job: JobRow | None, owner: Caller, video_id: str) -> JobRow:
     if job is None or not owner.sees(job.owner):
         raise not_found("video", video_id, "video_id")
     return job
+
+
+CHUNK = 1 << 20
+
+
+async def _chunks(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as f:
+        await f.seek(start)
+        left = end - start + 1
+        while left > 0:
+            data = await f.read(min(CHUNK, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
 
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")

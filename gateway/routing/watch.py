@@ -1,7 +1,9 @@
 """Keeps the live rules: reloads `router_rules.yaml` on SIGHUP or when the file changes.
 
 Requests read `holder.get()` once per decision, so a reload never drops or half-applies a
-request. A new file that fails validation is refused: the old rules stay and the log says why.
+request. A new file that fails validation, cannot be read (permissions) or is still being
+written (its size or mtime moved since the last look: a truncated YAML can be valid) is not
+taken: the old rules stay, and the log, `i2v_rules_ok` and `/healthz` say why.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.routing.catalog import CatalogError, RulesFile, load_rules
@@ -21,8 +24,11 @@ class RulesHolder:
         self.path = path
         self._rules = load_rules(path)
         self._stamp = self._file_stamp()
+        self._pending: tuple[int, int] | None = None
         self.reloads = 0
         self.last_error: str | None = None
+        #: Told the outcome of every reload (True: new rules live); the app feeds metrics with it.
+        self.on_result: Callable[[bool], None] = lambda ok: None
 
     def get(self) -> RulesFile:
         return self._rules
@@ -30,7 +36,7 @@ class RulesHolder:
     def _file_stamp(self) -> tuple[int, int] | None:
         try:
             st = self.path.stat()
-        except FileNotFoundError:
+        except OSError:
             return None
         return (st.st_mtime_ns, st.st_size)
 
@@ -39,13 +45,15 @@ class RulesHolder:
         self._stamp = self._file_stamp()
         try:
             rules = load_rules(self.path)
-        except CatalogError as exc:
-            self.last_error = str(exc)
-            log.error("rules file rejected; keeping the previous rules", extra={"error": str(exc)})
+        except (CatalogError, OSError, UnicodeDecodeError) as exc:
+            self.last_error = str(exc) if isinstance(exc, CatalogError) else f"{self.path}: cannot read: {exc}"
+            log.error("rules file rejected; keeping the previous rules", extra={"error": self.last_error})
+            self.on_result(False)
             return False
         self._rules = rules
         self.reloads += 1
         self.last_error = None
+        self.on_result(True)
         log.info(
             "rules reloaded", extra={"file": str(self.path), "models": len(rules.models), "rules": len(rules.rules)}
         )
@@ -55,11 +63,24 @@ class RulesHolder:
         return self._file_stamp() != self._stamp
 
     async def watch(self, interval_s: float) -> None:
-        """Poll the file's mtime and size (cheap, and works on every filesystem and in containers)."""
+        """Poll the file's mtime and size (cheap, and works on every filesystem and in containers);
+        reload once a change has held still for one interval (an editor or a copy has finished)."""
         while True:
             await asyncio.sleep(interval_s)
-            if self.changed():
-                self.reload()
+            try:
+                self.tick()
+            except Exception:  # the watcher must outlive anything the file system does
+                log.exception("rules watcher: unexpected error; still watching")
+
+    def tick(self) -> None:
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            self._pending = None
+        elif stamp != self._pending:
+            self._pending = stamp  # moved since the last look: wait for it to settle
+        else:
+            self._pending = None
+            self.reload()
 
     def install_sighup(self) -> bool:
         """SIGHUP reloads. Only possible from the main thread (as under `i2v-gateway serve`)."""

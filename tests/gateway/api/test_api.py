@@ -168,3 +168,17 @@ def test_models_health_metrics_and_docs(gateway: Gateway) -> None:
     spec = gateway.client.get("/docs/openapi.json").json()
     assert "/v1/videos/{video_id}" in spec["paths"]
     assert gateway.client.get("/docs/swagger").status_code == 200
+
+
+async def test_content_is_streamed_in_chunks_that_add_up_to_the_range(tmp_path) -> None:
+    import os
+
+    from gateway.api.videos import CHUNK, _chunks
+
+    data = os.urandom(3 * CHUNK + 123)
+    path = tmp_path / "big.mp4"
+    path.write_bytes(data)
+    parts = [p async for p in _chunks(path, 0, len(data) - 1)]
+    assert len(parts) == 4 and max(len(p) for p in parts) == CHUNK and b"".join(parts) == data
+    middle = b"".join([p async for p in _chunks(path, CHUNK - 5, 2 * CHUNK + 7)])
+    assert middle == data[CHUNK - 5 : 2 * CHUNK + 8]

@@ -127,3 +127,56 @@ def test_reload_keeps_the_old_rules_when_the_new_file_is_bad(tmp_path: Path) -> 
     assert [r.name for r in holder.get().rules][2] == "faces"
     assert "eqq" in (holder.last_error or "")
     assert holder.get() is not first
+
+
+def test_the_watcher_waits_for_a_file_to_settle_and_survives_an_unreadable_one(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(SHIPPED)
+    holder = RulesHolder(path)
+    outcomes: list[bool] = []
+    holder.on_result = outcomes.append
+    # a copy in progress: a shorter file that still parses (the rules list cut off) is not taken at once
+    truncated = SHIPPED[: SHIPPED.index("  - name: portrait")]
+    path.write_text(truncated)
+    holder.tick()
+    assert outcomes == [] and len(holder.get().rules) == 4  # moved: wait a beat
+    path.write_text(SHIPPED + "\n")  # the writer finished
+    holder.tick()
+    holder.tick()
+    assert outcomes == [True] and len(holder.get().rules) == 4
+    # unreadable: refused, kept, reported; the watcher lives on
+    os.utime(path, ns=(1, 1))
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):  # root reads anything: make it a directory instead
+            path.chmod(0o644)
+            path.unlink()
+            path.mkdir()
+        holder.tick()
+        holder.tick()
+    finally:
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.chmod(0o644)
+    assert outcomes == [True, False] and "cannot read" in (holder.last_error or "")
+    assert len(holder.get().rules) == 4
+
+
+def test_healthz_and_metrics_report_a_refused_rules_file(gateway_factory, tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text((ROOT / "tests" / "support" / "rules.yaml").read_text())
+    gw = gateway_factory(rules_file=path, rules_reload_s=0.05)
+    assert gw.client.get("/healthz").json() == {"status": "ok"}
+    path.write_text("models: {oops")
+    import time
+
+    deadline = time.time() + 10
+    while gw.client.get("/healthz").json()["status"] == "ok" and time.time() < deadline:
+        time.sleep(0.05)
+    health = gw.client.get("/healthz").json()
+    assert health["status"] == "degraded" and "not valid YAML" in health["rules_error"]
+    assert "i2v_rules_ok 0.0" in gw.client.get("/metrics").text
+    assert gw.client.get("/v1/models").status_code == 200  # still serving on the last good rules
