@@ -164,7 +164,10 @@ class ProviderError(Exception):
 
 @runtime_checkable
 class Adapter(Protocol):
-    """One backend. Instances are built once per app from `AdapterSettings` and shared by jobs."""
+    """One backend. Instances are built once per app from `AdapterSettings` and shared by jobs.
+
+    An adapter may also name the request `parameters` it passes through to its provider
+    (`parameters: frozenset[str]`, read with `passthrough`); without it, it takes none."""
 
     name: str
     family: str
@@ -183,6 +186,11 @@ class Adapter(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def passthrough(adapter: object) -> frozenset[str]:
+    """The request `parameters` an adapter (instance or class) passes to its provider."""
+    return frozenset(getattr(adapter, "parameters", frozenset()))
 
 
 @runtime_checkable

@@ -87,6 +87,20 @@ def camera_words(camera: Any) -> str:
 
 class KlingAdapter:
     family = "kling"
+    #: Request `parameters` passed through to Kling. `mode` is not among them: it sets the price,
+    #: so it comes from the catalog alias (`params`), never from a request.
+    parameters = frozenset(
+        {
+            "cfg_scale",
+            "image_tail",
+            "static_mask",
+            "dynamic_masks",
+            "sound",
+            "watermark_info",
+            "video_url",
+            "character_orientation",
+        }
+    )
     idempotent_submit = True  # external_task_id is unique per account
 
     def __init__(self, name: str, settings: Any) -> None:

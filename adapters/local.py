@@ -15,6 +15,7 @@ from adapters.base import ProviderError, ProviderErrorInfo, ProviderRequest, Pro
 
 class LocalAdapter:
     family = "local"
+    parameters: frozenset[str] = frozenset()  # the engine takes everything from the request's own fields
 
     def __init__(self, name: str, settings: Any) -> None:
         from local_engine.config import EngineConfig

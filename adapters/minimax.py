@@ -76,6 +76,9 @@ def camera_tag(camera: Any) -> str:
 
 
 class MiniMaxAdapter:
+    #: Request `parameters` passed through to MiniMax; the rest are ours.
+    parameters = frozenset({"prompt_optimizer", "fast_pretreatment", "aigc_watermark"})
+
     def __init__(self, name: str, settings: Any) -> None:
         if settings.api_key is None:
             raise ValueError(f"adapter '{name}' needs api_key (your MiniMax key)")

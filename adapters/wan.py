@@ -58,6 +58,8 @@ def _parse(resp: httpx.Response) -> dict[str, Any]:
 
 class WanAdapter:
     family = "wan"
+    #: Request `parameters` passed through to DashScope's `parameters` (docs/api.md); the rest are ours.
+    parameters = frozenset({"prompt_extend", "watermark", "audio", "shot_type"})
 
     def __init__(self, name: str, settings: Any) -> None:
         if settings.api_key is None:

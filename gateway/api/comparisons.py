@@ -15,7 +15,7 @@ from litestar.params import Parameter
 
 from gateway.api.auth import Caller, Owner, Svc, owner_dependency, refusal
 from gateway.api.body import idempotency_key, image_of, parse_create, request_hash
-from gateway.api.create import new_job
+from gateway.api.create import check_parameters, new_job
 from gateway.api.responses import (
     Comparison,
     ComparisonArm,
@@ -78,6 +78,7 @@ class ComparisonsController(Controller):
                     f"Change the request or pick another model{advice}",
                     f"models.{i}",
                 )
+            check_parameters(arm, plan.candidates, rules, services.adapters)
             jobs.append(
                 new_job(arm, image, decision, rules, owner, comparison_id=comparison_id, fallbacks=req.fallbacks)
             )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 
-from adapters.base import InputImage
+from adapters.base import InputImage, passthrough
+from adapters.registry import BUILTIN, AdapterConfigError, load_class
+from gateway.errors import APIError
 from gateway.jobs.ids import new_id
 from gateway.jobs.tables import JobRow
 from gateway.routing.catalog import RulesFile
@@ -93,3 +95,64 @@ def shadow_job(
     job.route = {**job.route, "shadow_of": shadow_of}
     cost = estimate_cost(spec, Shape.model_validate(job.request["shape"])) or 0.0
     return job, cost
+
+
+#: Provider fields the gateway sets from the request's own fields or the catalog; a `parameters`
+#: entry can never override them (they decide what is made and what it costs).
+OWNED = frozenset(
+    {
+        "model",
+        "model_name",
+        "prompt",
+        "image",
+        "img_url",
+        "first_frame_image",
+        "duration",
+        "seconds",
+        "resolution",
+        "size",
+        "aspect_ratio",
+        "mode",
+        "seed",
+        "negative_prompt",
+        "camera_control",
+        "external_task_id",
+        "callback_url",
+    }
+)
+
+
+def check_parameters(req: CreateVideoRequest, candidates: list[str], rules: RulesFile, live: dict[str, object]) -> None:
+    """Refuse `parameters` no candidate's adapter passes on, naming what each one allows."""
+    given = set(req.parameters or {})
+    if not given:
+        return
+    allowed = {rules.models[alias].adapter: _passes(rules.models[alias].adapter, live) for alias in candidates}
+    unknown = sorted(given - set().union(*allowed.values()))
+    if not unknown:
+        return
+    owned = [k for k in unknown if k in OWNED]
+    lists = "; ".join(f"{a}: {', '.join(sorted(p)) or 'none'}" for a, p in allowed.items())
+    why = (
+        f"{', '.join(owned)} {'is' if len(owned) == 1 else 'are'} set by the gateway from the request's own fields "
+        "and the catalog, never from parameters. "
+        if owned
+        else ""
+    )
+    raise APIError(
+        422,
+        "unknown_parameter",
+        f"parameters: {', '.join(unknown)} not accepted. {why}Accepted by this request's backends: {lists}.",
+        f"parameters.{unknown[0]}",
+    )
+
+
+def _passes(adapter: str, live: dict[str, object]) -> frozenset[str]:
+    if adapter in live:
+        return passthrough(live[adapter])
+    if adapter in BUILTIN:  # run by a remote worker: the family's class says
+        try:
+            return passthrough(load_class(BUILTIN[adapter]))
+        except AdapterConfigError:
+            return frozenset()
+    return frozenset()

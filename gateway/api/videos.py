@@ -20,7 +20,7 @@ from litestar.response import Stream
 from adapters.base import InputImage
 from gateway.api.auth import Caller, Owner, Svc, owner_dependency, refusal
 from gateway.api.body import idempotency_key, image_of, parse_create, request_hash
-from gateway.api.create import new_job, shadow_job
+from gateway.api.create import check_parameters, new_job, shadow_job
 from gateway.api.responses import DeletedVideo, VideoEventList, VideoList
 from gateway.errors import APIError, not_found
 from gateway.jobs.limits import LimitReached
@@ -48,6 +48,7 @@ class VideosController(Controller):
         check_model(req, rules)  # refuse an unknown model before paying for an image download
         image = await image_of(req, upload, services)
         decision = await services.decide(req, image, rules, owner)
+        check_parameters(req, decision.plan.candidates, rules, services.adapters)
         job = new_job(
             req,
             image,

@@ -27,6 +27,7 @@ from adapters.base import (
     ProviderStatus,
     ProviderTask,
     TaskLookup,
+    passthrough,
 )
 from gateway.jobs.cancel import CancelWatch, cancelled_error
 from gateway.jobs.context import RunContext
@@ -101,9 +102,15 @@ class Attempts:
             seed=req.get("seed"),
             camera=req.get("camera"),
             loop=bool(req.get("loop")),
-            params={**spec.params, **(req.get("parameters") or {})},
+            params={**spec.params, **self._passthrough(attempt.adapter, req.get("parameters") or {})},
             callback_url=callback_url(self.ctx.settings.public_url, attempt.id),
         )
+
+    def _passthrough(self, adapter: str, given: dict[str, Any]) -> dict[str, Any]:
+        """The request's `parameters` this adapter passes on (a fallback of another family gets
+        only its own; the API refused names no candidate takes)."""
+        allowed = passthrough(self.ctx.adapters.get(adapter))
+        return {k: v for k, v in given.items() if k in allowed}
 
     async def _send(self, job: JobRow, attempt: AttemptRow, request: ProviderRequest) -> None:
         adapter = self.ctx.adapters[attempt.adapter]

@@ -111,3 +111,10 @@ def test_the_emulators_camera_moves_are_measured_as_the_prompt_asked(sandbox: Ga
         assert quality["first_frame_ssim"] > 0.8
     metrics = sandbox.client.get("/metrics").text
     assert 'i2v_quality_motion_magnitude_count{model="wan-2.6-i2v-flash"}' in metrics
+
+
+def test_kling_mode_sets_the_price_so_a_request_cannot_override_it(sandbox: Gateway) -> None:
+    body = {"model": "kling-v2.6-motion", "prompt": "pan", "image": data_uri(image_bytes(800, 600))}
+    resp = sandbox.client.post("/v1/videos", json={**body, "parameters": {"mode": "std"}})
+    assert resp.status_code == 422 and "mode is set by the gateway" in resp.json()["error"]["message"]
+    assert "kling: cfg_scale" in resp.json()["error"]["message"]

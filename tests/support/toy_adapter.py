@@ -20,6 +20,7 @@ _STATE = {
 
 class ToyAdapter:
     family = "toy"
+    parameters = frozenset({"style"})
 
     def __init__(self, name: str, settings: AdapterSettings) -> None:
         self.name = name

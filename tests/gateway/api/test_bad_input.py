@@ -278,3 +278,25 @@ def test_an_idempotency_key_a_database_cannot_index_is_refused(gateway: Gateway,
         ).status_code
         == 202
     )
+
+
+@pytest.mark.parametrize(
+    ("parameters", "status", "says"),
+    [
+        ({"style": "noir"}, 202, None),
+        ({"duration": 99}, 422, "set by the gateway"),
+        ({"external_task_id": "mine", "callback_url": "https://x"}, 422, "are set by the gateway"),
+        ({"colour": "red"}, 422, "toy: style"),
+    ],
+)
+def test_parameters_pass_only_what_the_backend_takes_and_never_what_the_gateway_owns(
+    gateway: Gateway, parameters: dict, status: int, says: str | None
+) -> None:
+    resp = gateway.client.post(
+        "/v1/videos", json={"prompt": "pan", "image": data_uri(image_bytes()), "parameters": parameters}
+    )
+    assert resp.status_code == status, resp.text
+    if says:
+        err = resp.json()["error"]
+        assert err["code"] == "unknown_parameter" and says in err["message"]
+        assert err["param"] == f"parameters.{sorted(parameters)[0]}"
