@@ -115,12 +115,36 @@ def check_url(url: str, param: str) -> None:
 
 
 async def fetch_limited(
-    client: httpx.AsyncClient, url: str, *, max_bytes: int, param: str, max_redirects: int = 5
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    max_bytes: int,
+    param: str,
+    max_redirects: int = 5,
+    total_s: float | None = None,
 ) -> tuple[bytes, str | None]:
-    """GET `url` with the policy, byte limit and redirects checked hop by hop.
+    """GET `url` with the policy, byte limit and redirects checked hop by hop, all of it within
+    `total_s` (the client's timeouts are per read: a host that sends a byte a second would
+    otherwise hold the request as long as it likes).
 
     Returns (body, content-type). Raises APIError with a message that says what went wrong.
     """
+    try:
+        async with asyncio.timeout(total_s):
+            return await _fetch(client, url, max_bytes=max_bytes, param=param, max_redirects=max_redirects)
+    except TimeoutError as exc:
+        raise APIError(
+            422,
+            "image_fetch_timeout",
+            f"{param}: the image host did not send the whole image within {total_s:g} s; host it somewhere faster "
+            "or upload the file.",
+            param,
+        ) from exc
+
+
+async def _fetch(
+    client: httpx.AsyncClient, url: str, *, max_bytes: int, param: str, max_redirects: int
+) -> tuple[bytes, str | None]:
     for _ in range(max_redirects + 1):
         check_url(url, param)
         try:

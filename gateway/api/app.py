@@ -137,7 +137,12 @@ def create_app(
         metrics=metrics,
         fetcher=fetcher,
         runner=runner,
-        image_limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.min_image_side),
+        image_limits=ImageLimits(
+            settings.max_image_bytes,
+            settings.max_image_pixels,
+            settings.min_image_side,
+            fetch_total_s=settings.image_fetch_timeout_s,
+        ),
     )
 
     @asynccontextmanager

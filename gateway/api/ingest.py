@@ -25,10 +25,11 @@ FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
 class ImageLimits:
-    def __init__(self, max_bytes: int, max_pixels: int, min_side: int) -> None:
+    def __init__(self, max_bytes: int, max_pixels: int, min_side: int, fetch_total_s: float | None = None) -> None:
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.min_side = min_side
+        self.fetch_total_s = fetch_total_s
 
 
 def decode_data_uri(uri: str, param: str, max_bytes: int) -> bytes:
@@ -121,5 +122,7 @@ async def load_image(
     elif reference.startswith("data:"):
         data = decode_data_uri(reference, param, limits.max_bytes)
     else:
-        data, _ = await fetch_limited(fetcher, reference, max_bytes=limits.max_bytes, param=param)
+        data, _ = await fetch_limited(
+            fetcher, reference, max_bytes=limits.max_bytes, param=param, total_s=limits.fetch_total_s
+        )
     return await asyncio.to_thread(inspect_image, data, param, limits)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from litestar import Litestar, Response, get
-from litestar.response import Redirect
+from litestar.response import Redirect, Stream
 
 from gateway.netguard import AddressPolicy
 from tests.conftest import Gateway
@@ -54,6 +54,16 @@ async def slow() -> bytes:
     return IMG
 
 
+@get("/trickle", media_type="image/jpeg")
+async def trickle() -> Stream:
+    async def drip() -> AsyncIterator[bytes]:
+        for byte in IMG[:40]:  # a byte every 0.1 s: each read is quick, the whole never arrives
+            yield bytes([byte])
+            await asyncio.sleep(0.1)
+
+    return Stream(drip(), media_type="image/jpeg")
+
+
 @get("/missing")
 async def missing() -> Response[str]:
     return Response("nope", status_code=404)
@@ -61,7 +71,7 @@ async def missing() -> Response[str]:
 
 @pytest.fixture(scope="module")
 def image_host() -> Iterator[str]:
-    with serve_in_thread(Litestar([img, to_metadata, to_ten, to_img, to_file, big, slow, missing])) as url:
+    with serve_in_thread(Litestar([img, to_metadata, to_ten, to_img, to_file, big, slow, trickle, missing])) as url:
         yield url
 
 
@@ -141,7 +151,7 @@ def test_allowed_network_fetches(allowing_gateway: Gateway, image_host: str) -> 
         ("/to-ten", "image_url_blocked", "private"),
         ("/to-file", "invalid_image_url", "http and https"),
         ("/missing", "image_fetch_failed", "HTTP 404"),
-        ("/slow", "image_fetch_timeout", "did not answer in time"),
+        ("/slow", "image_fetch_timeout", "the image host did"),
     ],
 )
 def test_every_redirect_hop_and_failure_is_checked(
@@ -151,6 +161,16 @@ def test_every_redirect_hop_and_failure_is_checked(
     assert status == 422, body
     assert body["error"]["code"] == code
     assert needle in body["error"]["message"]
+
+
+def test_a_host_that_trickles_is_cut_off_at_the_total_deadline(allowing_gateway: Gateway, image_host: str) -> None:
+    import time
+
+    t0 = time.monotonic()
+    status, body = post_url(allowing_gateway, f"{image_host}/trickle")
+    assert status == 422 and body["error"]["code"] == "image_fetch_timeout"
+    assert "whole image within 1 s" in body["error"]["message"]
+    assert time.monotonic() - t0 < 2.5  # the per-read timeout (1 s) alone would wait the whole 4 s
 
 
 def test_byte_limit_while_streaming(allowing_gateway: Gateway, image_host: str) -> None:
