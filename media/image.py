@@ -6,7 +6,7 @@ import base64
 import io
 from typing import Protocol
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 class EncodedImage(Protocol):
@@ -21,7 +21,7 @@ class EncodedImage(Protocol):
 
 def decode_rgb(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
     """Encoded bytes as an RGB image, resized to `size` (width, height) with Lanczos when given."""
-    img = Image.open(io.BytesIO(data)).convert("RGB")
+    img = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")  # upright, whatever the tag says
     return img if size is None else img.resize(size, Image.Resampling.LANCZOS)
 
 

@@ -15,7 +15,8 @@ import io
 import warnings
 
 import httpx
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
 
 from adapters.base import InputImage
 from gateway.errors import APIError
@@ -87,7 +88,36 @@ def inspect_image(data: bytes, param: str, limits: ImageLimits) -> InputImage:
                 raise APIError(
                     422, "invalid_image", f"{param}: the image is truncated or corrupt ({exc}).", param
                 ) from exc
+            upright = _normalized(img, fmt)
+    if upright is not None:  # what every provider, the engine and the quality check then read
+        data, fmt = upright
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
     return InputImage(data=data, sha256=hashlib.sha256(data).hexdigest(), mime=FORMATS[fmt], width=width, height=height)
+
+
+def _normalized(img: Image.Image, fmt: str) -> tuple[bytes, str] | None:
+    """The image re-encoded upright and plain, when it is not already: EXIF orientation applied
+    (a phone photo is stored sideways with a tag saying so, and providers ignore the tag), CMYK,
+    16-bit and palette images made RGB, an animation reduced to its first frame. None: as is."""
+    orientation = img.getexif().get(0x0112, 1)
+    animated = getattr(img, "is_animated", False)
+    if orientation in (None, 1) and img.mode in ("RGB", "RGBA", "L") and not animated:
+        return None
+    if animated:
+        img.seek(0)
+    if img.mode.startswith("I"):  # 16-bit grey: keep the top 8 bits, not a clipped white
+        grey = np.asarray(img).astype(np.int64)
+        img = Image.fromarray(((grey >> 8) if grey.max() > 255 else grey).clip(0, 255).astype(np.uint8))
+    out = ImageOps.exif_transpose(img) or img
+    alpha = "A" in out.mode or "transparency" in out.info
+    out = out.convert("RGBA" if alpha else "RGB")
+    buf = io.BytesIO()
+    if alpha or fmt == "PNG":
+        out.save(buf, "PNG")
+        return buf.getvalue(), "PNG"
+    out.save(buf, "JPEG", quality=95)
+    return buf.getvalue(), "JPEG"
 
 
 def _too_many_pixels(param: str, limits: ImageLimits, size: tuple[int, int] | None) -> APIError:
