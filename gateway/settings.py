@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         description="When the provider cannot stop a cancelled task (Kling, MiniMax), it runs to its end and is "
         "billed: deliver its result anyway (true) or drop it (false). Its cost is counted either way.",
     )
+    retention_s: float = Field(
+        default=7 * 86400,
+        ge=0,
+        description="A finished job's input image and video are deleted this long after it ends (0: kept); "
+        "the video object's expires_at says when; its content then answers 410.",
+    )
+    retention_sweep_s: float = Field(default=600.0, gt=0, description="How often expired files are looked for.")
     quality_metrics: bool = Field(
         default=True,
         description="Measure every finished video (metrics.quality: first-frame SSIM/PSNR, flicker, motion, "

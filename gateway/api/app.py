@@ -40,6 +40,7 @@ from gateway.jobs.experiments import ExperimentStore
 from gateway.jobs.keys import CachedKeys, KeyStore
 from gateway.jobs.limits import Limits
 from gateway.jobs.migrate import migrate
+from gateway.jobs.retention import Retention
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import JobStore
 from gateway.jobs.tables import make_engine
@@ -96,6 +97,7 @@ def create_app(
     store = JobStore(engine)
     blobs = BlobStore(settings.resolved_blob_dir)
     metrics = GatewayMetrics()
+    retention = Retention(engine, blobs, settings.retention_sweep_s)
 
     def rules_result(ok: bool) -> None:
         metrics.rules_ok.set(1 if ok else 0)
@@ -153,6 +155,7 @@ def create_app(
         await runner.start(jobs=settings.runner_enabled, outbox=settings.outbox_enabled)
         rules.install_sighup()
         watcher = asyncio.create_task(rules.watch(settings.rules_reload_s)) if settings.rules_reload_s else None
+        sweeper = asyncio.create_task(retention.run()) if settings.retention_s else None
         log.info(
             "gateway ready",
             extra={
@@ -165,8 +168,9 @@ def create_app(
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in (watcher, sweeper):
+                if task is not None:
+                    task.cancel()
             await runner.stop()
             for adapter in live_adapters.values():
                 await adapter.aclose()

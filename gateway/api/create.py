@@ -77,6 +77,7 @@ def new_job(
         comparison_id=comparison_id,
         experiment=route.experiment,
         estimate_usd=estimate_cost(first, shape),
+        input_sha256=image.sha256,
     )
 
 

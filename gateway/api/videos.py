@@ -132,6 +132,13 @@ class VideosController(Controller):
             raise APIError(
                 409, "video_not_ready", f"Video {video_id} is {job.status}; content exists once it is completed."
             )
+        if (job.expires_at and time.time() >= job.expires_at) or not services.blobs.exists(job.output["sha256"]):
+            raise APIError(
+                410,
+                "video_expired",
+                f"Video {video_id}'s file was deleted when it expired (I2V_RETENTION_S); its facts stay in the "
+                "video object. Download content before expires_at.",
+            )
         path = services.blobs.path(job.output["sha256"])
         size = path.stat().st_size
         headers = {

@@ -207,6 +207,8 @@ class JobDriver:
             "output": job.output,
             "output_sha256": job.output_sha256,
             "progress": 100 if status == JobStatus.COMPLETED else job.progress,
+            # its files (input and result) are deleted after this (jobs/retention.py)
+            "expires_at": now + self.ctx.settings.retention_s if self.ctx.settings.retention_s else None,
         }
         job.status = status  # the webhook row names the event by it
         outbox = [webhook_row(job, now)] if job.webhook_url else []

@@ -23,6 +23,7 @@ def video_object(job: JobRow, attempts: list[AttemptRow]) -> Video:
         progress=100 if job.status == JobStatus.COMPLETED else job.progress,
         created_at=int(job.created_at),
         completed_at=int(job.completed_at) if job.completed_at else None,
+        expires_at=int(job.expires_at) if job.expires_at else None,
         model=job.model,
         requested_model=job.requested_model,
         prompt=job.prompt,

@@ -70,6 +70,9 @@ class JobRow(Base):
     experiment: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     #: The catalog's price for the first candidate at the job's shape: what a key's budget reserves.
     estimate_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The input image's blob, and when the job's files go (set at its end: I2V_RETENTION_S).
+    input_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
 
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),

@@ -23,9 +23,17 @@ class BlobStore:
 
     def put(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
-        if not self.exists(sha):
+        if self.exists(sha):
+            self._touch(sha)  # reused: retention leaves fresh files alone
+        else:
             self._commit(self._write_temp(data), sha)
         return sha
+
+    def _touch(self, sha: str) -> None:
+        try:
+            os.utime(self.path(sha))
+        except FileNotFoundError:
+            pass
 
     def put_file(self, src: Path) -> str:
         """Move a finished temp file into the store (it must be on the same filesystem)."""
@@ -36,6 +44,7 @@ class BlobStore:
         sha = h.hexdigest()
         if self.exists(sha):
             src.unlink()
+            self._touch(sha)
         else:
             self._commit(src, sha)
         return sha

@@ -1,6 +1,7 @@
 """Comparisons (one input on several models, each arm a job), human votes on them; the
 experiment a job's arm came from, and the per-day shadow budget of experiments; API keys as
-data (hashed), and each job's estimated cost (what budgets reserve).
+data (hashed), each job's estimated cost (what budgets reserve), its input blob and when its
+files expire (retention).
 
 Revision ID: 0003
 Revises: 0002
@@ -46,8 +47,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("comparison_id", sa.String(40), nullable=True))
         batch.add_column(sa.Column("experiment", sa.String(64), nullable=True))
         batch.add_column(sa.Column("estimate_usd", sa.Float, nullable=True))
+        batch.add_column(sa.Column("input_sha256", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("expires_at", sa.Float, nullable=True))
     op.create_index("ix_jobs_comparison_id", "jobs", ["comparison_id"])
     op.create_index("ix_jobs_experiment", "jobs", ["experiment"])
+    op.create_index("ix_jobs_input_sha256", "jobs", ["input_sha256"])
+    op.create_index("ix_jobs_expires_at", "jobs", ["expires_at"])
     op.create_table(
         "api_keys",
         sa.Column("id", sa.String(40), primary_key=True),
@@ -83,9 +88,13 @@ def downgrade() -> None:
     op.drop_table("rate_windows")
     op.drop_table("api_keys")
     op.drop_table("shadow_budget")
+    op.drop_index("ix_jobs_expires_at", "jobs")
+    op.drop_index("ix_jobs_input_sha256", "jobs")
     op.drop_index("ix_jobs_experiment", "jobs")
     op.drop_index("ix_jobs_comparison_id", "jobs")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("expires_at")
+        batch.drop_column("input_sha256")
         batch.drop_column("estimate_usd")
         batch.drop_column("experiment")
         batch.drop_column("comparison_id")
