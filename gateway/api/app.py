@@ -17,7 +17,6 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,6 +31,7 @@ from gateway.api.explain import explain_route
 from gateway.api.ingest import ImageLimits
 from gateway.api.middleware import metrics_middleware
 from gateway.api.models import list_models
+from gateway.api.openapi import JsonWithBodies, SwaggerWithBodies
 from gateway.api.services import Services
 from gateway.api.ui import UI_ROUTES
 from gateway.api.videos import VideosController
@@ -214,7 +214,7 @@ def create_app(
             title="i2v-gateway",
             version="0.1.0",
             path="/docs",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[JsonWithBodies(), SwaggerWithBodies()],
             description="One HTTP API over every image-to-video backend.",
         ),
         request_max_body_size=int(settings.max_image_bytes * 1.4) + 65536,

@@ -11,11 +11,13 @@ import time
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from gateway.api.auth import Caller, Owner, Svc, owner_dependency, refusal
 from gateway.api.body import idempotency_key, image_of, parse_create, request_hash
 from gateway.api.create import check_parameters, new_job
+from gateway.api.openapi import errors
 from gateway.api.responses import (
     Comparison,
     ComparisonArm,
@@ -46,7 +48,12 @@ class ComparisonsController(Controller):
     path = "/v1/comparisons"
     dependencies = owner_dependency()
 
-    @post("/", status_code=202, summary="Run one input on several models side by side")
+    @post(
+        "/",
+        status_code=202,
+        summary="Run one input on several models side by side",
+        responses={**errors(400, 413, 415, 422, 503), 200: ResponseSpec(Comparison, description="Replayed.")},
+    )
     async def create(self, request: Request[Any, Any, Any], services: Svc, owner: Owner) -> Response[Comparison]:
         """Like `POST /v1/videos` (JSON or multipart), with `models` (2 to 6) instead of `model`."""
         key = idempotency_key(request)
@@ -114,7 +121,7 @@ class ComparisonsController(Controller):
         services.runner.wake()
         return Response(render(row, [(j, []) for j in jobs], []), status_code=202)
 
-    @get("/", summary="List comparisons")
+    @get("/", summary="List comparisons", responses=errors(400))
     async def list_comparisons(
         self, services: Svc, owner: Owner, after: str | None = None, limit: int = Parameter(default=20, ge=1, le=100)
     ) -> ComparisonList:
@@ -124,11 +131,17 @@ class ComparisonsController(Controller):
             data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=has_more
         )
 
-    @get("/{comparison_id:str}", summary="Retrieve a comparison: every arm's video side by side, and a summary")
+    @get(
+        "/{comparison_id:str}",
+        summary="Retrieve a comparison: every arm's video side by side, and a summary",
+        responses=errors(404),
+    )
     async def retrieve(self, comparison_id: str, services: Svc, owner: Owner) -> Comparison:
         return await _load(services, await _owned(services, owner, comparison_id))
 
-    @post("/{comparison_id:str}/cancel", status_code=200, summary="Cancel every arm still running")
+    @post(
+        "/{comparison_id:str}/cancel", status_code=200, summary="Cancel every arm still running", responses=errors(404)
+    )
     async def cancel(self, comparison_id: str, services: Svc, owner: Owner) -> Comparison:
         row = await _owned(services, owner, comparison_id)
         for job, _ in await services.comparisons.arms(row):
@@ -136,7 +149,12 @@ class ComparisonsController(Controller):
                 await cancel_job(services, job.id)
         return await _load(services, row)
 
-    @post("/{comparison_id:str}/votes", status_code=201, summary="Vote for the best arm (blind), a tie, or all bad")
+    @post(
+        "/{comparison_id:str}/votes",
+        status_code=201,
+        summary="Vote for the best arm (blind), a tie, or all bad",
+        responses=errors(400, 404, 409, 422),
+    )
     async def vote(self, comparison_id: str, data: VoteCreate, services: Svc, owner: Owner) -> Vote:
         row = await _owned(services, owner, comparison_id)
         arms = await services.comparisons.arms(row)
@@ -180,6 +198,7 @@ class ComparisonsController(Controller):
     "/v1/leaderboard",
     summary="Models ranked by human votes (Bradley-Terry, 95% intervals)",
     dependencies=owner_dependency(),
+    responses=errors(),
 )
 async def leaderboard(services: Svc, owner: Owner) -> Leaderboard:
     votes = await services.comparisons.votes(None if owner.admin else owner)

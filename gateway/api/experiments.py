@@ -18,6 +18,7 @@ from litestar.params import Parameter
 
 from gateway.api.auth import Owner, Svc, owner_dependency
 from gateway.api.comparisons import games
+from gateway.api.openapi import errors
 from gateway.errors import not_found
 from gateway.jobs.tables import JobRow
 from gateway.routing.catalog import Experiment, RulesFile
@@ -28,7 +29,12 @@ from gateway.status import JobStatus
 _QUALITY_MEANS = ("first_frame_ssim", "first_frame_psnr", "motion_magnitude", "flicker")
 
 
-@get("/v1/experiments", summary="Experiments in the rules file, with jobs per arm", dependencies=owner_dependency())
+@get(
+    "/v1/experiments",
+    summary="Experiments in the rules file, with jobs per arm",
+    dependencies=owner_dependency(),
+    responses=errors(),
+)
 async def list_experiments(services: Svc, owner: Owner) -> dict[str, Any]:
     rules = services.rules()
     data = []
@@ -41,7 +47,12 @@ async def list_experiments(services: Svc, owner: Owner) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@get("/v1/experiments/{name:str}", summary="One experiment measured arm by arm", dependencies=owner_dependency())
+@get(
+    "/v1/experiments/{name:str}",
+    summary="One experiment measured arm by arm",
+    dependencies=owner_dependency(),
+    responses=errors(400, 404),
+)
 async def get_experiment(
     name: str,
     services: Svc,

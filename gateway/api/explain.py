@@ -8,6 +8,7 @@ from litestar import Request, post
 
 from gateway.api.auth import Owner, Svc, owner_dependency
 from gateway.api.body import image_of, parse_create
+from gateway.api.openapi import errors
 from gateway.api.responses import ExplainedCandidate, RouteExplanation
 from gateway.routing.planner import check_model, estimate_cost, shape_for
 
@@ -17,6 +18,7 @@ from gateway.routing.planner import check_model, estimate_cost, shape_for
     status_code=200,
     summary="Explain how a request would be routed, without creating a job",
     dependencies=owner_dependency(),
+    responses=errors(400, 413, 415, 422, 503),
 )
 async def explain_route(request: Request[Any, Any, Any], services: Svc, owner: Owner) -> RouteExplanation:
     """Same body as POST /v1/videos. Returns the traits, the rule that matched (and the ones

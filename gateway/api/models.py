@@ -5,10 +5,11 @@ from __future__ import annotations
 from litestar import get
 
 from gateway.api.auth import Owner, Svc, owner_dependency
+from gateway.api.openapi import errors
 from gateway.api.responses import ModelInfo, ModelList
 
 
-@get("/v1/models", dependencies=owner_dependency(), summary="The model catalog")
+@get("/v1/models", dependencies=owner_dependency(), summary="The model catalog", responses=errors())
 async def list_models(services: Svc, owner: Owner) -> ModelList:
     rules = services.rules()
     available = set(services.adapters) | set(services.settings.remote_adapters)

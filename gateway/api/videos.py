@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 from litestar import Controller, Request, Response, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import Stream
 
@@ -21,6 +22,7 @@ from adapters.base import InputImage
 from gateway.api.auth import Caller, Owner, Svc, owner_dependency, refusal
 from gateway.api.body import idempotency_key, image_of, parse_create, request_hash
 from gateway.api.create import check_parameters, new_job, shadow_job
+from gateway.api.openapi import errors
 from gateway.api.responses import DeletedVideo, VideoEventList, VideoList
 from gateway.errors import APIError, not_found
 from gateway.jobs.limits import LimitReached
@@ -38,7 +40,15 @@ class VideosController(Controller):
     path = "/v1/videos"
     dependencies = owner_dependency()
 
-    @post("/", status_code=202, summary="Create a video from an image and a motion prompt")
+    @post(
+        "/",
+        status_code=202,
+        summary="Create a video from an image and a motion prompt",
+        responses={
+            **errors(400, 413, 415, 422, 503),
+            200: ResponseSpec(Video, description="Replayed: the Idempotency-Key was used with this body before."),
+        },
+    )
     async def create(self, request: Request[Any, Any, Any], services: Svc, owner: Owner) -> Response[Video]:
         """JSON (`image`: URL or data URI) or multipart (`input_reference`: the file). See docs/api.md."""
         t0 = time.perf_counter()
@@ -84,7 +94,7 @@ class VideosController(Controller):
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return Response(video_object(job, attempts), status_code=202 if created else 200, headers=headers)
 
-    @get("/", summary="List videos")
+    @get("/", summary="List videos", responses=errors(400))
     async def list_videos(
         self,
         services: Svc,
@@ -104,19 +114,28 @@ class VideosController(Controller):
             data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=has_more
         )
 
-    @get("/{video_id:str}", summary="Retrieve a video")
+    @get("/{video_id:str}", summary="Retrieve a video", responses=errors(404))
     async def retrieve(self, video_id: str, services: Svc, owner: Owner) -> Video:
         job, attempts = await services.store.get_with_attempts(video_id)
         return video_object(_owned(job, owner, video_id), attempts)
 
-    @get("/{video_id:str}/events", summary="A video's history: state changes, attempts, deliveries")
+    @get(
+        "/{video_id:str}/events",
+        summary="A video's history: state changes, attempts, deliveries",
+        responses=errors(404),
+    )
     async def events(self, video_id: str, services: Svc, owner: Owner) -> VideoEventList:
         job, attempts = await services.store.get_with_attempts(video_id)
         job = _owned(job, owner, video_id)
         rows = await services.store.outbox_for(video_id)
         return VideoEventList.model_validate({"data": history(job, attempts, rows)})
 
-    @get("/{video_id:str}/content", summary="Download the MP4 (HTTP Range supported)")
+    @get(
+        "/{video_id:str}/content",
+        summary="Download the MP4 (HTTP Range supported)",
+        responses={**errors(400, 404, 409, 410, 416, 422), 206: ResponseSpec(None, description="The Range asked for.")},
+        media_type="video/mp4",
+    )
     async def content(
         self,
         request: Request[Any, Any, Any],
@@ -156,7 +175,7 @@ class VideosController(Controller):
             _chunks(path, start, end), status_code=206 if rng else 200, media_type="video/mp4", headers=headers
         )
 
-    @post("/{video_id:str}/cancel", status_code=200, summary="Cancel a video job")
+    @post("/{video_id:str}/cancel", status_code=200, summary="Cancel a video job", responses=errors(404, 409))
     async def cancel(self, video_id: str, services: Svc, owner: Owner) -> Video:
         job = _owned(await services.store.get(video_id), owner, video_id)
         if job.status in TERMINAL_JOB:
@@ -172,7 +191,12 @@ class VideosController(Controller):
         assert fresh is not None
         return video_object(fresh, attempts)
 
-    @delete("/{video_id:str}", status_code=200, summary="Delete a finished video and its stored file")
+    @delete(
+        "/{video_id:str}",
+        status_code=200,
+        summary="Delete a finished video and its stored file",
+        responses=errors(404, 409),
+    )
     async def delete_video(self, video_id: str, services: Svc, owner: Owner) -> DeletedVideo:
         job = _owned(await services.store.get(video_id), owner, video_id)
         if job.status not in TERMINAL_JOB:
