@@ -46,3 +46,4 @@ class EngineConfig(BaseModel):
         description="Tried in order; those not installed are skipped.",
     )
     queue_size: int = Field(default=32, ge=1, description="Jobs waiting per device before submits are refused.")
+    keep_jobs: int = Field(default=64, ge=1, description="Finished jobs (with their MP4) kept until fetched.")

@@ -244,7 +244,15 @@ class LocalEngine:
         except queue.Full as exc:
             raise QueueFull(f"{len(self.workers)} device queue(s) full ({self.config.queue_size} each)") from exc
         self.jobs[job.id] = job
+        self._bound()
         return job
+
+    def _bound(self) -> None:
+        """Finished jobs hold their MP4 until fetched and forgotten; keep at most `keep_jobs` of
+        them (the oldest go first) so a job nobody fetches cannot hold memory for ever."""
+        done = [j for j in self.jobs.values() if j.state in ("completed", "failed", "cancelled")]
+        for job in done[: max(0, len(done) - self.config.keep_jobs)]:
+            self.jobs.pop(job.id, None)
 
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)

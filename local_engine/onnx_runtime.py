@@ -71,10 +71,20 @@ class _Sessions:
     """One ONNX Runtime session per input shape; each graph is exported once and kept on disk
     under `onnx_dir`, keyed by the shapes, the dtype and `tag` (the weights' identity)."""
 
-    def __init__(self, module: nn.Module, name: str, output: str, onnx_dir: Path, providers: list[str], tag: str):
+    def __init__(
+        self,
+        module: nn.Module,
+        name: str,
+        output: str,
+        onnx_dir: Path,
+        providers: list[str],
+        tag: str,
+        max_sessions: int = 4,
+    ):
         self.module, self.name, self.output = module, name, output
         self.onnx_dir, self.providers, self.tag = onnx_dir, providers, tag
-        self._sessions: dict[str, Any] = {}
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, Any] = {}  # most recently used last; each holds the weights
 
     def run(self, inputs: dict[str, torch.Tensor | None], dtype: torch.dtype) -> np.ndarray:
         import onnxruntime as ort
@@ -88,8 +98,10 @@ class _Sessions:
                 _export(self.module, inputs, self.output, path)
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            while len(self._sessions) >= self.max_sessions:  # bounded: drop the least recently used
+                self._sessions.pop(next(iter(self._sessions)))
             self._sessions[key] = ort.InferenceSession(str(path), options, providers=self.providers)
-        session = self._sessions[key]
+        session = self._sessions[key] = self._sessions.pop(key)  # now the most recent
         feed = {i.name: _numpy(inputs[i.name]) for i in session.get_inputs()}
         (out,) = session.run([self.output], feed)
         return np.asarray(out)

@@ -30,9 +30,9 @@ class NotAVideo(ValueError):
 
 def probe(path: Path) -> VideoFacts:
     """Facts read back from the file itself, frames counted by demuxing (not trusted metadata)."""
-    data = path.read_bytes()
+    digest, size = _sha256(path)  # streamed: a large result is never held in memory whole
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(str(path)) as container:
             if not container.streams.video:
                 raise NotAVideo("the file has no video stream")
             stream = container.streams.video[0]
@@ -54,14 +54,24 @@ def probe(path: Path) -> VideoFacts:
                 height=stream.codec_context.height,
                 frames=frames,
                 codec=stream.codec_context.name,
-                bytes=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
+                bytes=size,
+                sha256=digest,
             )
     except av.error.FFmpegError as exc:
         raise NotAVideo(f"not a readable video: {exc}") from exc
     if facts.frames == 0:
         raise NotAVideo("the video has no frames")
     return facts
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
 
 
 def encode_mp4(frames: Iterable[np.ndarray], fps: int, *, crf: int = 23, preset: str = "veryfast") -> bytes:

@@ -81,6 +81,7 @@ class EmulatorConfig(BaseModel):
     fps: int | None = Field(default=None, description="Output fps; None: the provider's own.")
     max_side: int = Field(default=640, description="Rendered clips are capped to this long side.")
     max_frames: int = Field(default=48, description="Cap on rendered frames (keeps the sandbox light).")
+    max_tasks: int = Field(default=20_000, ge=1, description="Tasks remembered; the oldest are forgotten past it.")
     faults: FaultPlan = Field(default_factory=FaultPlan)
 
 
@@ -139,6 +140,10 @@ class TaskBook:
         self.tasks[task.id] = task
         if external_id:
             self.by_external[external_id] = task.id
+            task.extra["external_id"] = external_id
+        while len(self.tasks) > self.config.max_tasks:  # bounded: forget the oldest (insertion order)
+            old = self.tasks.pop(next(iter(self.tasks)))
+            self.by_external.pop(old.extra.get("external_id", ""), None)
         self.stats["tasks"] += 1
         return task
 

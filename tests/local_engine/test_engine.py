@@ -139,3 +139,21 @@ def test_onnx_runtime_engine_makes_the_same_video(engine: LocalEngine, tiny_wan:
         assert graph.with_name(graph.name + ".data").exists()
     diff = float(np.abs(_frames(job.video) - reference).mean())
     assert diff < 1.0, diff  # of 255: float32 in both, other kernels
+
+
+def test_finished_jobs_are_kept_only_up_to_the_bound() -> None:
+    """A finished job holds its MP4 until fetched; unfetched ones cannot pile up for ever."""
+    from types import SimpleNamespace
+
+    from local_engine.engine import Job, LocalEngine
+
+    def job(i: int, state: str) -> Job:
+        j = Job(f"j{i}", b"", "p", None, 16, 16, 5, None, 1, 1.0)
+        j.state = state  # type: ignore[assignment]
+        j.video = b"x" * 1000
+        return j
+
+    states = ["completed", "in_progress", "failed", "completed", "queued", "cancelled", "completed"]
+    fake = SimpleNamespace(jobs={f"j{i}": job(i, s) for i, s in enumerate(states)}, config=SimpleNamespace(keep_jobs=2))
+    LocalEngine._bound(fake)  # type: ignore[arg-type]
+    assert sorted(fake.jobs) == ["j1", "j4", "j5", "j6"]  # running and queued stay; the 2 newest finished stay

@@ -230,3 +230,16 @@ def test_minimax_file_id_string_then_int(minimax: TestClient) -> None:
     assert q["status"] == "Success" and isinstance(q["file_id"], str)
     f = minimax.get("/v1/files/retrieve", params={"file_id": q["file_id"]}, headers=auth).json()
     assert isinstance(f["file"]["file_id"], int) and f["file"]["download_url"].endswith("output.mp4")
+
+
+def test_the_task_book_forgets_its_oldest_tasks_past_its_bound() -> None:
+    import time as _time
+
+    from adapters.emulators.common import EmulatorConfig, EmuTask, TaskBook
+
+    book = TaskBook(EmulatorConfig(max_tasks=3))
+    for i in range(5):
+        task = EmuTask(id=f"t{i}", created=_time.time(), prompt="p", image=b"", width=2, height=2, seconds=1, fps=1)
+        book.add(task, external_id=f"x{i}")
+    assert list(book.tasks) == ["t2", "t3", "t4"] and set(book.by_external) == {"x2", "x3", "x4"}
+    assert book.find("x1") is None and book.find("x4") is book.tasks["t4"]
