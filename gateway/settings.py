@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         default=False, description="Start every provider emulator in-process and route to them (no keys)."
     )
     sandbox_task_s: float = Field(default=5.0, gt=0, description="How long a sandbox task takes, queue included.")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for per-minute key limits (INCR per key and minute); default: the database.",
+    )
     key_cache_s: float = Field(
         default=5.0, ge=0, description="How long a key lookup is remembered: a revoked key stops working within it."
     )

@@ -98,6 +98,7 @@ def create_app(
     blobs = BlobStore(settings.resolved_blob_dir)
     metrics = GatewayMetrics()
     retention = Retention(engine, blobs, settings.retention_sweep_s)
+    limits = Limits(engine, settings.redis_url)
 
     def rules_result(ok: bool) -> None:
         metrics.rules_ok.set(1 if ok else 0)
@@ -134,7 +135,7 @@ def create_app(
         comparisons=ComparisonStore(engine),
         experiments=ExperimentStore(engine),
         keys=CachedKeys(KeyStore(engine), settings.key_cache_s),
-        limits=Limits(engine),
+        limits=limits,
         blobs=blobs,
         metrics=metrics,
         fetcher=fetcher,
@@ -177,6 +178,7 @@ def create_app(
             await fetcher.aclose()
             await downloads.aclose()
             await runner.webhooks.client.aclose()
+            await limits.aclose()
             await engine.dispose()
             if sandbox:
                 sandbox.stop()

@@ -1,6 +1,7 @@
 """A key's limits, held in the database so every replica enforces the same ones.
 
-- Requests per minute: one guarded upsert per request on the key's row for this minute.
+- Requests per minute: one guarded upsert per request on the key's row for this minute, or,
+  with `I2V_REDIS_URL`, one INCR of a counter that expires with the minute.
 - Concurrent jobs and budget: checked inside the transaction that inserts the job, after a
   write to the key's row. That write takes the row's lock on PostgreSQL (SQLite: the single
   write lock), so two replicas creating jobs for one key take turns, and the count they read
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import calendar
 import time
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -48,9 +50,18 @@ def period_end(period: str, now: float) -> float:
 
 
 class Limits:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, redis_url: str | None = None) -> None:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        self.redis: Any = None
+        if redis_url:
+            from redis.asyncio import Redis
+
+            self.redis = Redis.from_url(redis_url)
+
+    async def aclose(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
 
     async def take_request(self, key: ApiKeyRow, now: float | None = None) -> None:
         """Count one request against the key's per-minute limit; LimitReached when it is spent."""
@@ -58,6 +69,11 @@ class Limits:
             return
         now = time.time() if now is None else now
         minute = int(now // 60)
+        if self.redis is not None:
+            counted = await self._redis_count(key.id, minute)
+            if counted > key.rpm:
+                self._refuse(key, minute, now)
+            return
         q = (
             self.insert(RateWindowRow)
             .values(key_id=key.id, minute=minute, count=1)
@@ -71,10 +87,19 @@ class Limits:
         async with self.sessions.begin() as s:
             counted = (await s.execute(q)).scalar_one_or_none()
         if counted is None:
-            wait = max(1, int((minute + 1) * 60 - now) + 1)
-            raise LimitReached(
-                "rate_limited", f"This key may send {key.rpm} requests a minute; retry in {wait} s.", wait
-            )
+            self._refuse(key, minute, now)
+
+    async def _redis_count(self, key_id: str, minute: int) -> int:
+        """INCR the key's counter for this minute (it expires with the minute); one round trip."""
+        name = f"i2v:rpm:{key_id}:{minute}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            count, _ = await pipe.incr(name).expire(name, 120).execute()
+        return int(count)
+
+    @staticmethod
+    def _refuse(key: ApiKeyRow, minute: int, now: float) -> None:
+        wait = max(1, int((minute + 1) * 60 - now) + 1)
+        raise LimitReached("rate_limited", f"This key may send {key.rpm} requests a minute; retry in {wait} s.", wait)
 
     def guard(self, key: ApiKeyRow | None, new_jobs: int, new_estimate_usd: float) -> Guard | None:
         """The check to run inside the create transaction, or None when the key has no such limits."""
