@@ -134,7 +134,10 @@ async def _read_body(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], b
     """JSON or multipart; returns (fields, uploaded image bytes or None)."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data") or ctype.startswith("application/x-www-form-urlencoded"):
-        form = await request.form()
+        try:
+            form = await request.form()
+        except (UnicodeDecodeError, ValueError) as exc:  # a field that is not UTF-8, a broken boundary
+            raise APIError(400, "invalid_form", f"The form could not be read: {exc}. Send UTF-8 form fields.") from exc
         fields: dict[str, Any] = {}
         upload: bytes | None = None
         for key, value in form.multi_items():

@@ -121,7 +121,7 @@ class ComparisonsController(Controller):
         services.runner.wake()
         return Response(render(row, [(j, []) for j in jobs], []), status_code=202)
 
-    @get("/", summary="List comparisons", responses=errors(400))
+    @get("/", summary="List comparisons", responses=errors(422))
     async def list_comparisons(
         self, services: Svc, owner: Owner, after: str | None = None, limit: int = Parameter(default=20, ge=1, le=100)
     ) -> ComparisonList:

@@ -51,7 +51,7 @@ async def list_experiments(services: Svc, owner: Owner) -> dict[str, Any]:
     "/v1/experiments/{name:str}",
     summary="One experiment measured arm by arm",
     dependencies=owner_dependency(),
-    responses=errors(400, 404),
+    responses=errors(404, 422),
 )
 async def get_experiment(
     name: str,

@@ -45,8 +45,8 @@ _WHY = {
     429: "A key limit (requests per minute, jobs at once, budget); see Retry-After.",
     503: "No configured or healthy backend can serve the request.",
 }
-#: What any route behind a key can answer besides its own errors.
-KEYED = (401, 429)
+#: What any route behind a key can answer besides its own errors (400: a URL with a NUL character).
+KEYED = (400, 401, 429)
 
 
 def errors(*codes: int) -> dict[int, ResponseSpec]:

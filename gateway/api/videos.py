@@ -94,7 +94,7 @@ class VideosController(Controller):
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return Response(video_object(job, attempts), status_code=202 if created else 200, headers=headers)
 
-    @get("/", summary="List videos", responses=errors(400))
+    @get("/", summary="List videos", responses=errors(422))
     async def list_videos(
         self,
         services: Svc,
@@ -105,6 +105,8 @@ class VideosController(Controller):
         limit: int = Parameter(default=20, ge=1, le=100),
         order: str = Parameter(default="desc", pattern="^(asc|desc)$"),
     ) -> VideoList:
+        if status is not None and status not in set(JobStatus):
+            raise APIError(422, "invalid_field", f"status: one of {', '.join(JobStatus)}.", "status")
         rows, has_more = await services.store.list(
             None if owner.admin else owner, status=status, model=model, after=after, limit=limit, order=order
         )

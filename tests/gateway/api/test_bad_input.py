@@ -300,3 +300,15 @@ def test_parameters_pass_only_what_the_backend_takes_and_never_what_the_gateway_
         err = resp.json()["error"]
         assert err["code"] == "unknown_parameter" and says in err["message"]
         assert err["param"] == f"parameters.{sorted(parameters)[0]}"
+
+
+def test_a_form_field_that_is_not_utf8_is_a_400(gateway: Gateway) -> None:
+    body = b'--b\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n\x97\xff\r\n--b--\r\n'
+    resp = gateway.client.post("/v1/videos", content=body, headers={"content-type": "multipart/form-data; boundary=b"})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_form"
+
+
+@pytest.mark.parametrize("url", ["/v1/videos/vid%00x", "/v1/videos?after=%00", "/v1/comparisons?after=a%00"])
+def test_a_url_with_a_nul_character_is_a_400(gateway: Gateway, url: str) -> None:
+    resp = gateway.client.get(url)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_url"
