@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -23,16 +25,30 @@ def make_loop(path: Path, *, crossfade_s: float = 0.5) -> bytes:
 
     Output = frames[k:n-k] + blend(frames[n-k:n] -> frames[0:k]); its last frame is nearly
     frames[k-1], so playing it again from frames[k] has no seam. It is k frames shorter.
+    Streamed: only the first k and a window of the last k frames are held, whatever the length.
     """
-    frames, fps = decode_frames(path)
-    n = len(frames)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 24)
+        n = stream.frames or sum(1 for _ in container.demux(stream) if _.size)
     k = max(1, min(round(crossfade_s * fps), n // 3))
     if n < 4:
         raise ValueError("a clip of fewer than 4 frames cannot be looped")
-    out = frames[k : n - k]
-    for i in range(k):
-        alpha = (i + 1) / (k + 1)
-        tail = frames[n - k + i].astype(np.float32)
-        head = frames[i].astype(np.float32)
-        out.append(((1 - alpha) * tail + alpha * head + 0.5).astype(np.uint8))
-    return encode_mp4(out, round(fps))
+    head: list[np.ndarray] = []
+    tail: deque[np.ndarray] = deque()
+
+    def frames() -> Iterator[np.ndarray]:
+        with av.open(str(path)) as container:
+            for frame in container.decode(container.streams.video[0]):
+                rgb = frame.to_ndarray(format="rgb24")
+                if len(head) < k:
+                    head.append(rgb)
+                    continue
+                tail.append(rgb)
+                if len(tail) > k:  # frames[k : n-k], as they come
+                    yield tail.popleft()
+        for i, (last, first) in enumerate(zip(tail, head, strict=False)):
+            alpha = (i + 1) / (k + 1)
+            yield ((1 - alpha) * last.astype(np.float32) + alpha * first.astype(np.float32) + 0.5).astype(np.uint8)
+
+    return encode_mp4(frames(), round(fps))
