@@ -17,6 +17,7 @@ from adapters.base import InputImage
 from gateway.api.ingest import load_image
 from gateway.api.services import Services
 from gateway.errors import APIError
+from gateway.jobs.store import IdempotencyConflict
 from gateway.schemas import CreateVideoRequest
 
 _JSON_FORM_FIELDS = ("camera", "metadata", "parameters", "input_reference")
@@ -71,6 +72,17 @@ def _no_constant(name: str) -> Any:
 
 
 MAX_IDEMPOTENCY_KEY = 255
+
+
+def key_reused(exc: IdempotencyConflict) -> APIError:
+    kind = "comparison" if exc.existing.id.startswith("cmp_") else "job"
+    return APIError(
+        422,
+        "idempotency_key_reused",
+        f"Idempotency-Key: this key was used with a different request ({kind} {exc.existing.id}). "
+        "Use a new key for a new request.",
+        "Idempotency-Key",
+    )
 
 
 def idempotency_key(request: Request[Any, Any, Any]) -> str | None:

@@ -15,7 +15,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from gateway.api.auth import Caller, Owner, Svc, owner_dependency, refusal
-from gateway.api.body import idempotency_key, image_of, parse_create, request_hash
+from gateway.api.body import idempotency_key, image_of, key_reused, parse_create, request_hash
 from gateway.api.create import check_parameters, new_job
 from gateway.api.openapi import errors
 from gateway.api.responses import (
@@ -107,13 +107,7 @@ class ComparisonsController(Controller):
         except LimitReached as exc:
             raise refusal(services, owner.name, exc) from exc
         except IdempotencyConflict as exc:
-            raise APIError(
-                422,
-                "idempotency_key_reused",
-                f"Idempotency-Key: this key was used with a different request (comparison {exc.existing.id}). "
-                "Use a new key for a new request.",
-                "Idempotency-Key",
-            ) from exc
+            raise key_reused(exc) from exc
         if not created:
             return Response(await _load(services, row), status_code=200, headers={"Idempotent-Replayed": "true"})
         for arm in arm_requests:

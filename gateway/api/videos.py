@@ -20,7 +20,7 @@ from litestar.response import Stream
 
 from adapters.base import InputImage
 from gateway.api.auth import Caller, Owner, Svc, owner_dependency, refusal
-from gateway.api.body import idempotency_key, image_of, parse_create, request_hash
+from gateway.api.body import idempotency_key, image_of, key_reused, parse_create, request_hash
 from gateway.api.create import check_parameters, new_job, shadow_job
 from gateway.api.openapi import errors
 from gateway.api.responses import DeletedVideo, VideoEventList, VideoList
@@ -77,13 +77,7 @@ class VideosController(Controller):
         except LimitReached as exc:
             raise refusal(services, owner.name, exc) from exc
         except IdempotencyConflict as exc:
-            raise APIError(
-                422,
-                "idempotency_key_reused",
-                "Idempotency-Key: this key was used with a different "
-                f"request (job {exc.existing.id}). Use a new key for a new request.",
-                "Idempotency-Key",
-            ) from exc
+            raise key_reused(exc) from exc
         if created:
             services.metrics.jobs_created.labels(req.model).inc()
             await _start_shadow(services, req, image, decision, rules, owner, job.id)
