@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+
+# No `<name>_created` series: `i2v_jobs_created` would otherwise also emit `i2v_jobs_created_created`,
+# a name that clashes with the counter's own family for scrapers that strip suffixes.
+disable_created_metrics()
 
 _JOB_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
 _FRAMES = (0, 1, 2, 5, 10, 25, 50, 100)
@@ -76,6 +80,10 @@ class GatewayMetrics:
             name: Histogram(f"i2v_quality_{name}", help_, ["model"], buckets=buckets, registry=r)
             for name, help_, buckets in _QUALITY
         }
+        self.breaker_state = Gauge(
+            "i2v_breaker_state", "Circuit per adapter: 0 closed, 1 half-open, 2 open.", ["adapter"], registry=r
+        )
+        self.jobs_queued = Gauge("i2v_jobs_queued", "Jobs accepted and not yet started (all replicas).", registry=r)
         self.rules_ok = Gauge("i2v_rules_ok", "1 while the rules file on disk is the one in force.", registry=r)
         self.rules_ok.set(1)
         self.rules_rejected = Counter("i2v_rules_rejected", "Rules file reloads refused.", registry=r)

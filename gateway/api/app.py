@@ -31,7 +31,7 @@ from gateway.api.explain import explain_route
 from gateway.api.ingest import ImageLimits
 from gateway.api.middleware import metrics_middleware
 from gateway.api.models import list_models
-from gateway.api.openapi import JsonWithBodies, SwaggerWithBodies
+from gateway.api.openapi import JsonWithBodies, SwaggerWithBodies, swagger_asset
 from gateway.api.services import Services
 from gateway.api.ui import UI_ROUTES
 from gateway.api.videos import VideosController
@@ -203,6 +203,7 @@ def create_app(
                 else []
             ),
             provider_callback,
+            swagger_asset,
             health.healthz,
             health.readyz,
             health.metrics,

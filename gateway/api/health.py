@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Response, get
+from litestar import Response, get, route
 
 from gateway.api.auth import Svc
 
@@ -29,6 +29,17 @@ async def readyz(services: Svc) -> Response[dict[str, Any]]:
     return Response({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
 
 
-@get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
+_BREAKER = {"closed": 0, "half_open": 1, "open": 2}
+
+
+@route("/metrics", http_method=["GET", "HEAD"], summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
 async def metrics(services: Svc) -> bytes:
-    return services.metrics.render()
+    """Gauges read at scrape time (breakers, queue depth), then every series."""
+    m = services.metrics
+    for adapter in services.adapters:
+        m.breaker_state.labels(adapter).set(_BREAKER.get(services.breakers.state(adapter), 0))
+    try:
+        m.jobs_queued.set(await services.store.count_queued())
+    except Exception:  # a scrape must answer even when the database does not
+        pass
+    return m.render()

@@ -9,13 +9,16 @@ the error envelope, so clients and fuzzers know every answer a route can give.
 from __future__ import annotations
 
 import copy
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from litestar import Request
+from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from pydantic import BaseModel
 
+from gateway.errors import not_found
 from gateway.schemas import CreateComparisonRequest, CreateVideoRequest
 
 
@@ -92,5 +95,38 @@ class JsonWithBodies(JsonRenderPlugin):
 
 
 class SwaggerWithBodies(SwaggerRenderPlugin):
+    """Swagger UI from the `swagger-ui-bundle-v2` package, served by the gateway: the page works
+    offline (no CDN)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            js_url=f"{ASSETS}/swagger-ui-bundle.js",
+            css_url=f"{ASSETS}/swagger-ui.css",
+            standalone_preset_js_url=f"{ASSETS}/swagger-ui-standalone-preset.js",
+            favicon="<link rel='icon' href='data:,'>",  # Litestar's default comes from a CDN
+        )
+
     def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
         return super().render(request, enrich(openapi_schema))
+
+
+ASSETS = "/docs/assets"
+_SWAGGER_FILES = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui-standalone-preset.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+}
+
+
+@cache
+def _swagger_file(name: str) -> bytes:
+    from swagger_ui_bundle import swagger_ui_path
+
+    return Path(swagger_ui_path, name).read_bytes()
+
+
+@get(f"{ASSETS}/{{name:str}}", include_in_schema=False)
+async def swagger_asset(name: str) -> Response[bytes]:
+    if name not in _SWAGGER_FILES:
+        raise not_found("asset", name, "name")
+    return Response(_swagger_file(name), media_type=_SWAGGER_FILES[name], headers={"cache-control": "max-age=3600"})

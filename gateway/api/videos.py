@@ -187,6 +187,23 @@ class VideosController(Controller):
         assert fresh is not None
         return video_object(fresh, attempts)
 
+    @post(
+        ["/{video_id:str}/remix", "/{video_id:str}/extend", "/{video_id:str}/edit"],
+        summary="Remix, extend, edit: not offered (every backend here makes a video from an image)",
+        responses=errors(400, 404),
+        status_code=400,
+    )
+    async def unsupported(self, request: Request[Any, Any, Any], video_id: str, services: Svc, owner: Owner) -> None:
+        _owned(await services.store.get(video_id), owner, video_id)
+        verb = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        raise APIError(
+            400,
+            "unsupported_operation",
+            f"{verb}: not supported. i2v-gateway turns an image and a prompt into a video (POST /v1/videos); no "
+            f"backend here can {verb} an existing video. For a variation, create a new video from the same image "
+            "with another prompt or seed; to continue a clip, use its last frame as the new image.",
+        )
+
     @delete(
         "/{video_id:str}",
         status_code=200,

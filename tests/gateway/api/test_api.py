@@ -182,3 +182,22 @@ async def test_content_is_streamed_in_chunks_that_add_up_to_the_range(tmp_path) 
     assert len(parts) == 4 and max(len(p) for p in parts) == CHUNK and b"".join(parts) == data
     middle = b"".join([p async for p in _chunks(path, CHUNK - 5, 2 * CHUNK + 7)])
     assert middle == data[CHUNK - 5 : 2 * CHUNK + 8]
+
+
+def test_metrics_answer_head_and_carry_breaker_and_queue_gauges_without_created_series(gateway: Gateway) -> None:
+    assert gateway.client.head("/metrics").status_code == 200
+    create(gateway, prompt="[slow] pan")
+    text = gateway.client.get("/metrics").text
+    assert 'i2v_breaker_state{adapter="toy"} 0.0' in text
+    assert "i2v_jobs_queued " in text
+    assert "_created" not in text.replace("i2v_jobs_created_total", "")
+
+
+def test_remix_extend_and_edit_say_what_is_supported(gateway: Gateway) -> None:
+    video = create(gateway)
+    for verb in ("remix", "extend", "edit"):
+        resp = gateway.client.post(f"/v1/videos/{video['id']}/{verb}", json={"prompt": "more"})
+        assert resp.status_code == 400, resp.text
+        err = resp.json()["error"]
+        assert err["code"] == "unsupported_operation" and "POST /v1/videos" in err["message"] and verb in err["message"]
+    assert gateway.client.post("/v1/videos/vid_nope/remix", json={}).status_code == 404

@@ -77,3 +77,21 @@ def _data_uri() -> str:
     from tests.support.images import data_uri
 
     return data_uri(jpeg(data.chelsea()))
+
+
+@pytest.mark.slow
+def test_the_docs_page_renders_offline_with_the_create_body(gateway_factory: Any, browser: Any) -> None:  # noqa: F811
+    gw = gateway_factory()
+    page = browser.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(gw.url) else None)
+    page.goto(f"{gw.url}/docs/swagger")
+    page.wait_for_function(
+        "document.body.innerText.includes('Create a video from an image and a motion prompt')", timeout=30000
+    )
+    assert outside == []  # every asset came from the gateway itself
+    doc = gw.client.get("/docs/openapi.json").json()
+    body = doc["paths"]["/v1/videos"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    assert "CreateVideoRequest" in doc["components"]["schemas"]
+    page.close()
