@@ -34,7 +34,9 @@ ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="I2V_API_KEY", h
 def serve(
     host: Annotated[str | None, typer.Option(help="Default: I2V_HOST or 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="Default: I2V_PORT or 8000")] = None,
-    sandbox: Annotated[bool, typer.Option("--sandbox", help="Local emulators of every provider; no keys.")] = False,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Every provider is a local emulator: no provider keys needed.")
+    ] = False,
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Listen beyond loopback with no API key (anyone may spend).")
     ] = False,
@@ -60,6 +62,11 @@ def serve(
     except (CatalogError, AdapterConfigError, ValueError) as exc:
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from exc
+    host_shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    console.print(
+        f"i2v-gateway listening on [bold]http://{host_shown}:{settings.port}[/bold]  "
+        f"(API docs: /docs/swagger, health: /healthz)"
+    )
     uvicorn.run(
         application,
         host=settings.host,
@@ -130,6 +137,11 @@ def emulate(
     uvicorn.run(emulator, host=host, port=port, log_config=None, access_log=False)
 
 
+def _tables() -> Console:
+    """Tables at full width: ids and model names are never cut, also when piped (80 columns)."""
+    return Console(width=max(Console().width, 200) if not Console().is_terminal else None)
+
+
 def _client(base_url: str, api_key: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     return httpx.Client(base_url=base_url, headers=headers, timeout=60)
@@ -157,7 +169,8 @@ def _in_process_gateway(sandbox: bool) -> ServerThread:
     from gateway.api.app import create_app
     from gateway.settings import Settings
 
-    settings = Settings()
+    # the gateway's own logs would drown the progress bar: only its errors, as plain lines
+    settings = Settings().model_copy(update={"log_level": "ERROR", "log_json": False})
     if sandbox:
         settings = settings.model_copy(update={"sandbox": True})
     return ServerThread(create_app(settings))
@@ -174,7 +187,12 @@ def generate(
     base_url: BaseUrl = "http://127.0.0.1:8000",
     api_key: ApiKey = None,
     in_process: Annotated[bool, typer.Option("--in-process", help="Start a gateway inside this command.")] = False,
-    sandbox: Annotated[bool, typer.Option("--sandbox", help="With --in-process: local provider emulators.")] = False,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox", help="Start a gateway in this command with every provider emulated (implies --in-process)."
+        ),
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
 ) -> None:
     """Create a video from IMAGE, wait for it with a progress bar, and save the MP4."""
@@ -244,7 +262,12 @@ def compare(
     base_url: BaseUrl = "http://127.0.0.1:8000",
     api_key: ApiKey = None,
     in_process: Annotated[bool, typer.Option("--in-process", help="Start a gateway inside this command.")] = False,
-    sandbox: Annotated[bool, typer.Option("--sandbox", help="With --in-process: local provider emulators.")] = False,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox", help="Start a gateway in this command with every provider emulated (implies --in-process)."
+        ),
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
 ) -> None:
     """Run IMAGE on several models side by side: live progress per arm, a summary table, each
@@ -333,7 +356,7 @@ def models(base_url: BaseUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) 
             ",".join(map(str, m["durations"])),
             " ".join(f"{k}:{v}" for k, v in m["usd_per_second"].items()),
         )
-    Console().print(table)
+    _tables().print(table)
 
 
 @jobs_app.command("list")
@@ -359,7 +382,7 @@ def jobs_list(
             f"{v['progress']}%",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created_at"])),
         )
-    Console().print(table)
+    _tables().print(table)
 
 
 @jobs_app.command("show")
@@ -391,4 +414,14 @@ def rules_check(file: Annotated[Path, typer.Argument(help="A router_rules.yaml t
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except httpx.ConnectError as exc:  # a refused connection is a sentence, not a traceback
+        console.print(
+            f"[red]cannot reach the gateway:[/red] {exc}. Is it running (`i2v-gateway serve`)? "
+            "Pass --base-url (or I2V_BASE_URL) if it listens elsewhere."
+        )
+        raise SystemExit(1) from None
+    except httpx.TimeoutException as exc:
+        console.print(f"[red]the gateway did not answer in time:[/red] {exc!r}")
+        raise SystemExit(1) from None

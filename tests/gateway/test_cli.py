@@ -76,3 +76,45 @@ def test_compare_writes_each_clip_and_a_side_by_side(tmp_path: Path, gateway_fac
         stream = c.streams.video[0]
         assert stream.codec_context.name == "h264" and stream.codec_context.height == 360
     assert "pan_left" in result.output  # the summary table's camera column
+
+
+def test_a_refused_connection_is_a_sentence_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from gateway.cli import main
+
+    argv = sys.argv
+    sys.argv = ["i2v-gateway", "models", "--base-url", "http://127.0.0.1:1"]
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    finally:
+        sys.argv = argv
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1
+    assert "cannot reach the gateway" in err and "Traceback" not in err
+
+
+def test_serve_says_where_it_listens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    monkeypatch.setenv("I2V_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    result = runner.invoke(app, ["serve", "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    assert "listening on http://127.0.0.1:8123" in result.output
+
+
+def test_generate_in_process_keeps_the_terminal_free_of_json_logs(
+    tmp_path: Path, toy_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("I2V_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("I2V_RULES_FILE", str(RULES))
+    monkeypatch.setenv("I2V_ADAPTERS__TOY__CLASS_PATH", "tests.support.toy_adapter:ToyAdapter")
+    monkeypatch.setenv("I2V_ADAPTERS__TOY__BASE_URL", toy_url)
+    monkeypatch.setenv("I2V_POLL_INTERVAL_S", "0.05")
+    image = tmp_path / "still.jpg"
+    image.write_bytes(image_bytes())
+    result = runner.invoke(app, ["generate", str(image), "-p", "zoom", "--in-process", "-o", str(tmp_path / "c.mp4")])
+    assert result.exit_code == 0, result.output
+    assert '"level"' not in result.output and '{"ts"' not in result.output
