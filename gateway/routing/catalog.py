@@ -236,27 +236,93 @@ def _error_path(err: Any) -> tuple[str | int, ...]:
     return loc
 
 
+def _references(raw: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every name that points at a model or rule that is not there, with where it stands; read
+    from the raw document so they are found alongside field errors, at their own lines."""
+    if not isinstance(raw, dict):
+        return []
+    models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+    known = set(models)
+    found: list[tuple[tuple[str | int, ...], str]] = []
+
+    def check(path: tuple[str | int, ...], names: Any, whose: str) -> None:
+        for i, name in enumerate(names if isinstance(names, list) else []):
+            if isinstance(name, str) and name not in known:
+                found.append(
+                    ((*path, i), f"{whose} unknown model '{name}'; the catalog has {', '.join(sorted(known))}")
+                )
+
+    for alias, spec in models.items():
+        if isinstance(spec, dict):
+            check(("models", alias, "fallbacks"), spec.get("fallbacks"), f"model '{alias}' falls back to")
+    rules = raw.get("rules") if isinstance(raw.get("rules"), list) else []
+    for r, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            continue
+        check(("rules", r, "route"), rule.get("route"), f"rule '{rule.get('name')}' routes to")
+        for a, arm in enumerate(rule.get("split") if isinstance(rule.get("split"), list) else []):
+            if isinstance(arm, dict):
+                check(("rules", r, "split", a, "route"), arm.get("route"), f"rule '{rule.get('name')}' routes to")
+    rule_names = {rule.get("name") for rule in rules if isinstance(rule, dict)}
+    for e, exp in enumerate(raw.get("experiments") if isinstance(raw.get("experiments"), list) else []):
+        if not isinstance(exp, dict):
+            continue
+        if "rule" in exp and exp["rule"] not in rule_names:
+            found.append(
+                (("experiments", e, "rule"), f"experiment '{exp.get('name')}' splits unknown rule '{exp['rule']}'")
+            )
+        for a, arm in enumerate(exp.get("arms") if isinstance(exp.get("arms"), list) else []):
+            if isinstance(arm, dict):
+                check(
+                    ("experiments", e, "arms", a, "route"),
+                    arm.get("route"),
+                    f"experiment '{exp.get('name')}' routes to",
+                )
+        shadow = exp.get("shadow")
+        if isinstance(shadow, dict) and isinstance(shadow.get("model"), str):
+            check(("experiments", e, "shadow"), [shadow["model"]], f"experiment '{exp.get('name')}' shadows")
+    return found
+
+
 def parse_rules(text: str, source: str) -> RulesFile:
-    """Validate a rules document; every error names the file, the line and the field."""
+    """Validate a rules document; every error (all of them, not the first) names the file, the
+    line and the field."""
     try:
         expanded = _expand_env(text)
         raw = yaml.safe_load(expanded)
         lines = _line_map(expanded)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise CatalogError(f"{source}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+        raise CatalogError(_yaml_error(exc, source)) from exc
+    problems: list[tuple[tuple[str | int, ...], str]] = _references(raw)
     try:
-        return RulesFile.model_validate(raw)
+        rules = RulesFile.model_validate(raw)
     except ValidationError as exc:
-        out = []
         for e in exc.errors():
-            loc = _error_path(e)
+            msg = e["msg"].removeprefix("Value error, ")
+            if not (e["loc"] == () and "unknown" in msg and problems):  # reported above, at its line
+                problems.append((_error_path(e), msg))
+        rules = None
+    if problems:
+        out = []
+        for loc, msg in sorted(problems, key=lambda p: _line_of(lines, p[0]) or 0):
             line = _line_of(lines, loc)
             field = ".".join(str(p) for p in loc) or "(top level)"
-            msg = e["msg"].removeprefix("Value error, ")
             out.append(f"{source}:{line}: {field}: {msg}" if line else f"{source}: {field}: {msg}")
-        raise CatalogError("\n".join(out)) from exc
+        raise CatalogError("\n".join(out))
+    assert rules is not None
+    return rules
+
+
+def _yaml_error(exc: yaml.YAMLError, source: str) -> str:
+    """The parser's complaint as a sentence: where, what, and what to look at."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    opened = getattr(exc, "context_mark", None)
+    since = f" (the {context.split()[-1] if context else 'block'} opened on line {opened.line + 1})" if opened else ""
+    hint = "check the indentation, and that every [ { ' \" is closed"
+    return f"{source}{where}: not valid YAML: {problem}{since}; {hint}"
 
 
 def load_rules(path: Path) -> RulesFile:

@@ -84,7 +84,7 @@ def test_errors_name_file_line_and_field() -> None:
     assert "routes to unknown model 'wan-9'" in _error(
         SHIPPED.replace("[wan-2.6-i2v, hailuo-2.3-fast", "[wan-9, hailuo-2.3-fast")
     )
-    assert _error("models: {a: [1, 2}").startswith("rules.yaml:1: not valid YAML")
+    assert _error("models: {a: [1, 2}").startswith("rules.yaml:1:18: not valid YAML")  # line and column
     assert "not both or neither" in _error(
         SHIPPED.replace("    route: [video-01-live", "    split: []\n    route: [video-01-live")
     )
@@ -180,3 +180,25 @@ def test_healthz_and_metrics_report_a_refused_rules_file(gateway_factory, tmp_pa
     assert health["status"] == "degraded" and "not valid YAML" in health["rules_error"]
     assert "i2v_rules_ok 0.0" in gw.client.get("/metrics").text
     assert gw.client.get("/v1/models").status_code == 200  # still serving on the last good rules
+
+
+def test_rules_check_shows_every_error_at_its_own_line() -> None:
+    text = (
+        "models:\n"  # 1
+        "  a:\n"  # 2
+        "    adapter: toy\n"  # 3
+        "    provider_model: x\n"  # 4
+        "    fallbacks: [nope]\n"  # 5
+        "rules:\n"  # 6
+        "  - name: one\n"  # 7
+        "    when: {}\n"  # 8
+        "    route: [a, missing]\n"  # 9
+        "  - name: two\n"  # 10
+        "    when: {traits.portrait: {eqq: 1}}\n"  # 11
+        "    route: [a]\n"
+    )
+    with pytest.raises(CatalogError) as err:
+        parse_rules(text, "r.yaml")
+    lines = str(err.value).splitlines()
+    assert [line.split(":")[1] for line in lines] == ["5", "9", "11"]
+    assert "unknown model 'nope'" in lines[0] and "unknown model 'missing'" in lines[1] and "eqq" in lines[2]
