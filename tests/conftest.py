@@ -38,6 +38,9 @@ def make_settings(data_dir: Path, toy_url: str, **overrides: Any) -> Settings:
         "runner_scan_interval_s": 0.05,
         "log_json": False,
         "log_level": "WARNING",
+        # measuring every clip costs CPU in every test that finishes a job; the tests of the
+        # measurement (quality, comparisons, experiments, sandbox moves) turn it on
+        "quality_metrics": False,
     }
     values.update(overrides)
     return Settings(**values)

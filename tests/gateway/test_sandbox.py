@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def sandbox(gateway_factory) -> Gateway:
-    return gateway_factory(sandbox=True, sandbox_task_s=0.5, rules_file=ROOT / "router_rules.yaml", adapters={})
+    return gateway_factory(
+        sandbox=True, sandbox_task_s=0.5, rules_file=ROOT / "router_rules.yaml", adapters={}, quality_metrics=True
+    )
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,9 @@ ARMS = ["wan-2.6-i2v-flash", "hailuo-2.3-fast", "kling-v2.1"]
 
 @pytest.fixture
 def sandbox(gateway_factory: Any) -> Gateway:
-    return gateway_factory(sandbox=True, sandbox_task_s=0.5, rules_file=ROOT / "router_rules.yaml", adapters={})
+    return gateway_factory(
+        sandbox=True, sandbox_task_s=0.5, rules_file=ROOT / "router_rules.yaml", adapters={}, quality_metrics=True
+    )
 
 
 def compare(gw: Gateway, models: list[str], **fields: Any) -> Any:

@@ -94,7 +94,7 @@ def test_sticky_ids() -> None:
 def lab(gateway_factory: Any, tmp_path: Path) -> Gateway:
     rules = tmp_path / "rules.yaml"
     rules.write_text(BASE + EXPERIMENT)
-    return gateway_factory(rules_file=rules)
+    return gateway_factory(rules_file=rules, quality_metrics=True)
 
 
 def _create(gw: Gateway, user: str) -> dict[str, Any]:
