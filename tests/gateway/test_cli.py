@@ -62,7 +62,9 @@ def test_compare_writes_each_clip_and_a_side_by_side(tmp_path: Path, gateway_fac
     from tests.support.photos import jpeg
 
     root = Path(__file__).resolve().parents[2]
-    gw = gateway_factory(sandbox=True, sandbox_task_s=0.5, rules_file=root / "router_rules.yaml", adapters={})
+    gw = gateway_factory(
+        sandbox=True, sandbox_task_s=0.5, rules_file=root / "router_rules.yaml", adapters={}, quality_metrics=True
+    )
     image = tmp_path / "cat.jpg"
     image.write_bytes(jpeg(data.chelsea()))
     models = "wan-2.6-i2v-flash,hailuo-2.3-fast"

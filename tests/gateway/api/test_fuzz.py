@@ -23,7 +23,7 @@ from tests.conftest import make_settings
 from tests.support.postgres import temporary_database
 from tests.support.servers import serve_in_thread
 
-EXAMPLES = 8  # per operation and mode; docs/reliability.md has a longer run
+EXAMPLES = 5  # per operation and mode; docs/reliability.md has a longer run
 
 
 def fuzz(url: str, examples: int = EXAMPLES) -> tuple[Counter[str], Counter[str]]:
@@ -63,7 +63,7 @@ def _gateway(tmp_path: Path, toy_url: str, **overrides: Any) -> Any:
 def test_no_5xx_and_every_answer_documented_on_sqlite(tmp_path: Path, toy_url: str) -> None:
     with _gateway(tmp_path, toy_url) as url:
         ran, failed = fuzz(url)
-    assert len(ran) >= 18 and sum(ran.values()) >= 150
+    assert len(ran) >= 18 and sum(ran.values()) >= 120
     assert not failed, "\n".join(f"{n}x {f}" for f, n in failed.most_common())
 
 
@@ -72,5 +72,5 @@ def test_no_5xx_and_every_answer_documented_on_sqlite(tmp_path: Path, toy_url: s
 def test_no_5xx_and_every_answer_documented_on_postgresql(tmp_path: Path, toy_url: str) -> None:
     with temporary_database() as db, _gateway(tmp_path, toy_url, database_url=db) as url:
         ran, failed = fuzz(url)
-    assert len(ran) >= 18 and sum(ran.values()) >= 150
+    assert len(ran) >= 18 and sum(ran.values()) >= 120
     assert not failed, "\n".join(f"{n}x {f}" for f, n in failed.most_common())
