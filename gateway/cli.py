@@ -28,6 +28,14 @@ console = Console(stderr=True)
 
 BaseUrl = Annotated[str, typer.Option("--base-url", envvar="I2V_BASE_URL", help="A running gateway.")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="I2V_API_KEY", help="Bearer key, if required.")]
+InProcess = Annotated[bool, typer.Option("--in-process", help="Start a gateway inside this command.")]
+SandboxHere = Annotated[
+    bool,
+    typer.Option(
+        "--sandbox", help="Start a gateway in this command with every provider emulated (implies --in-process)."
+    ),
+]
+WaitS = Annotated[float, typer.Option(help="Give up waiting after this many seconds.")]
 
 
 @app.command()
@@ -186,14 +194,9 @@ def generate(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to save the MP4.")] = None,
     base_url: BaseUrl = "http://127.0.0.1:8000",
     api_key: ApiKey = None,
-    in_process: Annotated[bool, typer.Option("--in-process", help="Start a gateway inside this command.")] = False,
-    sandbox: Annotated[
-        bool,
-        typer.Option(
-            "--sandbox", help="Start a gateway in this command with every provider emulated (implies --in-process)."
-        ),
-    ] = False,
-    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
+    in_process: InProcess = False,
+    sandbox: SandboxHere = False,
+    timeout: WaitS = 3600,
 ) -> None:
     """Create a video from IMAGE, wait for it with a progress bar, and save the MP4."""
     with contextlib.ExitStack() as stack:
@@ -261,14 +264,9 @@ def compare(
     out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where the clips go.")] = Path("."),
     base_url: BaseUrl = "http://127.0.0.1:8000",
     api_key: ApiKey = None,
-    in_process: Annotated[bool, typer.Option("--in-process", help="Start a gateway inside this command.")] = False,
-    sandbox: Annotated[
-        bool,
-        typer.Option(
-            "--sandbox", help="Start a gateway in this command with every provider emulated (implies --in-process)."
-        ),
-    ] = False,
-    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
+    in_process: InProcess = False,
+    sandbox: SandboxHere = False,
+    timeout: WaitS = 3600,
 ) -> None:
     """Run IMAGE on several models side by side: live progress per arm, a summary table, each
     clip and one labelled side-by-side MP4."""
