@@ -120,7 +120,3 @@ class CachedKeys:
             self._keys.clear()
         self._keys[h] = (time.monotonic(), row)
         return row
-
-    def forget(self) -> None:
-        self._keys.clear()
-        self._any = (0.0, False)
