@@ -21,14 +21,19 @@ class ServerThread:
     """`start()` returns once the server accepts connections; `stop()` shuts it down."""
 
     def __init__(self, app: Any, port: int | None = None, host: str = "127.0.0.1") -> None:
-        self.port = port or free_port()
+        # Bind here and hand uvicorn the socket: picking a free port and binding it later races
+        # with any other process doing the same (two pytest-xdist workers did).
+        self.socket = socket.socket()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind((host, port or 0))
+        self.port = int(self.socket.getsockname()[1])
         self.url = f"http://{host}:{self.port}"
         self.server = uvicorn.Server(
             uvicorn.Config(
                 app, host=host, port=self.port, log_config=None, log_level="warning", access_log=False, lifespan="on"
             )
         )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def start(self, timeout_s: float = 30) -> str:
         self.thread.start()
@@ -42,6 +47,7 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
+        self.socket.close()
 
     def __enter__(self) -> str:
         return self.start()
