@@ -61,8 +61,21 @@ class CreateVideoRequest(BaseModel):
     model: str = Field(default="auto", description="A catalog alias, or `auto` to let the router choose.")
     image: str | None = Field(default=None, description="An http(s) URL or a data URI.")
     input_reference: ImageReference | None = None
-    seconds: int | None = Field(default=None, ge=1, le=60)
-    size: str | None = Field(default=None, description="WIDTHxHEIGHT, e.g. 1280x720.")
+    seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=60,
+        description="Clip length; the chosen model's nearest length is made (a warning says so) unless "
+        "`strict_duration` is set.",
+    )
+    strict_duration: bool = Field(
+        default=False, description="Use only models that make exactly `seconds`; refuse when none can."
+    )
+    size: str | None = Field(
+        default=None,
+        description="WIDTHxHEIGHT, e.g. 1280x720: the image is centre-cropped to its aspect ratio and the "
+        "chosen model makes its nearest resolution (the response's `size` is what was made).",
+    )
     resolution: str | None = Field(default=None, description="480p, 720p, 768p or 1080p.")
     aspect_ratio: str | None = Field(default=None, description="e.g. 16:9; default follows the image.")
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
@@ -106,9 +119,22 @@ class CreateVideoRequest(BaseModel):
         if not m:
             raise ValueError("must look like WIDTHxHEIGHT, e.g. 1280x720")
         low, high = SIDE_LIMITS
-        if not all(low <= int(side) <= high for side in m.groups()):
+        w, h = (int(side) for side in m.groups())
+        if not (low <= w <= high and low <= h <= high):
             raise ValueError(f"each side must be between {low} and {high} pixels, e.g. 1280x720")
+        if not 0.25 <= w / h <= 4:
+            raise ValueError("the aspect ratio must be between 1:4 and 4:1, e.g. 1280x720")
         return v
+
+    @model_validator(mode="after")
+    def _size_or_tier(self) -> CreateVideoRequest:
+        if self.size and (self.resolution or self.aspect_ratio):
+            raise PydanticCustomError(
+                "size_conflict",
+                "send size, or resolution and aspect_ratio, not both: size already fixes both",
+                {"path": "size"},
+            )
+        return self
 
     @field_validator("resolution")
     @classmethod

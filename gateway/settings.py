@@ -70,6 +70,13 @@ class Settings(BaseSettings):
         default=False, description="Start every provider emulator in-process and route to them (no keys)."
     )
     sandbox_task_s: float = Field(default=5.0, gt=0, description="How long a sandbox task takes, queue included.")
+    sandbox_max_side: int = Field(
+        default=1920,
+        ge=64,
+        le=4096,
+        description="Sandbox clips are rendered at the size the provider reports, capped to this long side "
+        "(lower it for lighter clips).",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis for per-minute key limits (INCR per key and minute); default: the database.",

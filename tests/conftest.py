@@ -41,6 +41,7 @@ def make_settings(data_dir: Path, toy_url: str, **overrides: Any) -> Settings:
         # measuring every clip costs CPU in every test that finishes a job; the tests of the
         # measurement (quality, comparisons, experiments, sandbox moves) turn it on
         "quality_metrics": False,
+        "sandbox_max_side": 640,  # light clips; the size tests ask for real ones
     }
     values.update(overrides)
     return Settings(**values)

@@ -84,7 +84,7 @@ def create_app(
         from gateway.sandbox import Sandbox
 
         t = settings.sandbox_task_s
-        sandbox = Sandbox(EmulatorConfig(queue_s=t / 5, run_s=t * 4 / 5))
+        sandbox = Sandbox(EmulatorConfig(queue_s=t / 5, run_s=t * 4 / 5, max_side=settings.sandbox_max_side))
         settings = settings.model_copy(update={"adapters": {**sandbox.adapters, **settings.adapters}})
     if settings.local_wan_path and "local" not in settings.adapters:
         local = AdapterSettings(max_concurrency=64, options={"model_path": str(settings.local_wan_path)})

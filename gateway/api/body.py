@@ -5,6 +5,7 @@ Shared by `POST /v1/videos` and `POST /v1/route/explain`: both read exactly the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ from litestar.datastructures import UploadFile
 from pydantic import ValidationError
 
 from adapters.base import InputImage
-from gateway.api.ingest import load_image
+from gateway.api.ingest import crop_to_size, load_image
 from gateway.api.services import Services
 from gateway.errors import APIError
 from gateway.jobs.store import IdempotencyConflict
@@ -28,7 +29,7 @@ def validation_error(exc: ValidationError) -> APIError:
     err = exc.errors()[0]
     param = ".".join(str(p) for p in err["loc"]) or None
     kind = err["type"]
-    if kind == "storable":
+    if kind in ("storable", "size_conflict"):
         param = (err.get("ctx") or {}).get("path") or param
         return APIError(422, "invalid_field", f"{param or 'body'}: {err['msg']}.", param)
     if kind == "missing":
@@ -127,13 +128,17 @@ async def parse_create(
     return req, upload
 
 
-async def image_of(req: CreateVideoRequest, upload: bytes | None, services: Services) -> InputImage:
-    """The request's image, from the upload, a data URI or a URL (fetched through the SSRF guard)."""
+async def image_of(req: CreateVideoRequest, upload: bytes | None, services: Services) -> tuple[InputImage, list[str]]:
+    """The request's image, from the upload, a data URI or a URL (fetched through the SSRF guard),
+    cropped to `size`'s aspect ratio when one is asked for; with the warnings that crop earns."""
     reference = req.image or (req.input_reference.image_url if req.input_reference else None)
     param = "input_reference" if upload is not None or req.input_reference else "image"
-    return await load_image(
+    image = await load_image(
         upload=upload, reference=reference, param=param, limits=services.image_limits, fetcher=services.fetcher
     )
+    if req.size is None:
+        return image, []
+    return await asyncio.to_thread(crop_to_size, image, req.size, param, services.image_limits)
 
 
 def request_hash(req: CreateVideoRequest, image_sha: str) -> str:

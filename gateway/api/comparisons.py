@@ -68,7 +68,7 @@ class ComparisonsController(Controller):
                 check_model(arm, rules)
             except APIError as exc:
                 raise APIError(422, exc.code, f"models[{i}]: {exc.message}", f"models.{i}") from exc
-        image = await image_of(req, upload, services)
+        image, notes = await image_of(req, upload, services)
         comparison_id = new_id("cmp")
         jobs: list[JobRow] = []
         for i, arm in enumerate(arm_requests):
@@ -87,7 +87,16 @@ class ComparisonsController(Controller):
                 )
             check_parameters(arm, plan.candidates, rules, services.adapters)
             jobs.append(
-                new_job(arm, image, decision, rules, owner, comparison_id=comparison_id, fallbacks=req.fallbacks)
+                new_job(
+                    arm,
+                    image,
+                    decision,
+                    rules,
+                    owner,
+                    comparison_id=comparison_id,
+                    fallbacks=req.fallbacks,
+                    notes=notes,
+                )
             )
         services.blobs.put(image.data)
         row = ComparisonRow(

@@ -17,7 +17,7 @@ from gateway.jobs.tables import JobRow
 from gateway.routing.catalog import RulesFile
 from gateway.routing.decide import Decision
 from gateway.routing.experiments import SHADOW
-from gateway.routing.planner import RoutePlan, Shape, estimate_cost, shape_for
+from gateway.routing.planner import RoutePlan, Shape, estimate_cost, shape_for, shape_notes
 from gateway.schemas import CreateVideoRequest
 from gateway.status import JobStatus
 
@@ -33,7 +33,9 @@ def new_job(
     request_hash: str | None = None,
     comparison_id: str | None = None,
     fallbacks: bool = True,
+    notes: list[str] | None = None,
 ) -> JobRow:
+    """`notes`: warnings from reading the image (a crop to the size's aspect ratio)."""
     route = decision.plan
     candidates = route.candidates if fallbacks else route.candidates[:1]
     first = rules.models[candidates[0]]
@@ -44,6 +46,7 @@ def new_job(
     req_dict["image"] = {"sha256": image.sha256, "mime": image.mime, "width": image.width, "height": image.height}
     shape = shape_for(first, req_dict, image.width, image.height)
     req_dict["shape"] = shape.model_dump()
+    warnings = [*decision.warnings, *(notes or []), *shape_notes(candidates[0], first, req_dict, shape)]
     now = time.time()
     return JobRow(
         id=new_id("vid"),
@@ -66,7 +69,7 @@ def new_job(
             "fallback_on": route.fallback_on,
         },
         metrics={},
-        warnings=decision.warnings,
+        warnings=warnings,
         metadata_=req.metadata,
         webhook_url=req.webhook_url,
         idempotency_key=idempotency_key,

@@ -10,7 +10,7 @@ from gateway.api.auth import Owner, Svc, owner_dependency
 from gateway.api.body import image_of, parse_create
 from gateway.api.openapi import errors
 from gateway.api.responses import ExplainedCandidate, RouteExplanation
-from gateway.routing.planner import check_model, estimate_cost, shape_for
+from gateway.routing.planner import check_model, estimate_cost, shape_for, shape_notes
 
 
 @post(
@@ -26,14 +26,17 @@ async def explain_route(request: Request[Any, Any, Any], services: Svc, owner: O
     req, upload = await parse_create(request, services)
     rules = services.rules()
     check_model(req, rules)
-    image = await image_of(req, upload, services)
+    image, notes = await image_of(req, upload, services)
     decision = await services.decide(req, image, rules, owner, refuse=False)
     route = decision.plan
     chain = [*route.candidates, *[a for a in route.dropped if a not in route.candidates]]
     candidates = []
+    warnings = [*decision.warnings, *notes]
     for alias in chain:
         spec = rules.models[alias]
         shape = shape_for(spec, req.model_dump(), image.width, image.height)
+        if route.candidates and alias == route.candidates[0]:
+            warnings += shape_notes(alias, spec, req.model_dump(), shape)
         candidates.append(
             ExplainedCandidate(
                 model=alias,
@@ -55,5 +58,5 @@ async def explain_route(request: Request[Any, Any, Any], services: Svc, owner: O
         traits=decision.traits,
         candidates=candidates,
         max_attempts=route.max_attempts,
-        warnings=decision.warnings,
+        warnings=warnings,
     )

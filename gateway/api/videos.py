@@ -56,7 +56,7 @@ class VideosController(Controller):
         req, upload = await parse_create(request, services)
         rules = services.rules()
         check_model(req, rules)  # refuse an unknown model before paying for an image download
-        image = await image_of(req, upload, services)
+        image, notes = await image_of(req, upload, services)
         decision = await services.decide(req, image, rules, owner)
         check_parameters(req, decision.plan.candidates, rules, services.adapters)
         job = new_job(
@@ -67,6 +67,7 @@ class VideosController(Controller):
             owner,
             idempotency_key=key,
             request_hash=request_hash(req, image.sha256),
+            notes=notes,
         )
         services.blobs.put(image.data)
         job.metrics = {"create_ms": round((time.perf_counter() - t0) * 1000, 2)}

@@ -32,10 +32,11 @@ from adapters.base import (
 from gateway.jobs.cancel import CancelWatch, cancelled_error
 from gateway.jobs.context import RunContext
 from gateway.jobs.ids import new_id
+from gateway.jobs.present import shown_progress
 from gateway.jobs.store import LeaseLost
 from gateway.jobs.tables import AttemptRow, JobRow, cancel_row, trail_row
 from gateway.routing.catalog import ModelSpec
-from gateway.routing.planner import estimate_cost, shape_for
+from gateway.routing.planner import estimate_cost, shape_for, shape_notes
 from gateway.status import LIVE_ATTEMPT, TERMINAL_JOB, AttemptStatus, JobStatus
 
 log = logging.getLogger("i2v.runner")
@@ -63,12 +64,21 @@ class Attempts:
             usage={"seconds": shape.seconds, "resolution": shape.resolution},
         )
         now = time.time()
+        expected = self.ctx.pacer.expected(alias) or spec.typical_latency_s
         values: dict[str, Any] = {
             "model": alias,
-            "request": {**req, "shape": shape.model_dump()},
+            # expected_s: what progress is estimated against while the provider reports none
+            "request": {**req, "shape": shape.model_dump(), "expected_s": expected},
             "status": JobStatus.IN_PROGRESS,
             "adapter": spec.adapter,
+            # a fallback starts from the progress shown so far: it never runs backwards
+            "progress": shown_progress(job, attempts, now),
         }
+        if attempts and alias != attempts[-1].model:
+            known = set(job.warnings or [])
+            fresh = [n for n in shape_notes(alias, spec, req, shape) if n not in known]
+            if fresh:
+                values["warnings"] = [*(job.warnings or []), *fresh]
         if job.started_at is None:
             values["started_at"] = now
         await self.ctx.transition(job, values, new_attempt=attempt)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from gateway.jobs.tables import AttemptRow, JobRow, OutboxRow
@@ -14,13 +16,36 @@ def _error(raw: dict[str, Any] | None) -> VideoError | None:
     return VideoError.model_validate(raw) if raw else None
 
 
+def estimated_progress(elapsed_s: float, expected_s: float) -> int:
+    """Progress from time alone, for providers that report none (Kling, MiniMax): 90% at the
+    model's usual latency, then creeping towards 99 (never 100 before the clip exists)."""
+    if expected_s <= 0 or elapsed_s <= 0:
+        return 0
+    if elapsed_s <= expected_s:
+        return int(90 * elapsed_s / expected_s)
+    return int(90 + 9 * (1 - math.exp(-(elapsed_s - expected_s) / expected_s)))
+
+
+def shown_progress(job: JobRow, attempts: list[AttemptRow], now: float) -> int:
+    """What the job's progress reads: 100 once done, else the larger of what the provider last
+    said (kept as a running maximum) and the estimate for the running attempt. Monotone: a
+    fallback's new attempt starts from the progress stored when it was submitted."""
+    if job.status == JobStatus.COMPLETED:
+        return 100
+    live = attempts[-1] if attempts and job.status == JobStatus.IN_PROGRESS else None
+    expected = job.request.get("expected_s")
+    if live is None or live.submitted_at is None or not expected:
+        return job.progress
+    return max(job.progress, estimated_progress(now - live.submitted_at, expected))
+
+
 def video_object(job: JobRow, attempts: list[AttemptRow]) -> Video:
     req = job.request
     out = job.output
     return Video(
         id=job.id,
         status=JobStatus(job.status),
-        progress=100 if job.status == JobStatus.COMPLETED else job.progress,
+        progress=shown_progress(job, attempts, time.time()),
         created_at=int(job.created_at),
         completed_at=int(job.completed_at) if job.completed_at else None,
         expires_at=int(job.expires_at) if job.expires_at else None,
@@ -28,7 +53,8 @@ def video_object(job: JobRow, attempts: list[AttemptRow]) -> Video:
         requested_model=job.requested_model,
         prompt=job.prompt,
         seconds=str(req["shape"]["seconds"]),
-        size=f"{req['shape']['width']}x{req['shape']['height']}",
+        # what was made once there is a clip (a provider may round), what is planned until then
+        size=f"{out['width']}x{out['height']}" if out else f"{req['shape']['width']}x{req['shape']['height']}",
         route=Route(
             rule=job.route.get("rule"),
             arm=job.route.get("arm"),

@@ -52,12 +52,29 @@ def tier_of_size(width: int, height: int) -> str:
     return min(RESOLUTION_HEIGHT, key=lambda r: abs(RESOLUTION_HEIGHT[r] - short))
 
 
+def nearest_duration(spec: ModelSpec, seconds: int) -> int:
+    """The model's clip length nearest to `seconds` (a tie goes to the longer: never less than
+    halfway to what was asked)."""
+    return min(spec.durations, key=lambda d: (abs(d - seconds), -d))
+
+
+def nearest_resolution(spec: ModelSpec, short_side: int) -> str:
+    """The model's resolution tier whose short side is nearest to `short_side` (a tie: the larger)."""
+    return min(spec.resolutions, key=lambda r: (abs(RESOLUTION_HEIGHT[r] - short_side), -RESOLUTION_HEIGHT[r]))
+
+
 def shape_for(spec: ModelSpec, req: dict[str, Any], image_w: int, image_h: int) -> Shape:
-    """The resolution, duration and pixel size this model gets for a stored request."""
-    seconds = req.get("seconds") or spec.durations[0]
+    """The resolution, duration and pixel size this model gets for a stored request: the model's
+    nearest duration and, for a `size`, its nearest tier at the size's aspect ratio (the image
+    was cropped to that ratio on the way in)."""
+    seconds = nearest_duration(spec, req["seconds"]) if req.get("seconds") else spec.durations[0]
     if req.get("size"):
         w, h = (int(v) for v in req["size"].split("x"))
-        return Shape(resolution=tier_of_size(w, h), seconds=seconds, width=w, height=h)
+        resolution = nearest_resolution(spec, min(w, h))
+        short = RESOLUTION_HEIGHT[resolution]
+        if short != min(w, h):
+            w, h = (_even16(short * w / h), short) if w >= h else (short, _even16(short * h / w))
+        return Shape(resolution=resolution, seconds=seconds, width=w, height=h)
     resolution = req.get("resolution") or spec.resolutions[0]
     short = RESOLUTION_HEIGHT[resolution]
     if req.get("aspect_ratio"):
@@ -70,6 +87,24 @@ def shape_for(spec: ModelSpec, req: dict[str, Any], image_w: int, image_h: int) 
     else:
         w, h = short, _even16(short / ratio)
     return Shape(resolution=resolution, seconds=seconds, width=w, height=h)
+
+
+def shape_notes(alias: str, spec: ModelSpec, req: dict[str, Any], shape: Shape) -> list[str]:
+    """Warnings for a shape that is not what the request asked for (the nearest the model makes)."""
+    notes = []
+    if req.get("seconds") and shape.seconds != req["seconds"]:
+        offered = ", ".join(map(str, spec.durations))
+        notes.append(
+            f"seconds: {alias} makes {offered} s clips, not {req['seconds']} s; making {shape.seconds} s "
+            f"(the nearest). Set strict_duration: true to use only models that make {req['seconds']} s."
+        )
+    if req.get("size") and f"{shape.width}x{shape.height}" != req["size"]:
+        offered = ", ".join(spec.resolutions)
+        notes.append(
+            f"size: {alias} does not make {req['size']} (it offers {offered}); making "
+            f"{shape.width}x{shape.height} ({shape.resolution}, the nearest)."
+        )
+    return notes
 
 
 def estimate_cost(spec: ModelSpec, shape: Shape) -> float | None:
@@ -114,11 +149,10 @@ def _why_not(
 ) -> str | None:
     if spec.adapter not in available:
         return f"adapter '{spec.adapter}' is not configured"
-    res = req.resolution or (tier_of_size(*map(int, req.size.split("x"))) if req.size else None)
-    if res and res not in spec.resolutions:
-        return f"resolution {res} not offered (has {', '.join(spec.resolutions)})"
-    if req.seconds and req.seconds not in spec.durations:
-        return f"{req.seconds} s not offered (has {', '.join(map(str, spec.durations))} s)"
+    if req.resolution and req.resolution not in spec.resolutions:
+        return f"resolution {req.resolution} not offered (has {', '.join(spec.resolutions)})"
+    if req.seconds and req.strict_duration and req.seconds not in spec.durations:
+        return f"{req.seconds} s not offered (has {', '.join(map(str, spec.durations))} s; strict_duration is set)"
     if req.aspect_ratio and spec.aspect_ratios is not None and req.aspect_ratio not in spec.aspect_ratios:
         return f"aspect ratio {req.aspect_ratio} not offered (has {', '.join(spec.aspect_ratios)})"
     if req.max_cost_usd is not None:

@@ -114,7 +114,10 @@ def test_unknown_model_lists_choices(gateway: Gateway) -> None:
 
 def test_duration_no_model_can_give(gateway: Gateway) -> None:
     msg = assert_error(
-        post(gateway, prompt="pan", seconds=7, image=data_uri(image_bytes())), 422, "no_model_fits", "seconds"
+        post(gateway, prompt="pan", seconds=7, strict_duration=True, image=data_uri(image_bytes())),
+        422,
+        "no_model_fits",
+        "seconds",
     )
     assert "7 s not offered" in msg
 

@@ -81,7 +81,12 @@ def test_multipart_comparison_with_auto_as_an_arm(sandbox: Gateway) -> None:
         ({"models": ["wan-2.6-i2v-flash"]}, 422, "invalid_field", "models"),
         ({"models": ["wan-2.6-i2v-flash", "nope"]}, 422, "unknown_model", "models.1"),
         ({"models": ARMS, "model": "kling-v2.1"}, 422, "invalid_field", "model"),
-        ({"models": ["wan-2.6-i2v-flash", "kling-v2.6-motion"], "seconds": 15}, 422, "arm_cannot_run", "models.1"),
+        (
+            {"models": ["wan-2.6-i2v-flash", "kling-v2.6-motion"], "seconds": 15, "strict_duration": True},
+            422,
+            "arm_cannot_run",
+            "models.1",
+        ),
     ],
 )
 def test_bad_comparisons_say_what_to_fix(sandbox: Gateway, fields: dict, status: int, code: str, param: str) -> None:
@@ -93,7 +98,9 @@ def test_bad_comparisons_say_what_to_fix(sandbox: Gateway, fields: dict, status:
 
 
 def test_with_fallbacks_an_arm_may_run_another_model(sandbox: Gateway) -> None:
-    resp = compare(sandbox, ["wan-2.6-i2v-flash", "kling-v2.6-motion"], seconds=15, fallbacks=True)
+    resp = compare(
+        sandbox, ["wan-2.6-i2v-flash", "kling-v2.6-motion"], seconds=15, strict_duration=True, fallbacks=True
+    )
     assert resp.status_code == 202, resp.text
     assert resp.json()["arms"][1]["video"]["model"] == "wan-2.6-i2v"
 

@@ -93,9 +93,11 @@ def test_explain_says_why_each_candidate_was_dropped(routed: Gateway) -> None:
     by_model = {c["model"]: c for c in out["candidates"]}
     assert by_model["wan-2.6-i2v"]["kept"] is False and "over max_cost_usd" in by_model["wan-2.6-i2v"]["reason"]
     assert by_model["hailuo-2.3-fast"]["kept"] is True
-    nothing = explain(routed, prompt="mist drifts", seconds=7)
+    nothing = explain(routed, prompt="mist drifts", seconds=7, strict_duration=True)
     assert not any(c["kept"] for c in nothing["candidates"])
-    resp = routed.client.post("/v1/videos", json={"image": LANDSCAPE, "prompt": "mist drifts", "seconds": 7})
+    resp = routed.client.post(
+        "/v1/videos", json={"image": LANDSCAPE, "prompt": "mist drifts", "seconds": 7, "strict_duration": True}
+    )
     assert resp.status_code == 422 and resp.json()["error"]["code"] == "no_model_fits"
     assert "7 s not offered" in resp.json()["error"]["message"]
 
