@@ -135,6 +135,14 @@ class Settings(BaseSettings):
         description="A finished job's input image and video are deleted this long after it ends (0: kept); "
         "the video object's expires_at says when; its content then answers 410.",
     )
+    url_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Signs download links (HMAC-SHA256). Unset: a random key kept in <data_dir>/url_signing_key; "
+        "set it when replicas share a database so each accepts the others' links.",
+    )
+    signed_url_ttl_s: float = Field(
+        default=3600, ge=60, description="A download link works for between one and two of these, without a key."
+    )
     retention_sweep_s: float = Field(default=600.0, gt=0, description="How often expired files are looked for.")
     quality_metrics: bool = Field(
         default=True,
@@ -162,8 +170,10 @@ class Settings(BaseSettings):
 
     public_url: str | None = Field(
         default=None,
-        description="This gateway's address as providers can reach it (e.g. https://gw.example.com). With it, "
-        "Kling and MiniMax tasks carry a callback_url: a finished task is seen at once instead of at the next poll.",
+        description="This gateway's public address (e.g. https://gw.example.com): the root of the download links "
+        "in video objects and webhooks, and, for Kling and MiniMax tasks, of their callback_url (a finished task "
+        "is seen at once instead of at the next poll). Unset: links use the address each request came to "
+        "(X-Forwarded-Proto/-Host/-Prefix or Forwarded honoured) and webhooks carry a path.",
     )
 
     log_level: str = "INFO"

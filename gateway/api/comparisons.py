@@ -8,6 +8,8 @@ models and not fallback chains. Reads render the arms' videos as they are now, w
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -17,6 +19,7 @@ from litestar.params import Parameter
 from gateway.api.auth import Caller, Owner, Svc, owner_dependency, refusal
 from gateway.api.body import idempotency_key, image_of, key_reused, parse_create, request_hash
 from gateway.api.create import check_parameters, new_job
+from gateway.api.links import render as video_in
 from gateway.api.openapi import errors
 from gateway.api.responses import (
     Comparison,
@@ -32,11 +35,10 @@ from gateway.api.videos import cancel_job
 from gateway.errors import APIError, not_found
 from gateway.jobs.ids import new_id
 from gateway.jobs.limits import LimitReached
-from gateway.jobs.present import video_object
 from gateway.jobs.store import IdempotencyConflict
 from gateway.jobs.tables import AttemptRow, ComparisonRow, JobRow, VoteRow
 from gateway.routing.planner import check_model
-from gateway.schemas import CreateComparisonRequest, CreateVideoRequest
+from gateway.schemas import CreateComparisonRequest, CreateVideoRequest, Video
 from gateway.stats import Outcome, bradley_terry
 from gateway.status import TERMINAL_JOB, JobStatus
 
@@ -118,18 +120,26 @@ class ComparisonsController(Controller):
         except IdempotencyConflict as exc:
             raise key_reused(exc) from exc
         if not created:
-            return Response(await _load(services, row), status_code=200, headers={"Idempotent-Replayed": "true"})
+            return Response(
+                await _load(services, request, row), status_code=200, headers={"Idempotent-Replayed": "true"}
+            )
         for arm in arm_requests:
             services.metrics.jobs_created.labels(arm.model).inc()
         services.runner.wake()
-        return Response(render(row, [(j, []) for j in jobs], []), status_code=202)
+        present = partial(video_in, services, request)
+        return Response(render(row, [(j, []) for j in jobs], [], present), status_code=202)
 
     @get("/", summary="List comparisons", responses=errors(422))
     async def list_comparisons(
-        self, services: Svc, owner: Owner, after: str | None = None, limit: int = Parameter(default=20, ge=1, le=100)
+        self,
+        request: Request[Any, Any, Any],
+        services: Svc,
+        owner: Owner,
+        after: str | None = None,
+        limit: int = Parameter(default=20, ge=1, le=100),
     ) -> ComparisonList:
         rows, has_more = await services.comparisons.list(None if owner.admin else owner, after=after, limit=limit)
-        data = [await _load(services, row) for row in rows]
+        data = [await _load(services, request, row) for row in rows]
         return ComparisonList(
             data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=has_more
         )
@@ -139,18 +149,22 @@ class ComparisonsController(Controller):
         summary="Retrieve a comparison: every arm's video side by side, and a summary",
         responses=errors(404),
     )
-    async def retrieve(self, comparison_id: str, services: Svc, owner: Owner) -> Comparison:
-        return await _load(services, await _owned(services, owner, comparison_id))
+    async def retrieve(
+        self, request: Request[Any, Any, Any], comparison_id: str, services: Svc, owner: Owner
+    ) -> Comparison:
+        return await _load(services, request, await _owned(services, owner, comparison_id))
 
     @post(
         "/{comparison_id:str}/cancel", status_code=200, summary="Cancel every arm still running", responses=errors(404)
     )
-    async def cancel(self, comparison_id: str, services: Svc, owner: Owner) -> Comparison:
+    async def cancel(
+        self, request: Request[Any, Any, Any], comparison_id: str, services: Svc, owner: Owner
+    ) -> Comparison:
         row = await _owned(services, owner, comparison_id)
         for job, _ in await services.comparisons.arms(row):
             if job.status not in TERMINAL_JOB:
                 await cancel_job(services, job.id)
-        return await _load(services, row)
+        return await _load(services, request, row)
 
     @post(
         "/{comparison_id:str}/votes",
@@ -240,12 +254,18 @@ async def _owned(services: Svc, owner: Caller, comparison_id: str) -> Comparison
     return row
 
 
-async def _load(services: Svc, row: ComparisonRow) -> Comparison:
-    return render(row, await services.comparisons.arms(row), await services.comparisons.votes_on(row.id))
+async def _load(services: Svc, request: Request[Any, Any, Any], row: ComparisonRow) -> Comparison:
+    arms, votes = await services.comparisons.arms(row), await services.comparisons.votes_on(row.id)
+    return render(row, arms, votes, partial(video_in, services, request))
 
 
-def render(row: ComparisonRow, arms: list[tuple[JobRow, list[AttemptRow]]], votes: list[VoteRow]) -> Comparison:
-    videos = [video_object(job, attempts) for job, attempts in arms]
+def render(
+    row: ComparisonRow,
+    arms: list[tuple[JobRow, list[AttemptRow]]],
+    votes: list[VoteRow],
+    present: Callable[[JobRow, list[AttemptRow]], Video],
+) -> Comparison:
+    videos = [present(job, attempts) for job, attempts in arms]
     labels = LABELS[: len(videos)]
     summary = ComparisonSummary()
     finished = [

@@ -14,6 +14,7 @@ from gateway.jobs.comparisons import ComparisonStore
 from gateway.jobs.experiments import ExperimentStore
 from gateway.jobs.keys import CachedKeys
 from gateway.jobs.limits import Limits
+from gateway.jobs.links import Links
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import JobStore
 from gateway.metrics import GatewayMetrics
@@ -46,6 +47,10 @@ class Services:
     image_limits: ImageLimits
 
     _load: tuple[float, Load] = (0.0, Load())
+
+    @property
+    def links(self) -> Links:
+        return self.runner.ctx.links
 
     @property
     def trait_settings(self) -> TraitSettings:

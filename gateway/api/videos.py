@@ -22,11 +22,12 @@ from adapters.base import InputImage
 from gateway.api.auth import Caller, Owner, Svc, owner_dependency, refusal
 from gateway.api.body import idempotency_key, image_of, key_reused, parse_create, request_hash
 from gateway.api.create import check_parameters, new_job, shadow_job
+from gateway.api.links import render, signed_dependency
 from gateway.api.openapi import errors
 from gateway.api.responses import DeletedVideo, VideoEventList, VideoList
 from gateway.errors import APIError, not_found
 from gateway.jobs.limits import LimitReached
-from gateway.jobs.present import history, video_object
+from gateway.jobs.present import history
 from gateway.jobs.store import IdempotencyConflict
 from gateway.jobs.tables import JobRow
 from gateway.routing.catalog import RulesFile
@@ -87,11 +88,12 @@ class VideosController(Controller):
         else:
             _, attempts = await services.store.get_with_attempts(job.id)
         headers = {} if created else {"Idempotent-Replayed": "true"}
-        return Response(video_object(job, attempts), status_code=202 if created else 200, headers=headers)
+        return Response(render(services, request, job, attempts), status_code=202 if created else 200, headers=headers)
 
     @get("/", summary="List videos", responses=errors(422))
     async def list_videos(
         self,
+        request: Request[Any, Any, Any],
         services: Svc,
         owner: Owner,
         status: str | None = None,
@@ -106,15 +108,15 @@ class VideosController(Controller):
             None if owner.admin else owner, status=status, model=model, after=after, limit=limit, order=order
         )
         attempts = await services.store.attempts_for([r.id for r in rows])
-        data = [video_object(r, attempts[r.id]) for r in rows]
+        data = [render(services, request, r, attempts[r.id]) for r in rows]
         return VideoList(
             data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=has_more
         )
 
     @get("/{video_id:str}", summary="Retrieve a video", responses=errors(404))
-    async def retrieve(self, video_id: str, services: Svc, owner: Owner) -> Video:
+    async def retrieve(self, request: Request[Any, Any, Any], video_id: str, services: Svc, owner: Owner) -> Video:
         job, attempts = await services.store.get_with_attempts(video_id)
-        return video_object(_owned(job, owner, video_id), attempts)
+        return render(services, request, _owned(job, owner, video_id), attempts)
 
     @get(
         "/{video_id:str}/events",
@@ -132,6 +134,7 @@ class VideosController(Controller):
         summary="Download the MP4 (HTTP Range supported)",
         responses={**errors(400, 404, 409, 410, 416, 422), 206: ResponseSpec(None, description="The Range asked for.")},
         media_type="video/mp4",
+        dependencies=signed_dependency(),
     )
     async def content(
         self,
@@ -173,7 +176,7 @@ class VideosController(Controller):
         )
 
     @post("/{video_id:str}/cancel", status_code=200, summary="Cancel a video job", responses=errors(404, 409))
-    async def cancel(self, video_id: str, services: Svc, owner: Owner) -> Video:
+    async def cancel(self, request: Request[Any, Any, Any], video_id: str, services: Svc, owner: Owner) -> Video:
         job = _owned(await services.store.get(video_id), owner, video_id)
         if job.status in TERMINAL_JOB:
             raise APIError(
@@ -186,7 +189,7 @@ class VideosController(Controller):
             )
         fresh, attempts = await services.store.get_with_attempts(video_id)
         assert fresh is not None
-        return video_object(fresh, attempts)
+        return render(services, request, fresh, attempts)
 
     @post(
         ["/{video_id:str}/remix", "/{video_id:str}/extend", "/{video_id:str}/edit"],

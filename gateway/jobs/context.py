@@ -14,6 +14,7 @@ import httpx
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from adapters.base import Adapter
+from gateway.jobs.links import Links, signing_key
 from gateway.jobs.pacing import PollPacer
 from gateway.jobs.store import JobStore, LeaseLost
 from gateway.jobs.tables import AttemptRow, JobRow, OutboxRow
@@ -68,10 +69,15 @@ class RunContext:
     pacer: PollPacer = field(init=False)
     #: Finished clips measured at once (`quality_concurrency`): each is a worker thread's CPU.
     quality_slots: asyncio.Semaphore = field(init=False)
+    #: Signs the download links in video objects (API answers and webhooks alike).
+    links: Links = field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = {name: asyncio.Semaphore(a.max_concurrency) for name, a in self.adapters.items()}
         self.quality_slots = asyncio.Semaphore(self.settings.quality_concurrency)
+        s = self.settings
+        key = signing_key(s.url_signing_key.get_secret_value() if s.url_signing_key else None, s.data_dir)
+        self.links = Links(key, s.signed_url_ttl_s, s.public_url)
         self.pacer = PollPacer(first_s=self.settings.poll_interval_s, max_s=self.settings.poll_interval_max_s)
 
     @property

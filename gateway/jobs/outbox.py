@@ -78,7 +78,7 @@ class OutboxRelay:
         job, attempts = await self.ctx.store.get_with_attempts(row.job_id)
         if job is None:
             return "failed", "the job was deleted", None
-        payload = video_object(job, attempts).model_dump(mode="json")
+        payload = video_object(job, attempts, self.ctx.links).model_dump(mode="json")
         ok, retry, detail = await self.ctx.webhooks.deliver(row.payload["url"], row.payload["event"], payload, row.id)
         return ("done" if ok else "retry" if retry else "failed"), detail, None
 

@@ -6,6 +6,7 @@ import math
 import time
 from typing import Any
 
+from gateway.jobs.links import Links
 from gateway.jobs.tables import AttemptRow, JobRow, OutboxRow
 from gateway.schemas import Attempt, Route, Video, VideoError, VideoOutput
 from gateway.status import AttemptStatus, JobStatus
@@ -39,13 +40,16 @@ def shown_progress(job: JobRow, attempts: list[AttemptRow], now: float) -> int:
     return max(job.progress, estimated_progress(now - live.submitted_at, expected))
 
 
-def video_object(job: JobRow, attempts: list[AttemptRow]) -> Video:
+def video_object(job: JobRow, attempts: list[AttemptRow], links: Links, base: str | None = None) -> Video:
+    """`base`: the address the caller reached the gateway at (for absolute links; the configured
+    public URL wins); none for webhooks."""
     req = job.request
     out = job.output
+    now = time.time()
     return Video(
         id=job.id,
         status=JobStatus(job.status),
-        progress=shown_progress(job, attempts, time.time()),
+        progress=shown_progress(job, attempts, now),
         created_at=int(job.created_at),
         completed_at=int(job.completed_at) if job.completed_at else None,
         expires_at=int(job.expires_at) if job.expires_at else None,
@@ -75,7 +79,7 @@ def video_object(job: JobRow, attempts: list[AttemptRow]) -> Video:
                 for a in attempts
             ],
         ),
-        output=VideoOutput(url=f"/v1/videos/{job.id}/content", **out) if out else None,
+        output=VideoOutput(url=links.content_url(job.id, now, base=base, until=job.expires_at), **out) if out else None,
         metrics=_metrics(job, attempts),
         warnings=job.warnings or [],
         metadata=job.metadata_,
