@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
@@ -174,6 +174,12 @@ class Settings(BaseSettings):
         "in video objects and webhooks, and, for Kling and MiniMax tasks, of their callback_url (a finished task "
         "is seen at once instead of at the next poll). Unset: links use the address each request came to "
         "(X-Forwarded-Proto/-Host/-Prefix or Forwarded honoured) and webhooks carry a path.",
+    )
+
+    facade_routing: Literal["keep", "rules"] = Field(
+        default="keep",
+        description="A provider façade's request names a provider model: keep it (its catalog alias, with its "
+        "fallbacks) or route it by the rules like model=auto.",
     )
 
     log_level: str = "INFO"

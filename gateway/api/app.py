@@ -28,6 +28,7 @@ from gateway.api.comparisons import ComparisonsController, leaderboard
 from gateway.api.errors import exception_handlers
 from gateway.api.experiments import get_experiment, list_experiments
 from gateway.api.explain import explain_route
+from gateway.api.facades import facade_routers
 from gateway.api.ingest import ImageLimits
 from gateway.api.middleware import metrics_middleware
 from gateway.api.models import list_models
@@ -198,6 +199,7 @@ def create_app(
                     *UI_ROUTES,
                     explain_route,
                     list_models,
+                    *facade_routers(),
                 ]
                 if api
                 else []

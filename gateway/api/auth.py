@@ -44,11 +44,16 @@ Owner = NamedDependency[Caller]
 
 
 async def resolve_owner(request: Request[Any, Any, Any], services: Svc) -> Caller:
+    header = request.headers.get("authorization", "")
+    return await authenticate(header[7:].strip() if header[:7].lower() == "bearer " else "", services)
+
+
+async def authenticate(token: str, services: Services) -> Caller:
+    """The caller a key belongs to (anyone, while no key was ever made); 401 otherwise. The
+    provider façades call it with the key taken from where each provider's clients put it."""
     env_keys = services.settings.api_keys
     if not env_keys and not await services.keys.any_made():
         return Caller.of("", admin=False, name="open")
-    header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
     if token:
         for key in env_keys:
             if hmac.compare_digest(token, key.get_secret_value()):

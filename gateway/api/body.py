@@ -111,6 +111,18 @@ async def parse_create(
 ) -> tuple[R, bytes | None]:
     """The create body, validated: the shared first step of create, explain and comparisons."""
     fields, upload = await _read_body(request)
+    req = validate_create(fields, services, schema)
+    if upload is not None and (req.image or req.input_reference):
+        raise APIError(422, "ambiguous_image", "image: send either a file or a URL, not both.", "image")
+    return req, upload
+
+
+def validate_create(
+    fields: dict[str, Any],
+    services: Services,
+    schema: type[R] = CreateVideoRequest,  # type: ignore[assignment]
+) -> R:
+    """Fields (from a body, or translated by a provider façade) as a create request."""
     try:
         req = schema.model_validate(fields)
     except ValidationError as exc:
@@ -123,9 +135,7 @@ async def parse_create(
             f"prompt: {len(req.prompt)} characters; the limit is {limit}. Describe the motion in fewer words.",
             "prompt",
         )
-    if upload is not None and (req.image or req.input_reference):
-        raise APIError(422, "ambiguous_image", "image: send either a file or a URL, not both.", "image")
-    return req, upload
+    return req
 
 
 async def image_of(req: CreateVideoRequest, upload: bytes | None, services: Services) -> tuple[InputImage, list[str]]:

@@ -8,6 +8,7 @@ model it names).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from adapters.base import InputImage, passthrough
 from adapters.registry import BUILTIN, AdapterConfigError, load_class
@@ -34,8 +35,11 @@ def new_job(
     comparison_id: str | None = None,
     fallbacks: bool = True,
     notes: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JobRow:
-    """`notes`: warnings from reading the image (a crop to the size's aspect ratio)."""
+    """`notes`: warnings from reading the image (a crop to the size's aspect ratio); `extra`:
+    kept on the stored request (what a provider façade needs back: the caller's ids, its
+    callback format)."""
     route = decision.plan
     candidates = route.candidates if fallbacks else route.candidates[:1]
     first = rules.models[candidates[0]]
@@ -46,6 +50,7 @@ def new_job(
     req_dict["image"] = {"sha256": image.sha256, "mime": image.mime, "width": image.width, "height": image.height}
     shape = shape_for(first, req_dict, image.width, image.height)
     req_dict["shape"] = shape.model_dump()
+    req_dict.update({k: v for k, v in (extra or {}).items() if v is not None})
     warnings = [*decision.warnings, *(notes or []), *shape_notes(candidates[0], first, req_dict, shape)]
     now = time.time()
     return JobRow(

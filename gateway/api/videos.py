@@ -29,7 +29,7 @@ from gateway.errors import APIError, not_found
 from gateway.jobs.limits import LimitReached
 from gateway.jobs.present import history
 from gateway.jobs.store import IdempotencyConflict
-from gateway.jobs.tables import JobRow
+from gateway.jobs.tables import AttemptRow, JobRow
 from gateway.routing.catalog import RulesFile
 from gateway.routing.decide import Decision
 from gateway.routing.planner import check_model
@@ -55,38 +55,7 @@ class VideosController(Controller):
         t0 = time.perf_counter()
         key = idempotency_key(request)
         req, upload = await parse_create(request, services)
-        rules = services.rules()
-        check_model(req, rules)  # refuse an unknown model before paying for an image download
-        image, notes = await image_of(req, upload, services)
-        decision = await services.decide(req, image, rules, owner)
-        check_parameters(req, decision.plan.candidates, rules, services.adapters)
-        job = new_job(
-            req,
-            image,
-            decision,
-            rules,
-            owner,
-            idempotency_key=key,
-            request_hash=request_hash(req, image.sha256),
-            notes=notes,
-        )
-        services.blobs.put(image.data)
-        job.metrics = {"create_ms": round((time.perf_counter() - t0) * 1000, 2)}
-        try:
-            job, created = await services.store.create(
-                job, services.limits.guard(owner.key, 1, job.estimate_usd or 0.0)
-            )
-        except LimitReached as exc:
-            raise refusal(services, owner.name, exc) from exc
-        except IdempotencyConflict as exc:
-            raise key_reused(exc) from exc
-        if created:
-            services.metrics.jobs_created.labels(req.model).inc()
-            await _start_shadow(services, req, image, decision, rules, owner, job.id)
-            services.runner.wake()
-            attempts = []
-        else:
-            _, attempts = await services.store.get_with_attempts(job.id)
+        job, created, attempts = await create_video(services, req, upload, owner, key, t0)
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return Response(render(services, request, job, attempts), status_code=202 if created else 200, headers=headers)
 
@@ -147,33 +116,7 @@ class VideosController(Controller):
         job = _owned(await services.store.get(video_id), owner, video_id)
         if variant != "video":
             raise APIError(422, "invalid_field", "variant: only 'video' is available.", "variant")
-        if job.status != JobStatus.COMPLETED or not job.output:
-            raise APIError(
-                409, "video_not_ready", f"Video {video_id} is {job.status}; content exists once it is completed."
-            )
-        if (job.expires_at and time.time() >= job.expires_at) or not services.blobs.exists(job.output["sha256"]):
-            raise APIError(
-                410,
-                "video_expired",
-                f"Video {video_id}'s file was deleted when it expired (I2V_RETENTION_S); its facts stay in the "
-                "video object. Download content before expires_at.",
-            )
-        path = services.blobs.path(job.output["sha256"])
-        size = path.stat().st_size
-        headers = {
-            "accept-ranges": "bytes",
-            "etag": f'"{job.output["sha256"]}"',
-            "content-disposition": f'inline; filename="{video_id}.mp4"',
-        }
-        rng = _parse_range(request.headers.get("range"), size)
-        start, end = rng if rng is not None else (0, size - 1)
-        headers["content-length"] = str(end - start + 1)
-        if rng is not None:
-            headers["content-range"] = f"bytes {start}-{end}/{size}"
-        # streamed from disk in chunks read off the event loop: memory stays flat for any size
-        return Stream(
-            _chunks(path, start, end), status_code=206 if rng else 200, media_type="video/mp4", headers=headers
-        )
+        return stream_content(request, services, job)
 
     @post("/{video_id:str}/cancel", status_code=200, summary="Cancel a video job", responses=errors(404, 409))
     async def cancel(self, request: Request[Any, Any, Any], video_id: str, services: Svc, owner: Owner) -> Video:
@@ -227,6 +170,84 @@ class VideosController(Controller):
         if sha and not await services.store.other_jobs_use_blob(sha, video_id):
             services.blobs.delete(sha)
         return DeletedVideo(id=video_id)
+
+
+def stream_content(request: Request[Any, Any, Any], services: Svc, job: JobRow) -> Stream:
+    """A finished job's MP4, streamed from disk (HTTP Range honoured): 409 before it exists,
+    410 once it expired."""
+    video_id = job.id
+    if job.status != JobStatus.COMPLETED or not job.output:
+        raise APIError(
+            409, "video_not_ready", f"Video {video_id} is {job.status}; content exists once it is completed."
+        )
+    if (job.expires_at and time.time() >= job.expires_at) or not services.blobs.exists(job.output["sha256"]):
+        raise APIError(
+            410,
+            "video_expired",
+            f"Video {video_id}'s file was deleted when it expired (I2V_RETENTION_S); its facts stay in the "
+            "video object. Download content before expires_at.",
+        )
+    path = services.blobs.path(job.output["sha256"])
+    size = path.stat().st_size
+    headers = {
+        "accept-ranges": "bytes",
+        "etag": f'"{job.output["sha256"]}"',
+        "content-disposition": f'inline; filename="{video_id}.mp4"',
+    }
+    rng = _parse_range(request.headers.get("range"), size)
+    start, end = rng if rng is not None else (0, size - 1)
+    headers["content-length"] = str(end - start + 1)
+    if rng is not None:
+        headers["content-range"] = f"bytes {start}-{end}/{size}"
+    # streamed from disk in chunks read off the event loop: memory stays flat for any size
+    return Stream(_chunks(path, start, end), status_code=206 if rng else 200, media_type="video/mp4", headers=headers)
+
+
+async def create_video(
+    services: Svc,
+    req: CreateVideoRequest,
+    upload: bytes | None,
+    owner: Caller,
+    key: str | None,
+    t0: float | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
+) -> tuple[JobRow, bool, list[AttemptRow]]:
+    """The create path every front door shares (`/v1/videos` and the provider façades): image,
+    route, durable job. Returns the job, whether it is new (else an Idempotency-Key replay) and
+    its attempts so far."""
+    t0 = time.perf_counter() if t0 is None else t0
+    rules = services.rules()
+    check_model(req, rules)  # refuse an unknown model before paying for an image download
+    image, notes = await image_of(req, upload, services)
+    decision = await services.decide(req, image, rules, owner)
+    check_parameters(req, decision.plan.candidates, rules, services.adapters)
+    job = new_job(
+        req,
+        image,
+        decision,
+        rules,
+        owner,
+        idempotency_key=key,
+        request_hash=request_hash(req, image.sha256),
+        notes=notes,
+        extra=extra,
+    )
+    services.blobs.put(image.data)
+    job.metrics = {"create_ms": round((time.perf_counter() - t0) * 1000, 2)}
+    try:
+        job, created = await services.store.create(job, services.limits.guard(owner.key, 1, job.estimate_usd or 0.0))
+    except LimitReached as exc:
+        raise refusal(services, owner.name, exc) from exc
+    except IdempotencyConflict as exc:
+        raise key_reused(exc) from exc
+    if not created:
+        _, attempts = await services.store.get_with_attempts(job.id)
+        return job, False, attempts
+    services.metrics.jobs_created.labels(req.model).inc()
+    await _start_shadow(services, req, image, decision, rules, owner, job.id)
+    services.runner.wake()
+    return job, True, []
 
 
 async def _start_shadow(

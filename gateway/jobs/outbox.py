@@ -17,6 +17,7 @@ from typing import Any
 
 from adapters.base import ProviderError, ProviderTask
 from gateway.jobs.context import RunContext, transient
+from gateway.jobs.native import CALLBACKS
 from gateway.jobs.present import video_object
 from gateway.jobs.tables import OutboxRow
 
@@ -78,8 +79,13 @@ class OutboxRelay:
         job, attempts = await self.ctx.store.get_with_attempts(row.job_id)
         if job is None:
             return "failed", "the job was deleted", None
-        payload = video_object(job, attempts, self.ctx.links).model_dump(mode="json")
-        ok, retry, detail = await self.ctx.webhooks.deliver(row.payload["url"], row.payload["event"], payload, row.id)
+        video = video_object(job, attempts, self.ctx.links)
+        native = CALLBACKS.get(job.request.get("callback_format", ""))
+        # a provider façade's caller gets the provider's callback body; everyone else the envelope
+        payload = native(video, job.request) if native else video.model_dump(mode="json")
+        ok, retry, detail = await self.ctx.webhooks.deliver(
+            row.payload["url"], row.payload["event"], payload, row.id, wrap=native is None
+        )
         return ("done" if ok else "retry" if retry else "failed"), detail, None
 
     def _task(self, row: OutboxRow) -> tuple[Any, ProviderTask] | None:

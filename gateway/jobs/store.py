@@ -59,7 +59,7 @@ class JobStore:
         Returns (job, created). Raises IdempotencyConflict when the key came with another body.
         """
         if job.idempotency_key:
-            existing = await self._by_idempotency_key(job.owner, job.idempotency_key)
+            existing = await self.by_idempotency_key(job.owner, job.idempotency_key)
             if existing is not None:
                 return self._replay(existing, job)
         try:
@@ -69,7 +69,7 @@ class JobStore:
                 s.add(job)
         except IntegrityError:
             # Lost a race with the same key: the winner's row is the answer.
-            existing = await self._by_idempotency_key(job.owner, job.idempotency_key or "")
+            existing = await self.by_idempotency_key(job.owner, job.idempotency_key or "")
             if existing is None:
                 raise
             return self._replay(existing, job)
@@ -81,7 +81,7 @@ class JobStore:
             raise IdempotencyConflict(existing)
         return existing, False
 
-    async def _by_idempotency_key(self, owner: str, key: str) -> JobRow | None:
+    async def by_idempotency_key(self, owner: str, key: str) -> JobRow | None:
         async with self.sessions() as s:
             return await s.scalar(select(JobRow).where(JobRow.owner == owner, JobRow.idempotency_key == key))
 

@@ -30,12 +30,15 @@ class WebhookSender:
         self.client = client
         self.secret = secret
 
-    async def deliver(self, url: str, event: str, payload: dict[str, Any], msg_id: str) -> tuple[bool, bool, str]:
-        """One delivery try. `msg_id` stays the same across retries (receivers dedupe on it).
+    async def deliver(
+        self, url: str, event: str, payload: dict[str, Any], msg_id: str, *, wrap: bool = True
+    ) -> tuple[bool, bool, str]:
+        """One delivery try. `msg_id` stays the same across retries (receivers dedupe on it);
+        `wrap`: the body is `{type, data}` (else the payload as is: a provider's callback shape).
 
         Returns (delivered, worth retrying, what happened): 2xx delivers; 5xx, 429 and
         transport errors are retried by the outbox; any other answer is final."""
-        body = json.dumps({"type": event, "data": payload}, separators=(",", ":")).encode()
+        body = json.dumps({"type": event, "data": payload} if wrap else payload, separators=(",", ":")).encode()
         ts = int(time.time())
         headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(ts)}
         if self.secret:
