@@ -44,7 +44,9 @@ async def create(
     """Validate the translated fields as the gateway's create request and make the job; `extra`
     is kept on the job's request (the caller's own ids, the shape its callback takes)."""
     t0 = time.perf_counter()
-    req = validate_create({k: v for k, v in fields.items() if v is not None}, services)
+    # a provider refuses a duration its model does not make, so a façade does too
+    fields = {"strict_duration": True, **{k: v for k, v in fields.items() if v is not None}}
+    req = validate_create(fields, services)
     job, created, _ = await create_video(services, req, None, owner, key, t0, extra=extra)
     return job, created
 
