@@ -102,6 +102,5 @@ def dashscope_router() -> Router:
         route_handlers=[video_synthesis, fetch_task, cancel_task],
         dependencies=owner_dependency(),
         exception_handlers=translated(_error),
-        include_in_schema=True,
-        tags=["DashScope façade"],
+        include_in_schema=False,  # the provider's own API reference describes it (docs/clients.md)
     )

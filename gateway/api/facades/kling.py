@@ -161,9 +161,10 @@ async def list_tasks(
     request: Request[Any, Any, Any],
     services: Svc,
     owner: Owner,
-    page_num: int = Parameter(query="pageNum", default=1, ge=1, le=1000),
-    page_size: int = Parameter(query="pageSize", default=30, ge=1, le=500),
+    pageNum: int = Parameter(default=1, ge=1, le=1000),  # Kling's names, camelCase
+    pageSize: int = Parameter(default=30, ge=1, le=500),
 ) -> dict[str, Any]:
+    page_num, page_size = pageNum, pageSize
     after: str | None = None
     for page in range(1, page_num + 1):  # the store pages by cursor; Kling by page number
         rows, more = await services.store.list(None if owner.admin else owner, after=after, limit=page_size)
@@ -186,5 +187,5 @@ def kling_router() -> Router:
         route_handlers=[image2video, query_task, list_tasks],
         dependencies={"owner": Provide(kling_owner)},
         exception_handlers=translated(_error),
-        tags=["Kling façade"],
+        include_in_schema=False,  # the provider's own API reference describes it (docs/clients.md)
     )

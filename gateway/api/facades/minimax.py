@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, Router, get, post
-from litestar.params import Parameter
 
 from gateway.api.auth import Owner, Svc, owner_dependency
 from gateway.api.body import decode_json
@@ -56,7 +55,7 @@ async def video_generation(request: Request[Any, Any, Any], services: Svc, owner
 
 @get("/v1/query/video_generation")
 async def query(
-    request: Request[Any, Any, Any], services: Svc, owner: Owner, task_id: str = Parameter(query="task_id")
+    request: Request[Any, Any, Any], services: Svc, owner: Owner, task_id: str
 ) -> Response[Any]:
     video = await find(services, owner, task_id, base_of(request))
     if video is None:
@@ -66,7 +65,7 @@ async def query(
 
 @get("/v1/files/retrieve")
 async def retrieve_file(
-    request: Request[Any, Any, Any], services: Svc, owner: Owner, file_id: str = Parameter(query="file_id")
+    request: Request[Any, Any, Any], services: Svc, owner: Owner, file_id: str
 ) -> Response[Any]:
     video_id = video_id_of(file_id)
     video = await find(services, owner, video_id, base_of(request)) if video_id else None
@@ -81,5 +80,5 @@ def minimax_router() -> Router:
         route_handlers=[video_generation, query, retrieve_file],
         dependencies=owner_dependency(),
         exception_handlers=translated(_error),
-        tags=["MiniMax façade"],
+        include_in_schema=False,  # the provider's own API reference describes it (docs/clients.md)
     )

@@ -128,5 +128,5 @@ def openrouter_router() -> Router:
         route_handlers=[submit, models, poll, content],
         dependencies=owner_dependency(),
         exception_handlers=translated(_error),
-        tags=["OpenRouter façade"],
+        include_in_schema=False,  # the provider's own API reference describes it (docs/clients.md)
     )
