@@ -255,6 +255,12 @@ class Video(BaseModel):
     route: Route
     output: VideoOutput | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
+    usage: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A summary of route, cost and timings in the one extension field LiteLLM's video client "
+        "passes on (it drops the others): duration_seconds, cost_usd, model, adapter, rule, arm, attempts, "
+        "total_s, warnings.",
+    )
     warnings: list[str] = Field(default_factory=list)
     metadata: dict[str, str] | None = None
     error: VideoError | None = None

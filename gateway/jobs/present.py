@@ -80,7 +80,8 @@ def video_object(job: JobRow, attempts: list[AttemptRow], links: Links, base: st
             ],
         ),
         output=VideoOutput(url=links.content_url(job.id, now, base=base, until=job.expires_at), **out) if out else None,
-        metrics=_metrics(job, attempts),
+        metrics=(metrics := _metrics(job, attempts)),
+        usage=_usage(job, attempts, metrics),
         warnings=job.warnings or [],
         metadata=job.metadata_,
         error=_error(job.error),
@@ -94,6 +95,22 @@ def _metrics(job: JobRow, attempts: list[AttemptRow]) -> dict[str, Any]:
     if "cost_usd" in m:
         m["cost_usd"] = round(sum(a.cost_usd or 0.0 for a in attempts), 6)
     return m
+
+
+def _usage(job: JobRow, attempts: list[AttemptRow], metrics: dict[str, Any]) -> dict[str, Any]:
+    out = job.output or {}
+    return {
+        "duration_seconds": out.get("duration_s", float(job.request["shape"]["seconds"])),
+        "cost_usd": metrics.get("cost_usd", job.estimate_usd),
+        "cost_estimated": metrics.get("cost_estimated", True),
+        "model": job.model,
+        "adapter": job.adapter,
+        "rule": job.route.get("rule"),
+        "arm": job.route.get("arm"),
+        "attempts": len(attempts),
+        "total_s": metrics.get("total_s"),
+        "warnings": list(job.warnings or []),
+    }
 
 
 def merged_metrics(
