@@ -28,6 +28,14 @@ _DRAMATIC = re.compile(
     r"furious(?:ly)?|terrified|horrified|rage|enraged|hysterical(?:ly)?|shocked|screaming)\b",
     re.IGNORECASE,
 )
+# Chinese: no word boundaries, so whole motion words (verbs of what moves in a clip).
+_ZH_MOTION = re.compile(
+    "走|跑|奔|转身|转头|回头|微笑|笑|眨眼|挥手|招手|摇摆|摆动|飘|流动|流淌|落下|飘落|升起|飞|游|跳|旋转|点头|"
+    "摇头|呼吸|看向|望向|抬头|低头|抬起|举起|打开|关上|倒入|溅|漂浮|伸手|站起|坐下|说话|唱歌|哭|吃|喝|扔|"
+    "踢|骑|开车|航行|移动|闪烁|吹动|吹拂|晃动|波动|涌动|翻滚|盛开|绽放|融化|燃烧|发光|飘动|飞舞|舞动|跳舞|"
+    "奔跑|行走|漫步|拥抱|亲吻|挥舞|拍打|滚动|滑动|下雨|下雪|起伏|荡漾|摇曳|推进|拉远|环绕"
+)
+_ZH_DRAMATIC = re.compile("尖叫|嚎啕大哭|号啕大哭|暴怒|勃然大怒|惊恐万分|歇斯底里|狂笑|大哭|怒吼|表情(?:剧烈|彻底)变化")
 MIN_GOOD_WIDTH = 1024
 
 
@@ -35,7 +43,7 @@ def prompt_warnings(prompt: str, traits: Mapping[str, Any], *, loops_natively: b
     """Advice for this request. Reads `portrait` (and so runs the face detector) only when the
     prompt asks for a dramatic expression."""
     out: list[str] = []
-    motions = len(_MOTION.findall(prompt))
+    motions = len(_MOTION.findall(prompt)) + len(_ZH_MOTION.findall(prompt))
     if motions == 0 and not traits.get("camera_move"):
         out.append(
             "prompt: it describes the scene, not the motion. The image already shows the scene; say what "
@@ -46,7 +54,7 @@ def prompt_warnings(prompt: str, traits: Mapping[str, Any], *, loops_natively: b
             "prompt: several competing motions. Image-to-video models follow one clear subject motion and at "
             "most one camera move best; keep the one that matters."
         )
-    if _DRAMATIC.search(prompt) and traits.get("portrait"):
+    if (_DRAMATIC.search(prompt) or _ZH_DRAMATIC.search(prompt)) and traits.get("portrait"):
         out.append(
             "prompt: a dramatic expression change asked of a portrait tends to distort the face; ask for a "
             "gentle change (a slight smile, a slow blink) to keep the likeness."

@@ -81,6 +81,47 @@ _CLAUSE_SPLIT = re.compile(
 )
 
 
+# A negation just before a move cancels it ("do not zoom in", "no pan, she smiles").
+_NEGATED = re.compile(r"(?:\bno|\bnot|n't|\bnever|\bwithout|\bavoid(?:s|ing)?|\bstop)\s+(?:\w+\s+){0,2}$")
+
+# --- Chinese ------------------------------------------------------------------------------------
+# Chinese prompts (the norm for Wan, Kling and Hailuo users) name camera moves with fixed terms,
+# several of them MiniMax's own bracket commands ([左移] truck left, [左摇] pan left, [推进] push
+# in, [上升] pedestal up, [变焦推近] zoom in, [跟随] tracking, [固定] static). The direction is
+# part of the term. No word boundaries: a term counts inside [brackets], in a clause that names
+# the camera (镜头, 摄像机, 机位, 运镜), or when it is camera-only (推镜头, 变焦, 跟拍, 航拍).
+_ZH_CAMERA = re.compile(r"镜头|摄像机|摄影机|相机|机位|运镜|画面")
+# (type, direction, term regex, camera-only). More specific terms first.
+_ZH_MOVES: list[tuple[str, str | None, str, bool]] = [
+    ("static", None, r"^(?:固定|静止)$|固定镜头|镜头(?:保持)?(?:固定|静止|不动)|静止镜头|机位固定|不(?:要)?(?:移动|晃动)镜头|无(?:镜头)?运镜|没有(?:镜头)?运动", True),
+    ("zoom_in", "in", r"变焦推近|变焦放大|镜头放大|zoom ?in", True),
+    ("zoom_out", "out", r"变焦拉远|变焦缩小|镜头缩小", True),
+    ("push_in", "in", r"推镜头|推进|推近|拉近|向前推|前推|逐渐靠近|缓缓靠近", False),
+    ("pull_back", "out", r"拉镜头|拉远|后拉|后退|远离|拉开", False),
+    ("orbit", "cw", r"顺时针(?:环绕|旋转|绕)", False),
+    ("orbit", "ccw", r"逆时针(?:环绕|旋转|绕)", False),
+    ("orbit", None, r"环绕|绕拍|360度|围绕.{0,6}旋转", False),
+    ("pan", "left", r"向?左摇|左摇镜头|向左(?:转动|扫)", False),
+    ("pan", "right", r"向?右摇|右摇镜头|向右(?:转动|扫)", False),
+    ("tilt", "up", r"向?上摇|仰拍上摇|向上(?:倾斜|扫)", False),
+    ("tilt", "down", r"向?下摇|向下(?:倾斜|扫)", False),
+    ("truck", "left", r"向?左(?:移|平移)", False),
+    ("truck", "right", r"向?右(?:移|平移)", False),
+    ("pedestal", "up", r"(?<!画面)上升|向上(?:移动|升)", False),
+    ("pedestal", "down", r"下降|向下(?:移动|降)", False),
+    ("crane", None, r"摇臂|升降镜头|航拍(?:上升|镜头)?", True),
+    ("tracking", None, r"跟拍|跟随镜头|跟镜头", True),
+    ("tracking", None, r"跟随", False),
+    ("roll", None, r"荷兰角|镜头(?:翻滚|旋转)", True),
+    ("rack_focus", None, r"焦点转移|移焦|转焦", True),
+    ("dolly", None, r"移动镜头|移镜头", True),
+]
+_ZH_INTENSITY = [(r"缓慢|缓缓|慢慢|慢速|轻微|轻轻|微微|轻柔|逐渐|徐徐", 0.25), (r"平稳|匀速|稳定", 0.5), (r"快速|迅速|急速|猛然|突然|飞快|极速", 0.85)]
+_ZH_NEGATION = re.compile(r"(?:不要|不|别|没有|无|禁止|避免|勿)[^，。；,;]{0,3}$")
+_BRACKETS = re.compile(r"\[([^\]]{1,40})\]")
+_ZH_CLAUSE_SPLIT = re.compile(r"[，。；！？、,.;!?\n]+|然后|同时|接着|随后")
+
+
 @dataclass(frozen=True)
 class Found:
     move: CameraMove
@@ -142,6 +183,9 @@ def _clause_moves(clause: str) -> list[Found]:
             m = re.search(prefix + rf"(?P<verb>{verb})\b" + _DIR, clause)
             if not m or any(a <= m.start("verb") < b for a, b in taken):
                 continue
+            if kind != "static" and _NEGATED.search(clause[: m.start("verb")]):
+                taken.append((m.start("verb"), m.end()))
+                break
             taken.append((m.start("verb"), m.end()))
             word = m.group("dir") or _later_direction(kind, clause[m.end() :])
             move = CameraMove(type=kind, direction=_direction(kind, word), intensity=_intensity(clause))  # type: ignore[arg-type]
@@ -150,12 +194,45 @@ def _clause_moves(clause: str) -> list[Found]:
     return found
 
 
+def _zh_clause_moves(clause: str, bracketed: bool = False) -> list[Found]:
+    """A Chinese clause's camera moves, each term once, negated terms dropped. `bracketed`: a
+    term of a MiniMax camera command ("[左移,上摇]"), a camera move whatever it says."""
+    found: list[tuple[int, Found]] = []
+    taken: list[tuple[int, int]] = []
+    names_camera = bracketed or bool(_ZH_CAMERA.search(clause))
+    speed = next((v for pattern, v in _ZH_INTENSITY if re.search(pattern, clause)), 0.5)
+    for kind, direction, term, camera_only in _ZH_MOVES:
+        for m in re.finditer(term, clause):
+            if any(a < m.end() and m.start() < b for a, b in taken):
+                continue
+            if not (camera_only or names_camera):
+                continue
+            taken.append((m.start(), m.end()))
+            if kind != "static" and _ZH_NEGATION.search(clause[: m.start()]):
+                continue
+            move = CameraMove(type=kind, direction=direction, intensity=speed)  # type: ignore[arg-type]
+            found.append((m.start(), Found(move=move, phrase=m.group(0))))
+    return [f for _, f in sorted(found, key=lambda x: x[0])]
+
+
+def has_chinese(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
 def camera_moves(prompt: str) -> list[Found]:
-    """Every camera move in the prompt, in order of appearance."""
+    """Every camera move in the prompt, in order of appearance (English and Chinese)."""
     out: list[Found] = []
     for clause in _CLAUSE_SPLIT.split(prompt.lower()):
         if clause and clause.strip():
             out.extend(_clause_moves(clause))
+    if has_chinese(prompt):
+        text = prompt.lower()
+        for command in _BRACKETS.findall(text):  # MiniMax's "[左移,上摇]": each term a move
+            for term in re.split(r"[,，、]", command):
+                out.extend(_zh_clause_moves(term.strip(), bracketed=True))
+        for clause in _ZH_CLAUSE_SPLIT.split(_BRACKETS.sub(" ", text)):
+            if clause.strip():
+                out.extend(_zh_clause_moves(clause))
     return out
 
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of the price list (no network here)
-import litellm  # noqa: E402
+import litellm
 
-from tests.conftest import Gateway  # noqa: E402
-from tests.support.images import image_bytes  # noqa: E402
+from tests.conftest import Gateway
+from tests.support.images import image_bytes
 
 ROOT = Path(__file__).resolve().parents[3]
 
