@@ -25,6 +25,18 @@ rules_app = typer.Typer(help="Check routing rules files.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
+#: `-v`: the in-process gateway's own INFO logs (plain lines) besides the progress display.
+VERBOSE = {"on": False}
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the gateway's INFO logs (in-process commands).")
+    ] = False,
+) -> None:
+    VERBOSE["on"] = verbose
+
 
 BaseUrl = Annotated[str, typer.Option("--base-url", envvar="I2V_BASE_URL", help="A running gateway.")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="I2V_API_KEY", help="Bearer key, if required.")]
@@ -71,9 +83,10 @@ def serve(
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from exc
     host_shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    root = f"http://{host_shown}:{settings.port}"
     console.print(
-        f"i2v-gateway listening on [bold]http://{host_shown}:{settings.port}[/bold]  "
-        f"(API docs: /docs/swagger, health: /healthz)"
+        f"i2v-gateway listening on [bold]{root}[/bold]\n  API docs: {root}/docs/swagger   health: {root}/healthz",
+        highlight=False,
     )
     uvicorn.run(
         application,
@@ -177,8 +190,9 @@ def _in_process_gateway(sandbox: bool) -> ServerThread:
     from gateway.api.app import create_app
     from gateway.settings import Settings
 
-    # the gateway's own logs would drown the progress bar: only its errors, as plain lines
-    settings = Settings().model_copy(update={"log_level": "ERROR", "log_json": False})
+    # the gateway's own logs would drown the progress bar: only its errors, as plain lines (-v: all)
+    level = "INFO" if VERBOSE["on"] else "ERROR"
+    settings = Settings().model_copy(update={"log_level": level, "log_json": False})
     if sandbox:
         settings = settings.model_copy(update={"sandbox": True})
     return ServerThread(create_app(settings))

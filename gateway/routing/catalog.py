@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -200,17 +202,20 @@ def _expand_env(text: str) -> str:
     return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), text)
 
 
-def _line_map(text: str) -> dict[tuple[str | int, ...], int]:
-    """Path inside the YAML document -> 1-based line, so errors can point at the line."""
-    lines: dict[tuple[str | int, ...], int] = {}
+Where = tuple[int, int]  # 1-based line and column
+
+
+def _line_map(text: str) -> dict[tuple[str | int, ...], Where]:
+    """Path inside the YAML document -> 1-based (line, column), so errors can point at it."""
+    lines: dict[tuple[str | int, ...], Where] = {}
 
     def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
-        lines[path] = node.start_mark.line + 1
+        lines[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 here = (*path, key.value)
                 walk(value, here)
-                lines[here] = key.start_mark.line + 1
+                lines[here] = (key.start_mark.line + 1, key.start_mark.column + 1)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 walk(item, (*path, i))
@@ -221,7 +226,7 @@ def _line_map(text: str) -> dict[tuple[str | int, ...], int]:
     return lines
 
 
-def _line_of(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
+def _line_of(lines: dict[tuple[str | int, ...], Where], loc: tuple[str | int, ...]) -> Where | None:
     for end in range(len(loc), -1, -1):
         if loc[:end] in lines:
             return lines[loc[:end]]
@@ -249,7 +254,11 @@ def _references(raw: Any) -> list[tuple[tuple[str | int, ...], str]]:
         for i, name in enumerate(names if isinstance(names, list) else []):
             if isinstance(name, str) and name not in known:
                 found.append(
-                    ((*path, i), f"{whose} unknown model '{name}'; the catalog has {', '.join(sorted(known))}")
+                    (
+                        (*path, i),
+                        f"{whose} unknown model '{name}'{_did_you_mean(name, known)}; "
+                        f"the catalog has {', '.join(sorted(known))}",
+                    )
                 )
 
     for alias, spec in models.items():
@@ -284,6 +293,19 @@ def _references(raw: Any) -> list[tuple[tuple[str | int, ...], str]]:
     return found
 
 
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+#: Every field name a rules file may use, for "did you mean" on a misspelt one.
+_FIELDS = {
+    name
+    for model in (RulesFile, ModelSpec, Rule, Arm, Experiment, ExperimentArm, Shadow)
+    for name in model.model_fields
+}
+
+
 def parse_rules(text: str, source: str) -> RulesFile:
     """Validate a rules document; every error (all of them, not the first) names the file, the
     line and the field."""
@@ -299,15 +321,17 @@ def parse_rules(text: str, source: str) -> RulesFile:
     except ValidationError as exc:
         for e in exc.errors():
             msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden" and e["loc"]:
+                msg = f"unknown field{_did_you_mean(str(e['loc'][-1]), _FIELDS)}"
             if not (e["loc"] == () and "unknown" in msg and problems):  # reported above, at its line
                 problems.append((_error_path(e), msg))
         rules = None
     if problems:
         out = []
-        for loc, msg in sorted(problems, key=lambda p: _line_of(lines, p[0]) or 0):
-            line = _line_of(lines, loc)
+        for loc, msg in sorted(problems, key=lambda p: _line_of(lines, p[0]) or (0, 0)):
+            where = _line_of(lines, loc)
             field = ".".join(str(p) for p in loc) or "(top level)"
-            out.append(f"{source}:{line}: {field}: {msg}" if line else f"{source}: {field}: {msg}")
+            out.append(f"{source}:{where[0]}:{where[1]}: {field}: {msg}" if where else f"{source}: {field}: {msg}")
         raise CatalogError("\n".join(out))
     assert rules is not None
     return rules

@@ -105,6 +105,7 @@ def test_serve_says_where_it_listens(tmp_path: Path, monkeypatch: pytest.MonkeyP
     result = runner.invoke(app, ["serve", "--port", "8123"])
     assert result.exit_code == 0, result.output
     assert "listening on http://127.0.0.1:8123" in result.output
+    assert "API docs: http://127.0.0.1:8123/docs/swagger" in result.output
 
 
 def test_generate_in_process_keeps_the_terminal_free_of_json_logs(
@@ -120,3 +121,10 @@ def test_generate_in_process_keeps_the_terminal_free_of_json_logs(
     result = runner.invoke(app, ["generate", str(image), "-p", "zoom", "--in-process", "-o", str(tmp_path / "c.mp4")])
     assert result.exit_code == 0, result.output
     assert '"level"' not in result.output and '{"ts"' not in result.output
+    assert "submitting" not in result.output
+    # -v: the gateway's INFO logs, as plain lines
+    loud = runner.invoke(
+        app, ["-v", "generate", str(image), "-p", "zoom", "--in-process", "-o", str(tmp_path / "d.mp4")]
+    )
+    assert loud.exit_code == 0, loud.output
+    assert "submitting" in loud.output and '{"ts"' not in loud.output

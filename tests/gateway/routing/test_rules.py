@@ -71,19 +71,27 @@ def _error(text: str) -> str:
 def test_errors_name_file_line_and_field() -> None:
     bad_op = SHIPPED.replace("traits.portrait: true", "traits.portrait: {equals: true}")
     line = bad_op.splitlines().index("      traits.portrait: {equals: true}") + 1
-    assert _error(bad_op).startswith(f"rules.yaml:{line}: rules.2.when.traits.portrait.equals: unknown operator")
+    col = "      traits.portrait: {equals: true}".index("equals") + 1
+    assert _error(bad_op).startswith(f"rules.yaml:{line}:{col}: rules.2.when.traits.portrait.equals: unknown operator")
 
     bad_field = SHIPPED.replace("traits.volume: high", "trait.volume: high")
     line = bad_field.splitlines().index("      trait.volume: high") + 1
-    assert f"rules.yaml:{line}: rules.1.when.trait.volume: unknown field" in _error(bad_field)
+    assert f"rules.yaml:{line}:7: rules.1.when.trait.volume: unknown field" in _error(bad_field)
 
     bad_type = SHIPPED.replace("durations: [5, 10, 15]", "durations: [5, ten]", 1)
     line = bad_type.splitlines().index("    durations: [5, ten]") + 1
-    assert _error(bad_type).startswith(f"rules.yaml:{line}: models.wan-2.6-i2v.durations.1:")
+    col = "    durations: [5, ten]".index("ten") + 1
+    assert _error(bad_type).startswith(f"rules.yaml:{line}:{col}: models.wan-2.6-i2v.durations.1:")
 
     assert "routes to unknown model 'wan-9'" in _error(
         SHIPPED.replace("[wan-2.6-i2v, hailuo-2.3-fast", "[wan-9, hailuo-2.3-fast")
     )
+    # a near miss gets a suggestion, for models and for fields alike
+    assert "unknown model 'wan-2.6-i2b' (did you mean 'wan-2.6-i2v'?)" in _error(
+        SHIPPED.replace("[wan-2.6-i2v, hailuo-2.3-fast", "[wan-2.6-i2b, hailuo-2.3-fast")
+    )
+    misspelt = SHIPPED.replace("    durations: [5, 10, 15]", "    duratons: [5, 10, 15]", 1)
+    assert "duratons: unknown field (did you mean 'durations'?)" in _error(misspelt)
     assert _error("models: {a: [1, 2}").startswith("rules.yaml:1:18: not valid YAML")  # line and column
     assert "not both or neither" in _error(
         SHIPPED.replace("    route: [video-01-live", "    split: []\n    route: [video-01-live")
