@@ -64,6 +64,21 @@ _BODIES = {
     ("/v1/route/explain", "post"): CreateVideoRequest,
     ("/v1/comparisons", "post"): CreateComparisonRequest,
 }
+_EXAMPLE = {
+    "model": "auto",
+    "prompt": "Slow push in; she turns toward the camera and smiles",
+    "image": "https://example.com/portrait.jpg",
+    "seconds": "5",
+    "size": "1280x720",
+}
+_EXAMPLES = {
+    "/v1/videos": _EXAMPLE,
+    "/v1/route/explain": _EXAMPLE,
+    "/v1/comparisons": {
+        **{k: v for k, v in _EXAMPLE.items() if k != "model"},
+        "models": ["wan-2.6-i2v", "kling-v2.1"],
+    },
+}
 _MULTIPART_FILE = {
     "input_reference": {"type": "string", "format": "binary", "description": "The image file (or send `image`)."}
 }
@@ -84,7 +99,10 @@ def enrich(document: dict[str, Any]) -> dict[str, Any]:
         form = {"allOf": [ref, {"type": "object", "properties": _MULTIPART_FILE}]}
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": ref}, "multipart/form-data": {"schema": form}},
+            "content": {
+                "application/json": {"schema": ref, "example": _EXAMPLES[path]},
+                "multipart/form-data": {"schema": form},
+            },
         }
     return doc
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from skimage import data
 
+from gateway.schemas import CreateComparisonRequest, CreateVideoRequest
 from tests.gateway.api.test_comparisons import compare, wait
 from tests.support.browser import browser  # noqa: F401  (fixture)
 from tests.support.photos import jpeg
@@ -94,4 +95,10 @@ def test_the_docs_page_renders_offline_with_the_create_body(gateway_factory: Any
     body = doc["paths"]["/v1/videos"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "multipart/form-data"}
     assert "CreateVideoRequest" in doc["components"]["schemas"]
+    # every create-shaped POST has both bodies and a JSON example that validates as a request
+    for path in ("/v1/videos", "/v1/route/explain", "/v1/comparisons"):
+        content = doc["paths"][path]["post"]["requestBody"]["content"]
+        example = content["application/json"]["example"]
+        schema = CreateComparisonRequest if path == "/v1/comparisons" else CreateVideoRequest
+        assert schema.model_validate(example).prompt and "multipart/form-data" in content
     page.close()
