@@ -76,5 +76,9 @@ class LocalAdapter:
         self.engine.cancel(task.task_id)
         return True
 
+    def health(self) -> dict[str, Any]:
+        """Per device: loading / ready / failed, the GPU, the queue (for /healthz, /readyz, metrics)."""
+        return self.engine.health()
+
     async def aclose(self) -> None:
         await asyncio.to_thread(self.engine.close)

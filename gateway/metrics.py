@@ -83,6 +83,15 @@ class GatewayMetrics:
         self.breaker_state = Gauge(
             "i2v_breaker_state", "Circuit per adapter: 0 closed, 1 half-open, 2 open.", ["adapter"], registry=r
         )
+        self.engine_state = Gauge(
+            "i2v_engine_state",
+            "A local engine's pipeline per device: 0 loading (or not loaded), 1 ready, 2 failed.",
+            ["adapter", "device"],
+            registry=r,
+        )
+        self.engine_queued = Gauge(
+            "i2v_engine_queued", "Jobs waiting for a device of a local engine.", ["adapter", "device"], registry=r
+        )
         self.jobs_queued = Gauge("i2v_jobs_queued", "Jobs accepted and not yet started (all replicas).", registry=r)
         self.rules_ok = Gauge("i2v_rules_ok", "1 while the rules file on disk is the one in force.", registry=r)
         self.rules_ok.set(1)

@@ -46,4 +46,16 @@ class EngineConfig(BaseModel):
         description="Tried in order; those not installed are skipped.",
     )
     queue_size: int = Field(default=32, ge=1, description="Jobs waiting per device before submits are refused.")
+    preload: bool = Field(
+        default=True,
+        description="Load the pipeline on each device when the engine starts (health says loading, then ready), "
+        "not inside the first job.",
+    )
+    lora_path: Path | None = Field(
+        default=None,
+        description="A LoRA for the transformer (diffusers or PEFT safetensors, a file or a folder), fused at load; "
+        "with `steps: 4` and `guidance_scale: 1.0` a step- and CFG-distilled LoRA (e.g. LightX2V's "
+        "StepDistill-CfgDistill) runs 4 unguided steps.",
+    )
+    lora_scale: float = Field(default=1.0, description="The LoRA's weight when fused.")
     keep_jobs: int = Field(default=64, ge=1, description="Finished jobs (with their MP4) kept until fetched.")

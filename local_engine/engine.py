@@ -86,6 +86,12 @@ def load_pipeline(config: EngineConfig, device: str) -> Any:
     dtype = getattr(torch, config.dtype) if device != "cpu" else torch.float32
     pipe = WanImageToVideoPipeline.from_pretrained(config.model_path, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
+    if config.lora_path is not None:  # fused: no per-step LoRA cost, and compile/fp8/ONNX see plain weights
+        path = Path(config.lora_path)
+        kwargs = {"weight_name": path.name} if path.is_file() else {}
+        pipe.load_lora_weights(str(path.parent if path.is_file() else path), adapter_name="engine", **kwargs)
+        pipe.fuse_lora(lora_scale=config.lora_scale, components=["transformer"])
+        pipe.unload_lora_weights()
     pipe.to(device)
     if config.runtime == "onnx":
         from local_engine.onnx_runtime import OnnxTransformer, OnnxVaeDecoder
@@ -135,18 +141,58 @@ def _calibration_run(pipe: Any) -> None:
         )
 
 
+def gpu_name(device: str) -> str | None:
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return None
+    return str(torch.cuda.get_device_name(torch.device(device)))
+
+
 class DeviceWorker:
-    """One device: a thread that owns the pipeline and runs its queue in order."""
+    """One device: a thread that owns the pipeline and runs its queue in order. With `preload`
+    it loads the pipeline first (state `loading`, then `ready` or `failed`); jobs queue
+    meanwhile, bounded by `queue_size`."""
 
     def __init__(self, config: EngineConfig, device: str) -> None:
         self.config = config
         self.device = resolve_device(device)
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=config.queue_size)
         self.pipe: Any = None
+        self.state: Literal["idle", "loading", "ready", "failed"] = "loading" if config.preload else "idle"
+        self.error: str | None = None
+        self.load_s: float | None = None
+        self.running: str | None = None
         self.thread = threading.Thread(target=self._loop, name=f"i2v-local-{self.device}", daemon=True)
         self.thread.start()
 
+    def _load(self) -> None:
+        self.state = "loading"
+        t0 = time.perf_counter()
+        try:
+            self.pipe = load_pipeline(self.config, self.device)
+        except Exception as exc:
+            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("local pipeline failed to load", extra={"device": self.device})
+            raise
+        self.load_s = round(time.perf_counter() - t0, 3)
+        self.state = "ready"
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "gpu": gpu_name(self.device),
+            "state": self.state,
+            "load_s": self.load_s,
+            "queued": self.queue.qsize(),
+            "running": self.running,
+            "error": self.error,
+        }
+
     def _loop(self) -> None:
+        if self.config.preload:
+            try:
+                self._load()
+            except Exception:
+                pass  # health says failed; each queued job fails with the reason
         while True:
             job = self.queue.get()
             if job is None:
@@ -154,6 +200,7 @@ class DeviceWorker:
             if job.cancel.is_set():
                 job.state = "cancelled"
                 continue
+            self.running = job.id
             try:
                 self._run(job)
             except Cancelled:
@@ -161,13 +208,16 @@ class DeviceWorker:
             except Exception as exc:  # a failed job must not kill the device's worker
                 log.exception("local generation failed")
                 job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            finally:
+                self.running = None
 
     def _run(self, job: Job) -> None:
+        if self.state == "failed":
+            raise RuntimeError(f"the pipeline did not load on {self.device}: {self.error}")
         job.state = "in_progress"
-        t0 = time.perf_counter()
-        if self.pipe is None:
-            self.pipe = load_pipeline(self.config, self.device)
-            job.timings["load_s"] = round(time.perf_counter() - t0, 3)
+        if self.pipe is None:  # preload off: the first job loads it
+            self._load()
+            job.timings["load_s"] = self.load_s or 0.0
         image = decode_rgb(job.image, (job.width, job.height))
         generator = torch.Generator(device="cpu").manual_seed(
             job.seed if job.seed is not None else secrets.randbits(31)
@@ -253,6 +303,16 @@ class LocalEngine:
         done = [j for j in self.jobs.values() if j.state in ("completed", "failed", "cancelled")]
         for job in done[: max(0, len(done) - self.config.keep_jobs)]:
             self.jobs.pop(job.id, None)
+
+    def health(self) -> dict[str, Any]:
+        """`ready` when every device is; `failed` when any failed; else `loading` (or `idle`:
+        preload off and nothing run yet)."""
+        devices = [w.health() for w in self.workers]
+        states = {d["state"] for d in devices}
+        state = "failed" if "failed" in states else "loading" if "loading" in states else "ready"
+        if states == {"idle"} or states == {"idle", "ready"}:
+            state = "idle"
+        return {"state": state, "devices": devices}
 
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
