@@ -24,6 +24,8 @@ app.add_typer(jobs_app, name="jobs")
 rules_app = typer.Typer(help="Check routing rules files.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(keys_app, name="keys")
+engine_app = typer.Typer(help="The local diffusion engine: ahead-of-time builds.", no_args_is_help=True)
+app.add_typer(engine_app, name="engine")
 console = Console(stderr=True)
 #: `-v`: the in-process gateway's own INFO logs (plain lines) besides the progress display.
 VERBOSE = {"on": False}
@@ -410,6 +412,46 @@ def jobs_cancel(video_id: str, base_url: BaseUrl = "http://127.0.0.1:8000", api_
     with _client(base_url, api_key) as client:
         video = _check(client.post(f"/v1/videos/{video_id}/cancel"))
     typer.echo(f"{video['id']} {video['status']}")
+
+
+@engine_app.command("build")
+def engine_build(
+    shape: Annotated[
+        list[str], typer.Option("--shape", help="480p, 720p, 480p-portrait or WIDTHxHEIGHT; repeat for several.")
+    ],
+    seconds: Annotated[float, typer.Option(help="Clip length the graphs are built for (sets the frame count).")] = 5,
+    device: Annotated[str | None, typer.Option(help="Default: the engine's first device.")] = None,
+) -> None:
+    """Export the local engine's ONNX graphs (transformer and VAE decoder) for these shapes now,
+    so no job waits for an export. Reads the `local` adapter's options (or I2V_LOCAL_WAN_PATH)."""
+    from gateway.settings import Settings
+    from local_engine.build import build, parse_shape
+    from local_engine.config import EngineConfig
+    from local_engine.engine import frames_for, load_pipeline, resolve_device
+
+    settings = Settings()
+    local = settings.adapters.get("local")
+    options = dict(local.options) if local else {}
+    if settings.local_wan_path and "model_path" not in options:
+        options["model_path"] = str(settings.local_wan_path)
+    if "model_path" not in options:
+        console.print("[red]no local engine configured:[/red] set I2V_LOCAL_WAN_PATH or the local adapter's options")
+        raise typer.Exit(2)
+    config = EngineConfig(**{**options, "runtime": "onnx", "preload": False})
+    try:
+        sizes = [parse_shape(s) for s in shape]
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    target = resolve_device(device or config.devices[0])
+    frames = frames_for(seconds, config.fps, config.max_frames)
+    console.print(f"loading {config.model_path} on {target}", highlight=False)
+    pipe = load_pipeline(config, target)
+    for width, height in sizes:
+        done = build(pipe, width, height, frames)
+        console.print(f"built {done['shape']} in {done['seconds']} s", highlight=False)
+    onnx_dir = config.onnx_dir or Path(config.model_path) / "onnx"
+    typer.echo(json.dumps({"onnx_dir": str(onnx_dir), "graphs": sorted(p.name for p in onnx_dir.glob("*.onnx"))}))
 
 
 @rules_app.command("check")

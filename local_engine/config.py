@@ -41,6 +41,11 @@ class EngineConfig(BaseModel):
     fps: int = Field(default=16, ge=1, description="Wan 2.1 makes 16 fps; Wan 2.2 TI2V-5B 24.")
     max_frames: int = Field(default=81, ge=5)
     onnx_dir: Path | None = Field(default=None, description="Where exported ONNX graphs are kept (onnx runtime).")
+    onnx_build: Literal["ahead", "lazy"] = Field(
+        default="ahead",
+        description="ahead: graphs come from `i2v-gateway engine build` (a job at an unbuilt shape fails, saying "
+        "so); lazy: a new shape is exported inside the job that first needs it (minutes at full size).",
+    )
     onnx_providers: list[str] = Field(
         default_factory=lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
         description="Tried in order; those not installed are skipped.",

@@ -94,12 +94,14 @@ def load_pipeline(config: EngineConfig, device: str) -> Any:
         pipe.unload_lora_weights()
     pipe.to(device)
     if config.runtime == "onnx":
+        from local_engine.build import weights_id
         from local_engine.onnx_runtime import OnnxTransformer, OnnxVaeDecoder
 
         onnx_dir = config.onnx_dir or Path(config.model_path) / "onnx"
-        tag = str(config.model_path)
+        tag = weights_id(Path(config.model_path), config.lora_path, config.lora_scale)
         pipe.transformer = OnnxTransformer(pipe.transformer, onnx_dir, config.onnx_providers, tag)
-        OnnxVaeDecoder.install(pipe.vae, onnx_dir, config.onnx_providers, tag)
+        decoder = OnnxVaeDecoder.install(pipe.vae, onnx_dir, config.onnx_providers, tag)
+        pipe.transformer.lazy = decoder.lazy = config.onnx_build == "lazy"
         applied: dict[str, Any] = {
             "runtime": "onnx",
             "providers": pipe.transformer.providers,

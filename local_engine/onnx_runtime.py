@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,29 @@ def _export(
     return path
 
 
+class MissingGraph(RuntimeError):
+    """No graph was built ahead of time for this shape (`i2v-gateway engine build`)."""
+
+
+@contextlib.contextmanager
+def exporting(pipe: Any) -> Iterator[None]:
+    """Allow exports on the pipeline's ONNX parts for the duration (what `engine build` does)."""
+    parts = [p for p in (getattr(pipe, "transformer", None), getattr(pipe.vae, "decode", None)) if hasattr(p, "lazy")]
+    before = [p.lazy for p in parts]
+    for p in parts:
+        p.lazy = True
+    try:
+        yield
+    finally:
+        for p, was in zip(parts, before, strict=True):
+            p.lazy = was
+
+
 class _Sessions:
     """One ONNX Runtime session per input shape; each graph is exported once and kept on disk
-    under `onnx_dir`, keyed by the shapes, the dtype and `tag` (the weights' identity)."""
+    under `onnx_dir`, keyed by the shapes, the dtype and `tag` (the weights' identity). With
+    `lazy` off a missing graph is an error naming the build command, not a silent export of
+    minutes inside a job."""
 
     def __init__(
         self,
@@ -84,6 +105,7 @@ class _Sessions:
         self.module, self.name, self.output = module, name, output
         self.onnx_dir, self.providers, self.tag = onnx_dir, providers, tag
         self.max_sessions = max_sessions
+        self.lazy = True
         self._sessions: dict[str, Any] = {}  # most recently used last; each holds the weights
 
     def run(self, inputs: dict[str, torch.Tensor | None], dtype: torch.dtype) -> np.ndarray:
@@ -94,6 +116,11 @@ class _Sessions:
             digest = hashlib.sha256(f"{self.tag}:{key}:{dtype}".encode()).hexdigest()[:16]
             path = self.onnx_dir / f"{self.name}-{digest}.onnx"
             if not path.exists():
+                if not self.lazy:
+                    raise MissingGraph(
+                        f"no ONNX {self.name} graph for input shapes {key} (weights {self.tag}); build it ahead of "
+                        "time: i2v-gateway engine build --shape WIDTHxHEIGHT --seconds S (docs/configuration.md)"
+                    )
                 log.info(f"exporting the {self.name} to ONNX", extra={"path": str(path), "shapes": key})
                 _export(self.module, inputs, self.output, path)
             options = ort.SessionOptions()
@@ -130,6 +157,14 @@ class OnnxTransformer(nn.Module):
         self._dtype, self._device = first.dtype, first.device
         self.providers = available_providers(providers)
         self._sessions = _Sessions(_Forward(transformer), "transformer", "noise_pred", onnx_dir, self.providers, tag)
+
+    @property
+    def lazy(self) -> bool:
+        return self._sessions.lazy
+
+    @lazy.setter
+    def lazy(self, value: bool) -> None:
+        self._sessions.lazy = value
 
     @property
     def dtype(self) -> torch.dtype:
@@ -180,6 +215,14 @@ class OnnxVaeDecoder:
         self.providers = available_providers(providers)
         self._dtype = next(vae.parameters()).dtype
         self._sessions = _Sessions(_Decode(vae), "vae-decoder", "video", onnx_dir, self.providers, f"{tag}:vae")
+
+    @property
+    def lazy(self) -> bool:
+        return self._sessions.lazy
+
+    @lazy.setter
+    def lazy(self, value: bool) -> None:
+        self._sessions.lazy = value
 
     @classmethod
     def install(cls, vae: nn.Module, onnx_dir: Path, providers: list[str], tag: str) -> OnnxVaeDecoder:

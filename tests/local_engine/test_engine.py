@@ -120,23 +120,39 @@ def test_wan22_ti2v_layout_loads_and_generates(tmp_path: Path) -> None:
         eng.close()
 
 
-def test_onnx_runtime_engine_makes_the_same_video(engine: LocalEngine, tiny_wan: Path, tmp_path: Path) -> None:
-    """runtime: onnx exports the transformer and the VAE decoder (external data) on first use
-    and runs them in ONNX Runtime (CPU provider here); the video matches the torch engine's."""
+def test_onnx_runtime_engine_makes_the_same_video(
+    engine: LocalEngine, tiny_wan: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`i2v-gateway engine build` exports the transformer and the VAE decoder (external data) for
+    a shape ahead of time; runtime: onnx then runs them in ONNX Runtime (CPU provider here) with
+    no export inside the job, and the video matches the torch engine's. A shape nobody built
+    fails the job with the command to run, instead of exporting for minutes inside it."""
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
     args = dict(width=96, height=64, seconds=1.0, seed=4)
     reference = _frames(wait(engine.submit(image_bytes(96, 64), "leaves sway", **args)).video)
-    config = EngineConfig(
-        model_path=tiny_wan, devices=["cpu"], steps=3, fps=8, max_frames=9, runtime="onnx", onnx_dir=tmp_path
-    )
-    onnx_engine = LocalEngine(config)
-    try:
-        job = wait(onnx_engine.submit(image_bytes(96, 64), "leaves sway", **args), timeout=600)
-    finally:
-        onnx_engine.close()
-    assert job.state == "completed", job.error
+    options = {"model_path": str(tiny_wan), "steps": 3, "fps": 8, "max_frames": 9, "onnx_dir": str(tmp_path)}
+    for key, value in options.items():
+        monkeypatch.setenv(f"I2V_ADAPTERS__LOCAL__OPTIONS__{key.upper()}", str(value))
+    built = CliRunner().invoke(app, ["engine", "build", "--shape", "96x64", "--seconds", "1"])
+    assert built.exit_code == 0, built.output
+    assert "built 96x64x9" in built.output
+    graphs = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.onnx")}
     for name in ("transformer", "vae-decoder"):
         (graph,) = tmp_path.glob(f"{name}-*.onnx")
         assert graph.with_name(graph.name + ".data").exists()
+    config = EngineConfig(**{**options, "devices": ["cpu"], "runtime": "onnx"})
+    onnx_engine = LocalEngine(config)
+    try:
+        job = wait(onnx_engine.submit(image_bytes(96, 64), "leaves sway", **args), timeout=600)
+        unbuilt = wait(onnx_engine.submit(image_bytes(96, 64), "x", width=64, height=64, seconds=1.0), timeout=600)
+    finally:
+        onnx_engine.close()
+    assert job.state == "completed", job.error
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.onnx")} == graphs  # nothing exported in the jobs
+    assert unbuilt.state == "failed" and "i2v-gateway engine build" in (unbuilt.error or "")
     diff = float(np.abs(_frames(job.video) - reference).mean())
     assert diff < 1.0, diff  # of 255: float32 in both, other kernels
 

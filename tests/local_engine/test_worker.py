@@ -104,14 +104,14 @@ def test_a_lora_is_fused_into_the_transformer_at_load(tiny_wan: Path, tmp_path: 
     transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     state = get_peft_model_state_dict(transformer)
     with torch.no_grad():  # a LoRA with a real delta (PEFT starts B at zero)
-        for name, tensor in state.items():
+        for tensor in state.values():
             tensor.copy_(torch.randn_like(tensor) * 0.05)
-    torch.manual_seed(0)
     WanImageToVideoPipeline.save_lora_weights(tmp_path / "lora", transformer_lora_layers=state)
     lora_file = next((tmp_path / "lora").glob("*.safetensors"))
 
     plain = load_pipeline(EngineConfig(model_path=tiny_wan, devices=["cpu"]), "cpu")
-    fused = load_pipeline(EngineConfig(model_path=tiny_wan, devices=["cpu"], lora_path=lora_file, lora_scale=0.5), "cpu")
+    config = EngineConfig(model_path=tiny_wan, devices=["cpu"], lora_path=lora_file, lora_scale=0.5)
+    fused = load_pipeline(config, "cpu")
     name = "blocks.0.attn1.to_q"
     w0 = dict(plain.transformer.named_parameters())[f"{name}.weight"]
     w1 = dict(fused.transformer.named_parameters())[f"{name}.weight"]
