@@ -96,8 +96,9 @@ def part_forward(args: argparse.Namespace) -> None:
     model = make_transformer()
     params = sum(p.numel() for p in model.parameters())
     say(f"transformer: {params / 1e9:.2f} B params, {torch.cuda.memory_allocated() / 2**30:.1f} GiB")
-    cond = inputs(81, 480, 832, seed=0)
-    uncond = dict(cond, encoder_hidden_states=inputs(81, 480, 832, seed=1)["encoder_hidden_states"])
+    F, H, W = args.frames, args.height, args.width
+    cond = inputs(F, H, W, seed=0)
+    uncond = dict(cond, encoder_hidden_states=inputs(F, H, W, seed=1)["encoder_hidden_states"])
     reference: torch.Tensor | None = None
 
     def measure(name: str) -> None:
@@ -164,7 +165,8 @@ def part_forward(args: argparse.Namespace) -> None:
     row["rel err (1 fwd)"] = f"{accel.relative_error(out[:1], reference):.1e}" if reference is not None else "-"
     ROWS.append(row)
     say(json.dumps(row))
-    table("Wan 2.1 I2V-14B transformer, 480x832, 81 frames (32,760 tokens), bf16", ROWS)
+    tokens = ((F - 1) // 4 + 1) * (H // 16) * (W // 16)
+    table(f"Wan 2.1 I2V-14B transformer, {H}x{W}, {F} frames ({tokens:,} tokens), bf16", ROWS)
 
 
 def part_attention(args: argparse.Namespace) -> None:
@@ -400,7 +402,7 @@ def part_e2e(args: argparse.Namespace) -> None:
     image = Image.new("RGB", (W, H), (120, 140, 160))
     rows: list[dict[str, Any]] = []
 
-    def run(name: str, steps: int) -> None:
+    def run(name: str, steps: int, guidance: float = 5.0) -> None:
         torch.cuda.reset_peak_memory_stats()
         sync()
         t0 = time.perf_counter()
@@ -423,7 +425,7 @@ def part_e2e(args: argparse.Namespace) -> None:
             width=W,
             num_frames=F,
             num_inference_steps=steps,
-            guidance_scale=5.0,
+            guidance_scale=guidance,
             output_type="pt",
             callback_on_step_end=on_step,
             generator=torch.Generator(device=DEV).manual_seed(0),
@@ -436,7 +438,7 @@ def part_e2e(args: argparse.Namespace) -> None:
                 "config": name,
                 "steps": steps,
                 "end to end s": round(total, 1),
-                "s/guided step": round(per_step, 3),
+                "s/guided step": round(per_step, 3) if guidance > 1 else f"{per_step:.3f} (unguided)",
                 "all but denoising s": round(total - per_step * steps, 1),
                 "output": "x".join(map(str, out.frames.shape)),
                 "peak GiB": round(torch.cuda.max_memory_allocated() / 2**30, 1),
@@ -449,6 +451,17 @@ def part_e2e(args: argparse.Namespace) -> None:
         vae.decode(latents[:, :, :3])  # warm-up
         dt, _ = sync_time(lambda: vae.decode(latents).sample, 1)
     say(json.dumps({f"VAE decode -> {F}x{H}x{W} s": round(dt, 2), "dtype": str(vae.dtype)}))
+    # the eager baseline in the same run: one guided step (two forwards) of plain diffusers
+    uncond = dict(x, encoder_hidden_states=neg)
+    forward(model, x)
+    eager, _ = sync_time(lambda: (forward(model, x), forward(model, uncond)), 2)
+    rows.append(
+        {
+            "config": "diffusers eager bf16, SDPA (baseline; 2 forwards, not end to end)",
+            "s/guided step": round(eager, 3),
+        }
+    )
+    say(json.dumps(rows[-1]))
     model.set_attention_backend(CUDNN)
     if args.fuse:
         accel.fuse_qkv(model)
@@ -462,7 +475,10 @@ def part_e2e(args: argparse.Namespace) -> None:
     run("warm-up (compile)", 2)
     label = "compile" + (" + fused qkv" if args.fuse else "") + (f" + fp8 ({args.fp8_scaling})" if args.fp8 else "")
     label += f" + 8-bit self-attention ({args.sage[0]})" if args.sage else ""
-    run(label, args.steps)
+    if args.steps:
+        run(label, args.steps)
+    if args.distilled:  # what a step- and CFG-distilled checkpoint (LoRA) runs: 4 steps, no CFG pass
+        run(f"{label}, 4 steps without CFG (distilled checkpoint's schedule)", 4, guidance=1.0)
     if args.cache is not None:
         model.enable_cache(FirstBlockCacheConfig(threshold=args.cache))
         model.compile_repeated_blocks(fullgraph=False)  # the cache's hooks need graph breaks
@@ -475,7 +491,7 @@ def part_e2e(args: argparse.Namespace) -> None:
 def table(title: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    cols = list(rows[0])
+    cols = list(dict.fromkeys(k for r in rows for k in r))  # every row's keys, first seen first
     say(f"\n### {title}\n")
     say("| " + " | ".join(cols) + " |")
     say("|" + "---|" * len(cols))
@@ -498,6 +514,7 @@ def main() -> None:
     )
     ap.add_argument("--vae-bf16", action="store_true")
     ap.add_argument("--cache", type=float, default=None)
+    ap.add_argument("--distilled", action="store_true", help="e2e: also 4 steps without CFG (distilled schedule)")
     ap.add_argument("--frames", type=int, default=81)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--width", type=int, default=832)
