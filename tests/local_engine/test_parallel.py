@@ -3,7 +3,6 @@ parallelism give the single-process latents, and the plan covers any number of G
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -35,14 +34,14 @@ def _denoise(pipe: torch.nn.Module, negative: torch.Tensor | None = None, wrappe
     return out.frames
 
 
-def _rank(rank: int, world: int, port: int, weights: str, plan: ParallelPlan, out: str) -> None:
+def _rank(rank: int, world: int, rendezvous: str, weights: str, plan: ParallelPlan, out: str) -> None:
     import torch.distributed as dist
     from diffusers import WanImageToVideoPipeline
 
     from local_engine.parallel import apply
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a file rendezvous: no port to pick and lose to another test worker in between
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
         pipe = WanImageToVideoPipeline.from_pretrained(weights, dtype=torch.float32)
@@ -60,14 +59,6 @@ def _rank(rank: int, world: int, port: int, weights: str, plan: ParallelPlan, ou
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("plan", [ParallelPlan(cfg=2), ParallelPlan(ulysses=2)], ids=["cfg-parallel", "ulysses"])
 def test_two_processes_give_the_single_process_latents(tiny_wan: Path, tmp_path: Path, plan: ParallelPlan) -> None:
@@ -78,7 +69,11 @@ def test_two_processes_give_the_single_process_latents(tiny_wan: Path, tmp_path:
     reference = _denoise(single)
     out = str(tmp_path / "latents")
     mp.start_processes(
-        _rank, args=(2, _free_port(), str(tiny_wan), plan, out), nprocs=2, join=True, start_method="spawn"
+        _rank,
+        args=(2, str(tmp_path / "rendezvous"), str(tiny_wan), plan, out),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
     )
     tokens = 2 * (48 // 16) * (64 // 16)  # 2 latent frames x 3 x 4 patches
     for rank in range(2):
