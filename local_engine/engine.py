@@ -74,8 +74,19 @@ def resolve_device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+#: One load at a time per process: `from_pretrained` builds modules under accelerate's
+#: `init_empty_weights`, which patches `nn.Module.register_parameter` for the whole process while
+#: it runs, so two loads (or a load and any other module being built) must not overlap.
+_LOADING = threading.Lock()
+
+
 def load_pipeline(config: EngineConfig, device: str) -> Any:
     """`from_pretrained` on the local folder, then the configured runtime and accelerations."""
+    with _LOADING:
+        return _load_pipeline(config, device)
+
+
+def _load_pipeline(config: EngineConfig, device: str) -> Any:
     from diffusers import WanImageToVideoPipeline
 
     if not (Path(config.model_path) / "model_index.json").exists():
@@ -253,8 +264,11 @@ class DeviceWorker:
         job.timings["encode_s"] = round(time.perf_counter() - t2, 3)
         job.state = "completed"
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 300) -> None:
+        """Ask the thread to finish after its current work, and wait for it: a load still under way
+        must not outlive the engine (it holds the process-wide module-building patch)."""
         self.queue.put(None)
+        self.thread.join(timeout_s)
 
 
 class QueueFull(RuntimeError):
@@ -328,5 +342,9 @@ class LocalEngine:
         self.jobs.pop(job_id, None)
 
     def close(self) -> None:
+        """Stop every device: jobs still here end between two steps (they live in memory only, so
+        a restart loses them anyway), and each thread is waited for."""
+        for job in list(self.jobs.values()):
+            job.cancel.set()
         for w in self.workers:
             w.stop()
