@@ -64,10 +64,6 @@ async def find(services: Services, owner: Caller, video_id: str, base: str, *, k
     return video_object(job, attempts, services.links, base)
 
 
-def stamp_ms(t: float | int | None) -> int | None:
-    return None if t is None else int(t * 1000)
-
-
 def headers_for(item: JobRow | Video) -> dict[str, str]:
     """What a provider's shape has no field for rides in headers: the gateway's video id, the
     model that serves it and, once known, the cost."""
