@@ -12,7 +12,7 @@ from gateway.api.services import Services
 from gateway.api.videos import create_video
 from gateway.errors import APIError
 from gateway.jobs.present import video_object
-from gateway.jobs.tables import JobRow
+from gateway.jobs.tables import AttemptRow, JobRow
 from gateway.schemas import Video
 
 
@@ -51,9 +51,11 @@ async def create(
     return job, created
 
 
-async def find(services: Services, owner: Caller, video_id: str, base: str, *, key: str | None = None) -> Video | None:
-    """The caller's job as the unified video object; by id, or by the idempotency key it was
-    created with (Kling's external_task_id). None when there is none the caller may see."""
+async def find_job(
+    services: Services, owner: Caller, video_id: str, *, key: str | None = None
+) -> tuple[JobRow, list[AttemptRow]] | None:
+    """The caller's job and its attempts; by id, or by the idempotency key it was created with
+    (Kling's external_task_id). None when there is none the caller may see."""
     job, attempts = await services.store.get_with_attempts(video_id)
     if job is None and key is not None:
         found = await services.store.by_idempotency_key(str(owner), key)
@@ -61,7 +63,13 @@ async def find(services: Services, owner: Caller, video_id: str, base: str, *, k
             job, attempts = await services.store.get_with_attempts(found.id)
     if job is None or not owner.sees(job.owner):
         return None
-    return video_object(job, attempts, services.links, base)
+    return job, attempts
+
+
+async def find(services: Services, owner: Caller, video_id: str, base: str) -> Video | None:
+    """The caller's job as the unified video object, or None."""
+    found = await find_job(services, owner, video_id)
+    return None if found is None else video_object(*found, services.links, base)
 
 
 def headers_for(item: JobRow | Video) -> dict[str, str]:

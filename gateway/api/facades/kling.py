@@ -17,10 +17,11 @@ from litestar.params import Parameter
 from gateway.api.auth import Caller, Owner, Svc, authenticate
 from gateway.api.body import decode_json
 from gateway.api.errors import translated
-from gateway.api.facades.common import catalog_model, create, find, headers_for
+from gateway.api.facades.common import catalog_model, create, find_job, headers_for
 from gateway.api.links import base_of
 from gateway.errors import APIError
 from gateway.jobs.native import kling_task
+from gateway.jobs.present import video_object
 
 #: Kling's business codes for the gateway's errors (§1.8), by our code, then by HTTP status.
 _BY_CODE = {
@@ -147,12 +148,13 @@ async def image2video(request: Request[Any, Any, Any], services: Svc, owner: Own
 
 @get("/v1/videos/image2video/{task_id:str}")
 async def query_task(request: Request[Any, Any, Any], task_id: str, services: Svc, owner: Owner) -> Response[Any]:
-    video = await find(services, owner, task_id, base_of(request), key=f"{_KEY_PREFIX}{task_id}")
-    if video is None:
+    found = await find_job(services, owner, task_id, key=f"{_KEY_PREFIX}{task_id}")
+    if found is None:
         raise APIError(404, "not_found", f"task {task_id} not found.")
-    job = await services.store.get(video.id)
-    external = (job.request.get("external_task_id") if job else None) or None
-    body = {"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": kling_task(video, external)}
+    job, attempts = found
+    video = video_object(job, attempts, services.links, base_of(request))
+    data = kling_task(video, job.request.get("external_task_id"))
+    body = {"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": data}
     return Response(body, headers=headers_for(video))
 
 
@@ -173,11 +175,12 @@ async def list_tasks(
                 rows = []
                 break
             after = rows[-1].id
-    data = []
-    for row in rows:
-        video = await find(services, owner, row.id, base_of(request))
-        if video is not None:
-            data.append(kling_task(video, row.request.get("external_task_id")))
+    attempts = await services.store.attempts_for([r.id for r in rows])  # one query for the page
+    base = base_of(request)
+    data = [
+        kling_task(video_object(r, attempts[r.id], services.links, base), r.request.get("external_task_id"))
+        for r in rows
+    ]
     return {"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": data}
 
 

@@ -54,9 +54,7 @@ async def video_generation(request: Request[Any, Any, Any], services: Svc, owner
 
 
 @get("/v1/query/video_generation")
-async def query(
-    request: Request[Any, Any, Any], services: Svc, owner: Owner, task_id: str
-) -> Response[Any]:
+async def query(request: Request[Any, Any, Any], services: Svc, owner: Owner, task_id: str) -> Response[Any]:
     video = await find(services, owner, task_id, base_of(request))
     if video is None:
         raise APIError(404, "not_found", f"task {task_id} not found")
@@ -64,9 +62,7 @@ async def query(
 
 
 @get("/v1/files/retrieve")
-async def retrieve_file(
-    request: Request[Any, Any, Any], services: Svc, owner: Owner, file_id: str
-) -> Response[Any]:
+async def retrieve_file(request: Request[Any, Any, Any], services: Svc, owner: Owner, file_id: str) -> Response[Any]:
     video_id = video_id_of(file_id)
     video = await find(services, owner, video_id, base_of(request)) if video_id else None
     if video is None or video.output is None:
