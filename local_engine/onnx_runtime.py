@@ -141,7 +141,21 @@ def available_providers(wanted: list[str]) -> list[str]:
     return [p for p in wanted if p in have] or ["CPUExecutionProvider"]
 
 
-class OnnxTransformer(nn.Module):
+class _Exported:
+    """`lazy`: whether a graph missing for a new shape may be exported (else `MissingGraph`)."""
+
+    _sessions: _Sessions
+
+    @property
+    def lazy(self) -> bool:
+        return self._sessions.lazy
+
+    @lazy.setter
+    def lazy(self, value: bool) -> None:
+        self._sessions.lazy = value
+
+
+class OnnxTransformer(_Exported, nn.Module):
     """Stands in for `WanTransformer3DModel` inside the diffusers pipeline.
 
     Exports lazily for each new input shape (kept under `onnx_dir`, keyed by the shapes and a
@@ -157,14 +171,6 @@ class OnnxTransformer(nn.Module):
         self._dtype, self._device = first.dtype, first.device
         self.providers = available_providers(providers)
         self._sessions = _Sessions(_Forward(transformer), "transformer", "noise_pred", onnx_dir, self.providers, tag)
-
-    @property
-    def lazy(self) -> bool:
-        return self._sessions.lazy
-
-    @lazy.setter
-    def lazy(self, value: bool) -> None:
-        self._sessions.lazy = value
 
     @property
     def dtype(self) -> torch.dtype:
@@ -207,7 +213,7 @@ class _Decode(nn.Module):
         return type(self.vae).decode(self.vae, z, return_dict=False)[0]
 
 
-class OnnxVaeDecoder:
+class OnnxVaeDecoder(_Exported):
     """Takes the place of `vae.decode` on the pipeline's VAE (`install`); the rest of the VAE,
     whose encoder runs once per video on the first frame, stays in torch."""
 
@@ -215,14 +221,6 @@ class OnnxVaeDecoder:
         self.providers = available_providers(providers)
         self._dtype = next(vae.parameters()).dtype
         self._sessions = _Sessions(_Decode(vae), "vae-decoder", "video", onnx_dir, self.providers, f"{tag}:vae")
-
-    @property
-    def lazy(self) -> bool:
-        return self._sessions.lazy
-
-    @lazy.setter
-    def lazy(self, value: bool) -> None:
-        self._sessions.lazy = value
 
     @classmethod
     def install(cls, vae: nn.Module, onnx_dir: Path, providers: list[str], tag: str) -> OnnxVaeDecoder:

@@ -16,21 +16,8 @@ from gateway.settings import AdapterSettings
 from local_engine import engine as engine_module
 from local_engine.config import EngineConfig
 from local_engine.engine import LocalEngine, load_pipeline
+from tests.local_engine.test_local_adapter import RULES
 from tests.support.images import image_bytes
-
-RULES = """
-models:
-  local-wan:
-    adapter: local
-    provider_model: wan-tiny
-    resolutions: [480p]
-    durations: [1]
-    fps: 8
-rules:
-  - name: default
-    when: {}
-    route: [local-wan]
-"""
 
 
 def _wait(predicate: Any, timeout: float = 60) -> None:
