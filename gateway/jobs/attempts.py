@@ -81,17 +81,24 @@ class Attempts:
                 values["warnings"] = [*(job.warnings or []), *fresh]
         if job.started_at is None:
             values["started_at"] = now
+        log.info("submitting", extra={"model": alias, "est_cost_usd": estimate_cost(spec, shape)})
+        # The `submitting` row and the send are one piece that cancelling the job cannot split:
+        # a shutdown between them would leave a row that claims a submit which never happened,
+        # and a protocol that cannot look tasks up would have to end it `unconfirmed`.
+        await self.ctx.shielded(self._open(job, attempts, attempt, values, spec))
+        return attempt
+
+    async def _open(
+        self, job: JobRow, attempts: list[AttemptRow], attempt: AttemptRow, values: dict[str, Any], spec: ModelSpec
+    ) -> None:
         await self.ctx.transition(job, values, new_attempt=attempt)
-        if job.started_at is None:
-            self.ctx.metrics.queue_seconds.labels(alias).observe(now - job.created_at)
+        if "started_at" in values:
+            self.ctx.metrics.queue_seconds.labels(attempt.model).observe(values["started_at"] - job.created_at)
         for key, value in values.items():
             setattr(job, key, value)
         attempts.append(attempt)
-        request = self.request_for(job, attempt, spec)
-        log.info("submitting", extra={"model": alias, "est_cost_usd": estimate_cost(spec, shape)})
         # From here the provider may be billing: shutdown waits for the outcome to be written.
-        await self.ctx.shielded(self._send(job, attempt, request))
-        return attempt
+        await self._send(job, attempt, self.request_for(job, attempt, spec))
 
     def request_for(self, job: JobRow, attempt: AttemptRow, spec: ModelSpec) -> ProviderRequest:
         req = job.request
