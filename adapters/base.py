@@ -202,3 +202,29 @@ class TaskLookup(Protocol):
     idempotent_submit: bool
 
     async def lookup(self, request: ProviderRequest) -> ProviderTask | None: ...
+
+
+class FoundTask(BaseModel):
+    """A provider task listed by `TaskSearch.search`, and whether it is the request's."""
+
+    task: ProviderTask
+    state: TaskState
+    created_at: float | None = Field(default=None, description="When it was made, in our clock, where known.")
+    matches: bool | None = Field(
+        default=None,
+        description="True when the provider shows this request's fingerprint on it (DashScope: the "
+        "prompt), False when it shows another, None while it shows none (not read yet, or still running).",
+    )
+
+
+@runtime_checkable
+class TaskSearch(Protocol):
+    """An adapter whose provider keeps no id of ours but lists its tasks by time and model
+    (DashScope): a submit whose answer was lost, or that a restart cut short, is looked for among
+    the tasks the model made since `since` (epoch seconds). `search` is the cheap list; `inspect`
+    reads one task for the request's fingerprint. The gateway decides what a result means: it
+    leaves out tasks its other attempts hold and adopts only a single match."""
+
+    async def search(self, request: ProviderRequest, since: float) -> list[FoundTask]: ...
+
+    async def inspect(self, request: ProviderRequest, found: FoundTask) -> FoundTask: ...

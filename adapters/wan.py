@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from adapters.base import ProviderError, ProviderErrorInfo, ProviderRequest, ProviderStatus, ProviderTask, VideoSource
+from adapters.base import (
+    FoundTask,
+    ProviderError,
+    ProviderErrorInfo,
+    ProviderRequest,
+    ProviderStatus,
+    ProviderTask,
+    VideoSource,
+)
 from adapters.http import ProviderHTTP, http_error, json_body
 from media.image import data_uri, fit_image
 
 DEFAULT_BASE_URL = "https://dashscope-intl.aliyuncs.com"
 CREATE_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
+#: DashScope's time strings carry no zone. Until a poll has shown how `submit_time` relates to our
+#: clock, a search spans every zone (UTC-12..UTC+14) around the instant sought.
+_ANY_ZONE_S = 14 * 3600
+_SEARCH_MARGIN_S = 120.0
+_SEARCH_PAGES = 10
 
 _STATE = {
     "PENDING": "queued",
@@ -68,6 +83,8 @@ class WanAdapter:
         self.max_concurrency = settings.max_concurrency
         self._key = settings.api_key.get_secret_value()
         self.http = ProviderHTTP.from_settings(settings, DEFAULT_BASE_URL)
+        #: DashScope's clock minus ours, learned from polls (its time strings have no zone).
+        self._offset_s: float | None = None
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"}
@@ -92,6 +109,7 @@ class WanAdapter:
         if request.seed is not None:
             params["seed"] = request.seed % 2147483648
         params.update(request.params)
+        sent_at = time.time()
         body = await self.http.call(
             "POST",
             CREATE_PATH,
@@ -100,16 +118,74 @@ class WanAdapter:
             headers=lambda: {**self._headers(), "X-DashScope-Async": "enable"},
             json={"model": request.provider_model, "input": inp, "parameters": params},
         )
-        return ProviderTask(task_id=body["output"]["task_id"], provider_model=request.provider_model)
+        return ProviderTask(
+            task_id=body["output"]["task_id"], provider_model=request.provider_model, data={"sent_at": sent_at}
+        )
 
     async def _task(self, task: ProviderTask) -> dict[str, Any]:
         return await self.http.call(
             "GET", f"/api/v1/tasks/{task.task_id}", parse=_parse, idempotent=True, headers=self._headers
         )
 
+    def _learn_offset(self, task: ProviderTask, out: dict[str, Any]) -> None:
+        """DashScope's `submit_time` against the moment we sent the task, to the quarter hour."""
+        sent, stamp = task.data.get("sent_at"), out.get("submit_time")
+        if self._offset_s is None and isinstance(sent, int | float) and isinstance(stamp, str):
+            theirs = _epoch(stamp)
+            if theirs is not None and abs(theirs - sent) <= _ANY_ZONE_S:
+                self._offset_s = round((theirs - sent) / 900) * 900
+
+    async def search(self, request: ProviderRequest, since: float) -> list[FoundTask]:
+        """The tasks `request.provider_model` made since `since`, through `GET /api/v1/tasks`."""
+        spread = _SEARCH_MARGIN_S + (_ANY_ZONE_S if self._offset_s is None else 0)
+        shift = self._offset_s or 0.0
+        params: dict[str, Any] = {
+            "start_time": _list_stamp(since + shift - spread),
+            "end_time": _list_stamp(time.time() + shift + spread),
+            "model_name": request.provider_model,
+            "page_size": 100,
+        }
+        rows: list[dict[str, Any]] = []
+        for page in range(1, _SEARCH_PAGES + 1):
+            query = {**params, "page_no": page}
+            body = await self.http.call(
+                "GET", "/api/v1/tasks", parse=_parse, idempotent=True, headers=self._headers, params=query
+            )
+            data = body.get("data")
+            if not isinstance(data, list):
+                raise ProviderError("provider_error", "DashScope's task list has no `data` array")
+            rows += data
+            if len(rows) >= int(body.get("total") or 0) or not data:
+                break
+        else:
+            raise ProviderError("provider_error", f"more than {len(rows)} tasks to search; the outcome stays unknown")
+        found = []
+        for row in rows:
+            state = _STATE.get(str(row.get("status") or row.get("task_status")))
+            if state is None or not row.get("task_id"):
+                continue
+            made = _epoch(str(row.get("gmt_create") or ""))
+            found.append(
+                FoundTask(
+                    task=ProviderTask(task_id=str(row["task_id"]), provider_model=request.provider_model),
+                    state=state,
+                    created_at=made - self._offset_s if made is not None and self._offset_s is not None else None,
+                )
+            )
+        return found
+
+    async def inspect(self, request: ProviderRequest, found: FoundTask) -> FoundTask:
+        """A finished task shows the prompt it was made with (`orig_prompt`); DashScope cuts long
+        prompts, so the fingerprint is the part it kept."""
+        out = (await self._task(found.task)).get("output") or {}
+        shown = str(out.get("orig_prompt") or "")
+        state = _STATE.get(str(out.get("task_status")), found.state)
+        return found.model_copy(update={"state": state, "matches": request.prompt.startswith(shown) if shown else None})
+
     async def poll(self, task: ProviderTask) -> ProviderStatus:
         body = await self._task(task)
         out = body.get("output") or {}
+        self._learn_offset(task, out)
         status = out.get("task_status")
         if status == "UNKNOWN":
             # DashScope's answer for a task that does not exist or expired (>24 h): it is gone.
@@ -169,3 +245,16 @@ def _usage(raw: dict[str, Any]) -> dict[str, Any]:
         return {}
     billed = raw.get("duration", raw.get("video_duration"))
     return {**raw, "billed_seconds": billed}
+
+
+def _epoch(stamp: str) -> float | None:
+    """A DashScope time string ("2025-07-27 21:05:15.212", no zone) read as if it were UTC."""
+    try:
+        return datetime.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def _list_stamp(t: float) -> str:
+    """The list query's form (YYYYMMDDhhmmss), in DashScope's clock when `t` is already shifted."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y%m%d%H%M%S")

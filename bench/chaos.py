@@ -192,20 +192,29 @@ def _start(cfg: Config, work: Path, stack: ExitStack) -> Topology:
     data = work / "data"
     fronts: list[Proc] = []
     workers: list[Proc] = []
+    # Kling and MiniMax call back the first front (as through a load balancer, it may be down):
+    # how a MiniMax task whose submit answer was lost gets counted
+    ports = [free_port() for _ in range(3)]
+    hooks = {"I2V_PUBLIC_URL": f"http://127.0.0.1:{ports[0]}"}
     if cfg.database == "sqlite":
-        port = free_port()
-        fronts.append(
-            Proc("gateway", ["serve"], _gateway_env(cfg, data, bases, port), logs, f"http://127.0.0.1:{port}/readyz")
-        )
+        port = ports[0]
+        env = _gateway_env(cfg, data, bases, port, **hooks)
+        fronts.append(Proc("gateway", ["serve"], env, logs, f"http://127.0.0.1:{port}/readyz"))
     else:
         for i in (1, 2):
-            port = free_port()
+            port = ports[i - 1]
             env = _gateway_env(
-                cfg, data, bases, port, I2V_REMOTE_ADAPTERS='["kling"]', I2V_RUNNER_ADAPTERS='["wan","hailuo","live"]'
+                cfg,
+                data,
+                bases,
+                port,
+                I2V_REMOTE_ADAPTERS='["kling"]',
+                I2V_RUNNER_ADAPTERS='["wan","hailuo","live"]',
+                **hooks,
             )
             fronts.append(Proc(f"api-{i}", ["serve"], env, logs, f"http://127.0.0.1:{port}/readyz"))
-        port = free_port()
-        env = _gateway_env(cfg, data, bases, port)
+        port = ports[2]
+        env = _gateway_env(cfg, data, bases, port, **hooks)
         workers.append(
             Proc(
                 "worker",

@@ -153,6 +153,19 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, description="On shutdown, how long submits in flight get to record their outcome."
     )
+    reconcile_settle_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="A submit whose outcome is unknown is looked for in the provider's task list (DashScope) "
+        "no sooner than this, so that the list shows it.",
+    )
+    reconcile_every_s: float = Field(default=5.0, gt=0, description="How often that search is repeated.")
+    reconcile_timeout_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="How long the search may wait for a task that may be the lost one to finish (and show its "
+        "prompt) before the attempt ends `unconfirmed`.",
+    )
     outbox_enabled: bool = Field(
         default=True, description="Deliver the outbox (webhooks, provider cancels) from this process."
     )

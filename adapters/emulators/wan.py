@@ -3,7 +3,8 @@
 Quirks kept: `X-DashScope-Async: enable` is required; the image field is `input.img_url`;
 errors are `{"request_id","code","message"}`; a missing or expired task is HTTP 200 with
 `task_status: UNKNOWN`; a failure's `code`/`message` sit inside `output`; usage keys differ
-between the wan2.5 and wan2.6 eras; only PENDING tasks can be cancelled.
+between the wan2.5 and wan2.6 eras; only PENDING tasks can be cancelled; tasks are listed by
+time window and model (how the gateway finds a task whose submit answer was lost).
 """
 
 from __future__ import annotations
@@ -224,6 +225,53 @@ async def get_task(task_id: str, request: Request[Any, Any, Any], state: State) 
     return Response(body)
 
 
+def _parse_stamp(value: str | None) -> float | None:
+    """The list's `start_time`/`end_time` form, YYYYMMDDhhmmss (the SDK's example), in the same
+    clock as the task's `submit_time`."""
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y%m%d%H%M%S").timestamp()
+    except ValueError:
+        return float("nan")
+
+
+@get("/api/v1/tasks")
+async def list_tasks(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """`GET /api/v1/tasks?start_time&end_time&model_name&status&page_no&page_size` (§3.5, the
+    SDK's `list`). The reference names the query, not the answer: `data` holds one summary per
+    task (id, status, model, creation time), newest first."""
+    book: TaskBook = state.book
+    book.stats["lists"] += 1
+    if denied := _auth(request, state.api_keys):
+        return denied
+    if answer := await _fault_response(book, book.fault("poll")):
+        return answer
+    q = request.query_params
+    start, end = _parse_stamp(q.get("start_time")), _parse_stamp(q.get("end_time"))
+    if start != start or end != end:  # NaN: not a YYYYMMDDhhmmss stamp
+        return _err(400, "InvalidParameter", "start_time and end_time must be of the form YYYYMMDDhhmmss.")
+    try:
+        page_no, page_size = int(q.get("page_no", 1)), int(q.get("page_size", 10))
+    except ValueError:
+        return _err(400, "InvalidParameter", "page_no and page_size must be integers.")
+    if page_no < 1 or not 1 <= page_size <= 100:
+        return _err(400, "InvalidParameter", "page_no must be >= 1 and page_size between 1 and 100.")
+    rows = []
+    for task in sorted(book.tasks.values(), key=lambda t: t.created, reverse=True):
+        status = STATUS[book.phase(task)]
+        if (start is not None and task.created < start) or (end is not None and task.created > end + 1):
+            continue
+        if q.get("model_name") not in (None, task.extra["model"]) or q.get("status") not in (None, status):
+            continue
+        model, created = task.extra["model"], _stamp(task.created)
+        rows.append({"task_id": task.id, "status": status, "model_name": model, "gmt_create": created})
+    page = rows[(page_no - 1) * page_size : page_no * page_size]
+    return Response(
+        {"request_id": str(uuid.uuid4()), "data": page, "page_no": page_no, "page_size": page_size, "total": len(rows)}
+    )
+
+
 @post("/api/v1/tasks/{task_id:str}/cancel", status_code=200)
 async def cancel_task(task_id: str, request: Request[Any, Any, Any], state: State) -> Response[Any]:
     book: TaskBook = state.book
@@ -242,7 +290,7 @@ async def cancel_task(task_id: str, request: Request[Any, Any, Any], state: Stat
 def create_wan_emulator(api_keys: list[str], config: EmulatorConfig | None = None) -> Litestar:
     config = config or EmulatorConfig()
     return Litestar(
-        [create_task, get_task, cancel_task, *SHARED_ROUTES],
+        [create_task, list_tasks, get_task, cancel_task, *SHARED_ROUTES],
         state=State({"book": TaskBook(config), "api_keys": list(api_keys)}),
         logging_config=None,
     )

@@ -3,6 +3,8 @@
 A callback is only a nudge: its body is never trusted (anyone could post one). The runner that
 follows the attempt, in this process or another, queries the task at once and acts on what the
 provider's own API says. MiniMax's challenge (`{"challenge": …}`) is echoed, as it requires.
+A callback that names the task of an attempt whose submit answer was lost puts that task on a
+trail, so that what it costs is counted.
 """
 
 from __future__ import annotations
@@ -24,5 +26,10 @@ async def provider_callback(attempt_id: str, request: Request[Any, Any, Any], se
     if isinstance(body, dict) and "challenge" in body:
         return {"challenge": body["challenge"]}
     if attempt_id.startswith("att_") and len(attempt_id) <= 40:
+        task_id = body.get("task_id") if isinstance(body, dict) else None
+        if isinstance(task_id, str | int) and 0 < len(str(task_id)) <= 255:
+            # the one way to learn a task whose submit answer was lost, where the protocol neither
+            # takes our id nor lists tasks (MiniMax): its cost is then counted (runner.reported)
+            await services.runner.reported(attempt_id, str(task_id))
         await services.runner.poke(attempt_id)
     return {"ok": True}

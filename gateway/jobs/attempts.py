@@ -3,8 +3,9 @@
 Money rules kept here (the caller holds the adapter's slot for the whole attempt):
 - the attempt row is written as `submitting` *before* the provider is called, and the task id
   right after; a submit whose outcome is unknown (timeout, 5xx, malformed answer) is never
-  repeated blindly: it is looked up by our attempt id where the protocol allows, else the attempt
-  ends `unconfirmed`;
+  repeated blindly: it is looked up by our attempt id where the protocol allows (Kling), searched
+  for in the provider's task list where it keeps none of our ids (DashScope, reconcile.py), else
+  the attempt ends `unconfirmed`;
 - a provider task created for a job this runner no longer holds goes to the outbox as a trail,
   so its cost is still counted;
 - a poll that fails on the transport, or with a retryable error, is retried until the job's time
@@ -27,12 +28,14 @@ from adapters.base import (
     ProviderStatus,
     ProviderTask,
     TaskLookup,
+    TaskSearch,
     passthrough,
 )
 from gateway.jobs.cancel import CancelWatch, cancelled_error
 from gateway.jobs.context import RunContext
 from gateway.jobs.ids import new_id
 from gateway.jobs.present import shown_progress
+from gateway.jobs.reconcile import reconcile
 from gateway.jobs.store import LeaseLost
 from gateway.jobs.tables import AttemptRow, JobRow, cancel_row, trail_row
 from gateway.routing.catalog import ModelSpec
@@ -60,7 +63,8 @@ class Attempts:
             adapter=spec.adapter,
             provider_model=spec.provider_model,
             status=AttemptStatus.SUBMITTING,
-            task_data={},
+            # when the submit began: where a lost answer's task is searched for (reconcile.py)
+            task_data={"opened_at": time.time()},
             usage={"seconds": shape.seconds, "resolution": shape.resolution},
         )
         now = time.time()
@@ -135,12 +139,37 @@ class Attempts:
             task = await adapter.submit(request)
         except ProviderError as exc:
             if exc.maybe_submitted:
-                return await self._unknown(job, attempt, f"{exc.code}: {exc.message}", code=exc.code)
+                return await self._unsure(job, attempt, request, f"{exc.code}: {exc.message}", exc)
             log.info("submit refused", extra={"model": attempt.model, "code": exc.code})
             return await self.end(job, attempt, AttemptStatus.FAILED, provider_error(exc, attempt.adapter))
         except Exception as exc:  # an unmapped transport failure mid-request: the outcome is unknown
-            return await self._unknown(job, attempt, repr(exc), code="provider_error")
+            err = ProviderError("provider_error", repr(exc), retryable=True, maybe_submitted=True)
+            return await self._unsure(job, attempt, request, repr(exc), err)
         await self._accepted(job, attempt, task)
+
+    async def _unsure(
+        self, job: JobRow, attempt: AttemptRow, request: ProviderRequest, why: str, exc: ProviderError | None
+    ) -> None:
+        """The submit may have made a task. Where the provider lists its tasks, look for it: adopt
+        it, or, when it surely was never made, let the provider's error stand (`exc`) or, after a
+        restart cut the submit short (`exc` None), send it now. Else the attempt is `unconfirmed`."""
+        adapter = self.ctx.adapters[attempt.adapter]
+        code = exc.code if exc else "interrupted"
+        if isinstance(adapter, TaskSearch):
+            since = float((attempt.task_data or {}).get("opened_at") or job.started_at or job.created_at)
+            until = job.deadline_at or (job.created_at + self.ctx.settings.job_timeout_s)
+            verdict = await reconcile(self.ctx, adapter, attempt.adapter, request, since, until)
+            log.info(
+                "lost submit searched", extra={"model": attempt.model, "verdict": verdict.kind, "why": verdict.why}
+            )
+            if verdict.task is not None:
+                return await self._accepted(job, attempt, verdict.task)
+            if verdict.kind == "absent":
+                if exc is None:
+                    return await self._send(job, attempt, request)
+                return await self.end(job, attempt, AttemptStatus.FAILED, provider_error(exc, attempt.adapter))
+            why = f"{why}; {verdict.why}"
+        await self._unknown(job, attempt, why, code=code)
 
     async def _accepted(self, job: JobRow, attempt: AttemptRow, task: ProviderTask) -> None:
         values = {
@@ -193,6 +222,11 @@ class Attempts:
                 return await self._accepted(job, attempt, found)
             if request is not None and adapter.idempotent_submit:
                 return await self.ctx.shielded(self._send(job, attempt, request))
+        elif isinstance(adapter, TaskSearch) and (spec := self.ctx.rules().models.get(attempt.model)):
+            request = self.request_for(job, attempt, spec)
+            return await self.ctx.shielded(
+                self._unsure(job, attempt, request, "the gateway stopped while submitting", None)
+            )
         await self._unknown(job, attempt, "the gateway stopped while submitting")
 
     # --- follow ------------------------------------------------------------------------------

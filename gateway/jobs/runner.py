@@ -23,13 +23,14 @@ from gateway.jobs.context import RunContext, transient
 from gateway.jobs.drive import JobDriver
 from gateway.jobs.outbox import OutboxRelay
 from gateway.jobs.store import JobStore, LeaseLost
+from gateway.jobs.tables import trail_row
 from gateway.jobs.webhooks import WebhookSender
 from gateway.logs import job_id_var
 from gateway.metrics import GatewayMetrics
 from gateway.routing.breaker import Breakers
 from gateway.routing.catalog import RulesFile
 from gateway.settings import Settings
-from gateway.status import TERMINAL_JOB, JobStatus
+from gateway.status import TERMINAL_JOB, AttemptStatus, JobStatus
 from gateway.storage.blobs import BlobStore
 
 log = logging.getLogger("i2v.runner")
@@ -123,6 +124,21 @@ class JobRunner:
             return True
         await self.store.notify_poke(attempt_id)
         return False
+
+    async def reported(self, attempt_id: str, task_id: str) -> bool:
+        """A provider callback names the task an attempt made whose submit answer never arrived
+        (the attempt is `unconfirmed`). Trail that task so that its cost is counted when it ends.
+        The body is not trusted: the trail queries the task under our key (a task the provider does
+        not know ends it), and a task another attempt or trail holds is left alone."""
+        attempt = await self.store.attempt(attempt_id)
+        if attempt is None or attempt.provider_task_id is not None or attempt.status != AttemptStatus.UNCONFIRMED:
+            return False
+        if await self.store.held_tasks(attempt.adapter, [task_id]):
+            return False
+        reason = "a provider callback named the task of a submit whose answer was lost"
+        await self.store.add_outbox([trail_row(attempt.job_id, attempt, task_id, {}, reason=reason)])
+        self.ctx.outbox_wake.set()
+        return True
 
     def nudge(self, attempt_id: str) -> bool:
         event = self.ctx.nudges.get(attempt_id)

@@ -363,6 +363,30 @@ class JobStore:
             res = await s.execute(stmt)
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
+    async def attempt(self, attempt_id: str) -> AttemptRow | None:
+        async with self.sessions() as s:
+            return await s.get(AttemptRow, attempt_id)
+
+    async def held_tasks(self, adapter: str, task_ids: Sequence[str]) -> set[str]:
+        """Which of these provider tasks an attempt or a pending trail already holds."""
+        if not task_ids:
+            return set()
+        async with self.sessions() as s:
+            held = set(
+                await s.scalars(
+                    select(AttemptRow.provider_task_id).where(
+                        AttemptRow.adapter == adapter, AttemptRow.provider_task_id.in_(list(task_ids))
+                    )
+                )
+            )
+            # a trail that ended put its task on its attempt: the pending ones are enough
+            trails = await s.scalars(
+                select(OutboxRow.payload).where(OutboxRow.kind == "trail", OutboxRow.done_at.is_(None))
+            )
+        wanted = set(task_ids)
+        held |= {t["task_id"] for t in trails if t.get("adapter") == adapter and t.get("task_id") in wanted}
+        return {t for t in held if t is not None}
+
     async def outbox_for(self, job_id: str) -> list[OutboxRow]:
         async with self.sessions() as s:
             return list(

@@ -93,7 +93,12 @@ _NEGATED = re.compile(r"(?:\bno|\bnot|n't|\bnever|\bwithout|\bavoid(?:s|ing)?|\b
 _ZH_CAMERA = re.compile(r"镜头|摄像机|摄影机|相机|机位|运镜|画面")
 # (type, direction, term regex, camera-only). More specific terms first.
 _ZH_MOVES: list[tuple[str, str | None, str, bool]] = [
-    ("static", None, r"^(?:固定|静止)$|固定镜头|镜头(?:保持)?(?:固定|静止|不动)|静止镜头|机位固定|不(?:要)?(?:移动|晃动)镜头|无(?:镜头)?运镜|没有(?:镜头)?运动", True),
+    (
+        "static",
+        None,
+        r"^(?:固定|静止)$|固定镜头|镜头(?:保持)?(?:固定|静止|不动)|静止镜头|机位固定|不(?:要)?(?:移动|晃动)镜头|无(?:镜头)?运镜|没有(?:镜头)?运动",
+        True,
+    ),
     ("zoom_in", "in", r"变焦推近|变焦放大|镜头放大|zoom ?in", True),
     ("zoom_out", "out", r"变焦拉远|变焦缩小|镜头缩小", True),
     ("push_in", "in", r"推镜头|推进|推近|拉近|向前推|前推|逐渐靠近|缓缓靠近", False),
@@ -116,7 +121,11 @@ _ZH_MOVES: list[tuple[str, str | None, str, bool]] = [
     ("rack_focus", None, r"焦点转移|移焦|转焦", True),
     ("dolly", None, r"移动镜头|移镜头", True),
 ]
-_ZH_INTENSITY = [(r"缓慢|缓缓|慢慢|慢速|轻微|轻轻|微微|轻柔|逐渐|徐徐", 0.25), (r"平稳|匀速|稳定", 0.5), (r"快速|迅速|急速|猛然|突然|飞快|极速", 0.85)]
+_ZH_INTENSITY = [
+    (r"缓慢|缓缓|慢慢|慢速|轻微|轻轻|微微|轻柔|逐渐|徐徐", 0.25),
+    (r"平稳|匀速|稳定", 0.5),
+    (r"快速|迅速|急速|猛然|突然|飞快|极速", 0.85),
+]
 _ZH_NEGATION = re.compile(r"(?:不要|不|别|没有|无|禁止|避免|勿)[^，。；,;]{0,3}$")
 _BRACKETS = re.compile(r"\[([^\]]{1,40})\]")
 _ZH_CLAUSE_SPLIT = re.compile(r"[，。；！？、,.;!?\n]+|然后|同时|接着|随后")

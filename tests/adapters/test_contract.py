@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.base import ProviderError, ProviderStatus, ProviderTask, TaskLookup
+from adapters.base import ProviderError, ProviderStatus, ProviderTask, TaskLookup, TaskSearch
 from adapters.emulators.common import EmulatorConfig
 from gateway.jobs.fetch import store_video
 from gateway.storage.blobs import BlobStore
@@ -135,6 +135,40 @@ async def test_a_task_created_behind_a_lost_answer_is_never_created_twice(fam: F
             await adapter.submit(request(fam))
         assert info.value.maybe_submitted
     assert (stats(emu)["submits"], stats(emu)["tasks"]) == (1, 1)
+    await adapter.aclose()
+
+
+SEARCHERS = [f for f in FAMILIES if issubclass(f.adapter_cls, TaskSearch)]
+
+
+@pytest.mark.parametrize("fam", SEARCHERS, ids=[f.name for f in SEARCHERS])
+async def test_a_task_behind_a_lost_answer_is_found_in_the_task_list(fam: Family, emu: str) -> None:
+    """Where the provider keeps no id of ours but lists its tasks (DashScope), the task a lost
+    answer hid is in the list for its model since the submit began; once it has finished it shows
+    the prompt it was made with, so it is told apart from another request's task."""
+    adapter = fam.adapter(emu, timeout_s=0.5)
+    since = time.time()
+    other = await adapter.submit(request(fam, prompt="a different request"))  # answered normally
+    faults(emu, script={"submit": ["accepted_error"]})
+    with pytest.raises(ProviderError) as info:
+        await adapter.submit(request(fam))
+    assert info.value.maybe_submitted
+    running = {f.task.task_id: f for f in await adapter.search(request(fam), since)}
+    assert len(running) == 2
+    for f in running.values():  # still running: no prompt shown yet
+        assert (await adapter.inspect(request(fam), f)).matches is None
+    await follow(adapter, other)  # teaches the adapter the provider's clock
+    await asyncio.sleep(0.7)  # both tasks have finished
+    listed = await adapter.search(request(fam), since)
+    assert all(f.created_at is not None and since - 2 <= f.created_at <= time.time() for f in listed)
+    found = {f.task.task_id: await adapter.inspect(request(fam), f) for f in listed}
+    assert found.keys() == running.keys()
+    assert found[other.task_id].matches is False
+    (lost,) = [f for tid, f in found.items() if tid != other.task_id]
+    assert (lost.state, lost.matches) == ("completed", True)
+    assert (await follow(adapter, lost.task))[-1].state == "completed"
+    assert await adapter.search(request(fam), time.time() + 3600) == []  # nothing made after then
+    assert (stats(emu)["submits"], stats(emu)["tasks"]) == (2, 2)
     await adapter.aclose()
 
 

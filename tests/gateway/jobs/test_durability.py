@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from adapters.emulators.common import EmulatorConfig
 from gateway.api.app import create_app
+from gateway.jobs.ids import new_id
 from gateway.jobs.store import JobStore
 from gateway.jobs.tables import AttemptRow, make_engine
 from gateway.sandbox import Sandbox
@@ -66,7 +67,12 @@ def gw(gateway_factory: Any, emulators: Sandbox) -> Iterator[Gateway]:
     for family in emulators.servers:
         emu(emulators, family, "faults")
     yield gateway_factory(
-        rules_file=ROOT / "router_rules.yaml", adapters=emulators.adapters, poll_interval_s=0.1, cancel_check_s=0.2
+        rules_file=ROOT / "router_rules.yaml",
+        adapters=emulators.adapters,
+        poll_interval_s=0.1,
+        cancel_check_s=0.2,
+        reconcile_settle_s=0.2,
+        reconcile_every_s=0.3,
     )
     for family in emulators.servers:
         emu(emulators, family, "faults")
@@ -120,20 +126,163 @@ def test_kling_task_created_behind_a_lost_answer_is_adopted(gw: Gateway, emulato
     assert after["tasks"] - before.get("tasks", 0) == 1
 
 
-def test_wan_submit_with_unknown_outcome_is_never_resent(gw: Gateway, emulators: Sandbox) -> None:
-    """DashScope created the task, then answered 500; the protocol has no id of ours to look it
-    up by. The attempt is recorded `unconfirmed` and the job moves on: one task per attempt
-    (before the fix the 500 was retried as a fresh submit: two tasks for one attempt)."""
+def test_a_wan_task_behind_a_lost_answer_is_found_in_the_task_list_and_adopted(gw: Gateway, emulators: Sandbox) -> None:
+    """DashScope created the task, then answered 500; it keeps no id of ours, but lists its tasks.
+    The runner finds the one unheld task with this prompt and follows it: one task, one attempt,
+    delivered and counted (before: the attempt ended `unconfirmed`, the job paid a second model,
+    and the first task succeeded uncounted)."""
     before = emu(emulators, "wan", "stats")
     emu(emulators, "wan", "faults", script={"submit": ["accepted_error"]})
-    final = gw.wait(create(gw, model="wan-2.6-i2v")["id"])
+    final = gw.wait(create(gw, model="wan-2.6-i2v", prompt="a lost answer's ferry")["id"], timeout=30)
     after = emu(emulators, "wan", "stats")
     attempts = final["route"]["attempts"]
     assert final["status"] == "completed", final
-    assert [a["status"] for a in attempts] == ["unconfirmed", "completed"]
+    assert [(a["model"], a["status"]) for a in attempts] == [("wan-2.6-i2v", "completed")]
+    assert final["metrics"]["cost_usd"] > 0
+    assert after["tasks"] - before.get("tasks", 0) == 1
+    assert after["submits"] - before.get("submits", 0) == 1
+    assert after["lists"] - before.get("lists", 0) >= 1
+
+
+def test_a_wan_submit_that_never_made_a_task_is_not_left_unconfirmed(gw: Gateway, emulators: Sandbox) -> None:
+    """The 500 came before DashScope made anything: the list shows no such task, so the provider's
+    error stands (the attempt failed, not `unconfirmed`) and the job goes on as after any refusal."""
+    before = emu(emulators, "wan", "stats")
+    emu(emulators, "wan", "faults", script={"submit": ["server_error"]})
+    final = gw.wait(create(gw, model="wan-2.6-i2v", prompt="a ferry never sent")["id"], timeout=30)
+    after = emu(emulators, "wan", "stats")
+    attempts = final["route"]["attempts"]
+    assert final["status"] == "completed", final
+    assert attempts[0]["status"] == "failed" and attempts[0]["error"]["code"] == "provider_unavailable"
+    assert [a["status"] for a in attempts[1:]] == ["completed"]
+    assert after["tasks"] - before.get("tasks", 0) == 1  # only the attempt that completed made one
+
+
+def test_minimax_submit_with_unknown_outcome_is_never_resent(gw: Gateway, emulators: Sandbox) -> None:
+    """MiniMax created the task, then answered 500; its protocol neither takes an id of ours nor
+    lists tasks. The attempt is recorded `unconfirmed` and the job moves on: one task per attempt
+    (before the fix the 500 was retried as a fresh submit: two tasks for one attempt)."""
+    before = emu(emulators, "minimax", "stats")
+    emu(emulators, "minimax", "faults", script={"submit": ["accepted_error"]})
+    final = gw.wait(create(gw, model="hailuo-2.3-fast")["id"])
+    after = emu(emulators, "minimax", "stats")
+    attempts = final["route"]["attempts"]
+    assert final["status"] == "completed", final
+    assert [a["status"] for a in attempts][:1] == ["unconfirmed"] and attempts[-1]["status"] == "completed"
     assert attempts[0]["error"]["code"] == "provider_unavailable"  # the provider's 5xx, not our restart
-    assert after["tasks"] - before.get("tasks", 0) == len(attempts)
-    assert after["submits"] - before.get("submits", 0) == len(attempts)
+    minimax_attempts = [a for a in attempts if a["model"] in ("hailuo-2.3-fast", "video-01-live", "hailuo-02")]
+    assert after["tasks"] - before.get("tasks", 0) == len(minimax_attempts)
+    assert after["submits"] - before.get("submits", 0) == len(minimax_attempts)
+
+
+def test_a_minimax_task_behind_a_lost_answer_is_counted_when_its_callback_names_it(
+    tmp_path: Path, emulators: Sandbox
+) -> None:
+    """MiniMax made the task, then answered 500: the attempt is `unconfirmed` and the job moves on.
+    The task's callback (to that attempt's URL) names it; the gateway re-queries it and, when it
+    ends, puts its cost on the unconfirmed attempt (before: it succeeded and was never counted)."""
+    port = free_port()
+    settings = make_settings(
+        tmp_path,
+        "",
+        rules_file=ROOT / "router_rules.yaml",
+        adapters=emulators.adapters,
+        poll_interval_s=0.1,
+        public_url=f"http://127.0.0.1:{port}",
+        outbox_backoff_s=0.2,
+        poll_interval_max_s=0.5,
+    )
+    before = emu(emulators, "minimax", "stats")
+    emu(emulators, "minimax", "faults", script={"submit": ["accepted_error"]})
+    with serve_in_thread(create_app(settings), port) as url, httpx.Client(base_url=url, timeout=10) as client:
+        video = client.post("/v1/videos", json={"prompt": "leaves sway", "image": IMAGE, "model": "hailuo-2.3-fast"})
+        video_id = video.json()["id"]
+
+        def counted() -> dict[str, Any] | None:
+            v = client.get(f"/v1/videos/{video_id}").json()
+            first = (v["route"]["attempts"] or [{}])[0]
+            return v if v["status"] == "completed" and first.get("cost_usd") else None
+
+        final = wait_for(counted, 30)
+    after = emu(emulators, "minimax", "stats")
+    first = final["route"]["attempts"][0]
+    assert (first["model"], first["status"]) == ("hailuo-2.3-fast", "unconfirmed")
+    assert first["provider_task_id"] and first["cost_usd"] > 0
+    minimax = [a for a in final["route"]["attempts"] if a["adapter"] in ("hailuo", "live")]
+    assert after["tasks"] - before.get("tasks", 0) == len(minimax)  # one task per attempt, none resent
+    assert after["polls"] - before.get("polls", 0) >= 1  # the callback's word was checked
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["task-made", "never-sent"])
+def test_a_restart_mid_submit_on_wan_adopts_the_task_or_sends_it_once(
+    tmp_path: Path, emulators: Sandbox, made: bool
+) -> None:
+    """The gateway died between writing the `submitting` row and reading DashScope's answer.
+    On restart the runner searches the task list: the task is adopted if it was made, else the
+    submit is sent now; either way one task and no job failed by the gateway's own restart
+    (before: the attempt ended `unconfirmed` and the job paid a fallback)."""
+    settings: dict[str, Any] = {
+        "rules_file": ROOT / "router_rules.yaml",
+        "adapters": emulators.adapters,
+        "poll_interval_s": 0.1,
+        "reconcile_settle_s": 0.2,
+        "reconcile_every_s": 0.3,
+    }
+    with serve_in_thread(create_app(make_settings(tmp_path, "", runner_enabled=False, **settings))) as url:
+        video = httpx.post(f"{url}/v1/videos", json={"prompt": "reeds in wind", "image": IMAGE, "model": "wan-2.6-i2v"})
+        video_id = video.json()["id"]
+    before = emu(emulators, "wan", "stats")
+    made_id = None
+    if made:  # what DashScope holds when the answer was lost to the crash
+        body = {
+            "model": "wan2.6-i2v",
+            "input": {"prompt": "reeds in wind", "img_url": IMAGE},
+            "parameters": {"resolution": "720P", "duration": 5},
+        }
+        headers = {"Authorization": f"Bearer {emulators.adapters['wan'].api_key.get_secret_value()}"}  # type: ignore[union-attr]
+        created = httpx.post(
+            f"{emulators.servers['wan'].url}/api/v1/services/aigc/video-generation/video-synthesis",
+            json=body,
+            headers={**headers, "X-DashScope-Async": "enable"},
+        )
+        made_id = created.json()["output"]["task_id"]
+    asyncio.run(_leave_submitting(tmp_path / "gateway.db", video_id, "wan-2.6-i2v", "wan", "wan2.6-i2v"))
+    with serve_in_thread(create_app(make_settings(tmp_path, "", **settings))) as url:
+        final = wait_for(
+            lambda: (v := httpx.get(f"{url}/v1/videos/{video_id}").json())["status"] in ("completed", "failed") and v
+        )
+    after = emu(emulators, "wan", "stats")
+    attempts = final["route"]["attempts"]
+    assert final["status"] == "completed", final
+    assert [(a["model"], a["status"]) for a in attempts] == [("wan-2.6-i2v", "completed")]
+    assert after["tasks"] - before.get("tasks", 0) == 1
+    if made_id:
+        assert attempts[0]["provider_task_id"] == made_id
+        assert after["submits"] - before.get("submits", 0) == 1  # ours, made before the restart
+
+
+async def _leave_submitting(db: Path, job_id: str, model: str, adapter: str, provider_model: str) -> None:
+    """The rows a crash mid-submit leaves: the attempt written, the provider's answer never read."""
+    engine = make_engine(f"sqlite+aiosqlite:///{db}")
+    store = JobStore(engine)
+    try:
+        async with store.sessions.begin() as session:
+            session.add(
+                AttemptRow(
+                    id=new_id("att"),
+                    job_id=job_id,
+                    seq=0,
+                    model=model,
+                    adapter=adapter,
+                    provider_model=provider_model,
+                    status="submitting",
+                    task_data={"opened_at": time.time() - 1},
+                    usage={"seconds": 5, "resolution": "720p"},
+                )
+            )
+        await store.update(job_id, status="in_progress")
+    finally:
+        await engine.dispose()
 
 
 def test_kling_cancel_is_a_request_and_the_billed_task_is_counted(gw: Gateway, emulators: Sandbox) -> None:

@@ -1,0 +1,82 @@
+"""Find the task behind a submit whose outcome is unknown, on a provider that keeps no id of ours
+but lists its tasks (DashScope): adopt it, say it surely does not exist, or leave it unknown.
+
+Why each answer is safe:
+- a task is adopted only when it is the one task of that model, made while the submit was in
+  flight (where the provider says when), held by no attempt or trail, whose fingerprint (the
+  prompt) matches, and no other unheld task could still turn out to match;
+- "absent" is said only after the list had `reconcile_settle_s` to show the task and no unheld
+  task in the window matches or may yet match: then sending it (again) cannot pay twice;
+- anything else stays unknown, and the attempt ends `unconfirmed`, never sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from adapters.base import FoundTask, ProviderError, ProviderRequest, ProviderTask, TaskSearch
+from gateway.jobs.context import RunContext
+
+_SKEW_S = 2.0  # clocks apart (the provider's offset is learned to the quarter hour)
+
+
+@dataclass
+class Verdict:
+    kind: Literal["found", "absent", "unknown"]
+    task: ProviderTask | None = None
+    why: str = ""
+
+
+async def reconcile(
+    ctx: RunContext, adapter: TaskSearch, adapter_name: str, request: ProviderRequest, since: float, until: float
+) -> Verdict:
+    """Search until the answer is sure, `reconcile_timeout_s` has passed or the job's time is up."""
+    settings = ctx.settings
+    deadline = min(time.time() + settings.reconcile_timeout_s, until)
+    await asyncio.sleep(settings.reconcile_settle_s)
+    while True:
+        verdict = await _look(ctx, adapter, adapter_name, request, since)
+        if verdict.kind != "unknown" or time.time() + settings.reconcile_every_s > deadline:
+            return verdict
+        await asyncio.sleep(settings.reconcile_every_s)
+
+
+async def _look(
+    ctx: RunContext, adapter: TaskSearch, adapter_name: str, request: ProviderRequest, since: float
+) -> Verdict:
+    try:
+        return await _decide(ctx, adapter, adapter_name, request, since)
+    except ProviderError as exc:
+        return Verdict("unknown", why=f"the task search failed: {exc.message}")
+
+
+async def _decide(
+    ctx: RunContext, adapter: TaskSearch, adapter_name: str, request: ProviderRequest, since: float
+) -> Verdict:
+    found = await adapter.search(request, since)
+    held = await ctx.retrying(lambda: ctx.store.held_tasks(adapter_name, [f.task.task_id for f in found]), "held tasks")
+    free = [f for f in found if f.task.task_id not in held]
+    near = _near(ctx, adapter_name, free, since)
+    # read the fingerprint of finished tasks only: one still running shows none yet
+    read = [await adapter.inspect(request, f) if f.state == "completed" else f for f in near]
+    sure = [f for f in read if f.matches]
+    # an unheld task still running may be ours (a failed one costs nothing and is never adopted)
+    maybe = [f for f in read if f.matches is None and f.state in ("queued", "in_progress")]
+    if len(sure) > 1:
+        return Verdict("unknown", why=f"{len(sure)} unheld tasks carry this prompt")
+    if maybe:
+        return Verdict("unknown", why=f"{len(maybe)} unheld task(s) still running may be this one")
+    if sure:
+        return Verdict("found", sure[0].task)
+    return Verdict("absent")
+
+
+def _near(ctx: RunContext, adapter_name: str, found: list[FoundTask], since: float) -> list[FoundTask]:
+    """Where the provider says when each task was made, only those made while the submit was in
+    flight (its HTTP timeout, with some clock skew) can be its task."""
+    adapter = ctx.settings.adapters.get(adapter_name)
+    late = since + (adapter.timeout_s if adapter else 60.0) + _SKEW_S
+    return [f for f in found if f.created_at is None or since - _SKEW_S <= f.created_at <= late]
