@@ -164,15 +164,24 @@ class WanAdapter:
             state = _STATE.get(str(row.get("status") or row.get("task_status")))
             if state is None or not row.get("task_id"):
                 continue
-            made = _epoch(str(row.get("gmt_create") or ""))
             found.append(
                 FoundTask(
                     task=ProviderTask(task_id=str(row["task_id"]), provider_model=request.provider_model),
                     state=state,
-                    created_at=made - self._offset_s if made is not None and self._offset_s is not None else None,
+                    created_at=self._our_clock(_epoch(str(row.get("gmt_create") or "")), since),
                 )
             )
         return found
+
+    def _our_clock(self, theirs: float | None, near: float) -> float | None:
+        """A DashScope time in our clock: with the learned offset, else in whichever whole
+        quarter-hour zone puts it nearest `near` (zones are quarter hours; a task made while our
+        submit was in flight lands within seconds of it in the right one)."""
+        if theirs is None:
+            return None
+        if self._offset_s is not None:
+            return theirs - self._offset_s
+        return theirs - round((theirs - near) / 900) * 900
 
     async def inspect(self, request: ProviderRequest, found: FoundTask) -> FoundTask:
         """A finished task shows the prompt it was made with (`orig_prompt`); DashScope cuts long
@@ -249,10 +258,12 @@ def _usage(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _epoch(stamp: str) -> float | None:
     """A DashScope time string ("2025-07-27 21:05:15.212", no zone) read as if it were UTC."""
-    try:
-        return datetime.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
+    for form in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
+        try:
+            return datetime.strptime(stamp, form).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    return None
 
 
 def _list_stamp(t: float) -> str:

@@ -21,6 +21,7 @@ from adapters.base import FoundTask, ProviderError, ProviderRequest, ProviderTas
 from gateway.jobs.context import RunContext
 
 _SKEW_S = 2.0  # clocks apart (the provider's offset is learned to the quarter hour)
+_CALL_S = 0.5
 
 
 @dataclass
@@ -66,7 +67,10 @@ async def _decide(
     # an unheld task still running may be ours (a failed one costs nothing and is never adopted)
     maybe = [f for f in read if f.matches is None and f.state in ("queued", "in_progress")]
     if len(sure) > 1:
-        return Verdict("unknown", why=f"{len(sure)} unheld tasks carry this prompt")
+        nearest = _nearest(sure, since)
+        if nearest is None:
+            return Verdict("unknown", why=f"{len(sure)} unheld tasks carry this prompt")
+        sure = [nearest]
     if maybe:
         return Verdict("unknown", why=f"{len(maybe)} unheld task(s) still running may be this one")
     if sure:
@@ -80,3 +84,14 @@ def _near(ctx: RunContext, adapter_name: str, found: list[FoundTask], since: flo
     adapter = ctx.settings.adapters.get(adapter_name)
     late = since + (adapter.timeout_s if adapter else 60.0) + _SKEW_S
     return [f for f in found if f.created_at is None or since - _SKEW_S <= f.created_at <= late]
+
+
+def _nearest(sure: list[FoundTask], since: float) -> FoundTask | None:
+    """Several unheld tasks with this prompt (a bulk job's lost answers close together): a task is
+    made within milliseconds of its request, so the one made clearly nearest to when this submit
+    began is its task; too close to call (within `_CALL_S`), none is."""
+    if any(f.created_at is None for f in sure):
+        return None
+    ranked = sorted(sure, key=lambda f: abs((f.created_at or 0.0) - since))
+    first, second = (abs((f.created_at or 0.0) - since) for f in ranked[:2])
+    return ranked[0] if second - first >= _CALL_S else None

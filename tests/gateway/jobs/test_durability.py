@@ -144,6 +144,22 @@ def test_a_wan_task_behind_a_lost_answer_is_found_in_the_task_list_and_adopted(g
     assert after["lists"] - before.get("lists", 0) >= 1
 
 
+def test_two_lost_answers_for_one_prompt_each_adopt_their_own_task(gw: Gateway, emulators: Sandbox) -> None:
+    """A bulk job with one prompt loses two submit answers a second apart: both tasks carry the
+    prompt, and each attempt adopts the one made nearest to when its submit began (before: both
+    were ambiguous, ended `unconfirmed`, and two paid tasks went uncounted)."""
+    before = emu(emulators, "wan", "stats")
+    emu(emulators, "wan", "faults", script={"submit": ["accepted_error", "accepted_error"]})
+    first = create(gw, model="wan-2.6-i2v", prompt="one prompt for the whole batch")
+    time.sleep(1.2)
+    second = create(gw, model="wan-2.6-i2v", prompt="one prompt for the whole batch")
+    finals = [gw.wait(v["id"], timeout=30) for v in (first, second)]
+    after = emu(emulators, "wan", "stats")
+    assert [[a["status"] for a in f["route"]["attempts"]] for f in finals] == [["completed"], ["completed"]]
+    assert len({f["route"]["attempts"][0]["provider_task_id"] for f in finals}) == 2
+    assert after["tasks"] - before.get("tasks", 0) == 2
+
+
 def test_a_wan_submit_that_never_made_a_task_is_not_left_unconfirmed(gw: Gateway, emulators: Sandbox) -> None:
     """The 500 came before DashScope made anything: the list shows no such task, so the provider's
     error stands (the attempt failed, not `unconfirmed`) and the job goes on as after any refusal."""
