@@ -22,6 +22,7 @@ from gateway.jobs.context import RunContext
 
 _SKEW_S = 2.0  # clocks apart (the provider's offset is learned to the quarter hour)
 _CALL_S = 0.5
+_AMBIGUOUS_LOOKS = 3
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Verdict:
     kind: Literal["found", "absent", "unknown"]
     task: ProviderTask | None = None
     why: str = ""
+    ambiguous: bool = False
 
 
 async def reconcile(
@@ -38,9 +40,14 @@ async def reconcile(
     settings = ctx.settings
     deadline = min(time.time() + settings.reconcile_timeout_s, until)
     await asyncio.sleep(settings.reconcile_settle_s)
+    ambiguous = 0
     while True:
         verdict = await _look(ctx, adapter, adapter_name, request, since)
-        if verdict.kind != "unknown" or time.time() + settings.reconcile_every_s > deadline:
+        # several matches resolve only if other attempts adopt theirs: a few looks, not the deadline
+        ambiguous = ambiguous + 1 if verdict.ambiguous else 0
+        if verdict.kind != "unknown" or ambiguous >= _AMBIGUOUS_LOOKS:
+            return verdict
+        if time.time() + settings.reconcile_every_s > deadline:
             return verdict
         await asyncio.sleep(settings.reconcile_every_s)
 
@@ -69,7 +76,7 @@ async def _decide(
     if len(sure) > 1:
         nearest = _nearest(sure, since)
         if nearest is None:
-            return Verdict("unknown", why=f"{len(sure)} unheld tasks carry this prompt")
+            return Verdict("unknown", why=f"{len(sure)} unheld tasks carry this prompt", ambiguous=True)
         sure = [nearest]
     if maybe:
         return Verdict("unknown", why=f"{len(maybe)} unheld task(s) still running may be this one")
