@@ -228,12 +228,7 @@ async def get_task(task_id: str, request: Request[Any, Any, Any], state: State) 
 def _parse_stamp(value: str | None) -> float | None:
     """The list's `start_time`/`end_time` form, YYYYMMDDhhmmss (the SDK's example), in the same
     clock as the task's `submit_time`."""
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%Y%m%d%H%M%S").timestamp()
-    except ValueError:
-        return float("nan")
+    return datetime.strptime(value, "%Y%m%d%H%M%S").timestamp() if value else None
 
 
 @get("/api/v1/tasks")
@@ -248,8 +243,9 @@ async def list_tasks(request: Request[Any, Any, Any], state: State) -> Response[
     if answer := await _fault_response(book, book.fault("poll")):
         return answer
     q = request.query_params
-    start, end = _parse_stamp(q.get("start_time")), _parse_stamp(q.get("end_time"))
-    if start != start or end != end:  # NaN: not a YYYYMMDDhhmmss stamp
+    try:
+        start, end = _parse_stamp(q.get("start_time")), _parse_stamp(q.get("end_time"))
+    except ValueError:
         return _err(400, "InvalidParameter", "start_time and end_time must be of the form YYYYMMDDhhmmss.")
     try:
         page_no, page_size = int(q.get("page_no", 1)), int(q.get("page_size", 10))

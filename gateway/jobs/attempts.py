@@ -157,8 +157,7 @@ class Attempts:
         code = exc.code if exc else "interrupted"
         if isinstance(adapter, TaskSearch):
             since = float((attempt.task_data or {}).get("opened_at") or job.started_at or job.created_at)
-            until = job.deadline_at or (job.created_at + self.ctx.settings.job_timeout_s)
-            verdict = await reconcile(self.ctx, adapter, attempt.adapter, request, since, until)
+            verdict = await reconcile(self.ctx, adapter, attempt.adapter, request, since, self.ctx.limit_at(job))
             log.info(
                 "lost submit searched", extra={"model": attempt.model, "verdict": verdict.kind, "why": verdict.why}
             )
@@ -238,7 +237,7 @@ class Attempts:
         task = task_of(attempt)
         since = attempt.submitted_at or time.time()
         polls = 0
-        limit_at = job.deadline_at or (job.created_at + self.ctx.settings.job_timeout_s)
+        limit_at = self.ctx.limit_at(job)
         written: list[Any] = [attempt.status, job.progress, time.time()]
         self.ctx.metrics.in_flight.labels(attempt.adapter).inc()
         self.ctx.in_flight[attempt.adapter] = self.ctx.in_flight.get(attempt.adapter, 0) + 1

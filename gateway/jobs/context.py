@@ -127,6 +127,10 @@ class RunContext:
         if outbox:
             self.outbox_wake.set()
 
+    def limit_at(self, job: JobRow) -> float:
+        """When the job's time is up: its deadline, else `job_timeout_s` after it was created."""
+        return job.deadline_at or (job.created_at + self.settings.job_timeout_s)
+
     async def shielded(self, coro: Awaitable[T]) -> T:
         """Run `coro` so that cancelling the job's task does not cut it short; shutdown waits
         for these (bounded) before it lets go of the leases."""

@@ -135,7 +135,7 @@ class JobDriver:
         task failed, an unusable result, or the job's time running out ends the attempt."""
         adapter = self.ctx.adapters[attempt.adapter]
         task = task_of(attempt)
-        limit_at = job.deadline_at or (job.created_at + self.ctx.settings.job_timeout_s)
+        limit_at = self.ctx.limit_at(job)
         delay, tries = 0.5, 0
         while True:
             try:

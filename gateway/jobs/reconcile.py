@@ -64,10 +64,10 @@ async def _look(
 async def _decide(
     ctx: RunContext, adapter: TaskSearch, adapter_name: str, request: ProviderRequest, since: float
 ) -> Verdict:
-    found = await adapter.search(request, since)
+    # only tasks made while the submit was in flight are asked about in the database
+    found = _near(ctx, adapter_name, await adapter.search(request, since), since)
     held = await ctx.retrying(lambda: ctx.store.held_tasks(adapter_name, [f.task.task_id for f in found]), "held tasks")
-    free = [f for f in found if f.task.task_id not in held]
-    near = _near(ctx, adapter_name, free, since)
+    near = [f for f in found if f.task.task_id not in held]
     # read the fingerprint of finished tasks only: one still running shows none yet
     read = [await adapter.inspect(request, f) if f.state == "completed" else f for f in near]
     sure = [f for f in read if f.matches]
