@@ -3,6 +3,7 @@
     python bench/engine.py --part forward     # per-forward and per-guided-step table + accuracy
     python bench/engine.py --part accuracy    # final latents after N steps, each option vs eager
     python bench/engine.py --part e2e         # 40 guided steps end to end (+ VAE), best config
+    python bench/engine.py --part onnx        # ONNX Runtime (CUDA provider) beside torch, same run
 
 Every row is measured in the same run as the baseline (plain diffusers eager bf16, PyTorch SDPA).
 A guided step is two transformer forwards (cond and uncond), as diffusers and the official code
@@ -360,22 +361,16 @@ def part_accuracy(args: argparse.Namespace) -> None:
     table(f"final latents after {args.steps} guided steps, {size}", rows)
 
 
-def part_e2e(args: argparse.Namespace) -> None:
-    """Guided steps through WanImageToVideoPipeline.__call__ (CLIP, VAE encode of the first
-    frame, denoising, VAE decode) with the full-size transformer and VAE. The text encoder is
-    skipped by passing embeddings (UMT5 costs ~0.2 s once per video per the anchors)."""
+def make_pipeline(args: argparse.Namespace, model: Any) -> Any:
+    """WanImageToVideoPipeline around `model` with the full-size VAE and a 2-layer CLIP vision
+    tower of the real width (1280, 257 tokens): the pipeline needs its image path; the full ViT-H
+    costs ~0.7 s once per video (engine-anchors.md). No text encoder: embeddings are passed."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline
-    from diffusers.hooks import FirstBlockCacheConfig
-    from PIL import Image
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
-    model = make_transformer()
-    F, H, W = args.frames, args.height, args.width
     vae_cfg = {} if ARCH is WAN21_I2V_14B else {"base_dim": 8, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1}
     with torch.device(DEV):
         vae = AutoencoderKLWan(**vae_cfg).to(BF16 if args.vae_bf16 else torch.float32)
-        # A 2-layer CLIP vision tower of the real width (1280, 257 tokens): the pipeline needs
-        # its image path; the full ViT-H costs ~0.7 s once per video (engine-anchors.md).
         clip = CLIPVisionModel(
             CLIPVisionConfig(
                 hidden_size=ARCH["image_dim"],
@@ -397,54 +392,87 @@ def part_e2e(args: argparse.Namespace) -> None:
         image_processor=CLIPImageProcessor(),
     )
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run_pipeline(
+    pipe: Any, args: argparse.Namespace, rows: list[dict[str, Any]], name: str, steps: int, guidance: float = 5.0
+) -> None:
+    """One video through the pipeline; a row with the mean guided step (steps 2..N) and the rest."""
+    from PIL import Image
+
+    F, H, W = args.frames, args.height, args.width
     x = inputs(F, H, W, seed=0)
     neg = inputs(F, H, W, seed=1)["encoder_hidden_states"]
-    image = Image.new("RGB", (W, H), (120, 140, 160))
+    torch.cuda.reset_peak_memory_stats()
+    sync()
+    t0 = time.perf_counter()
+    step_times: list[float] = []
+    last = [0.0]
+
+    def on_step(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict[str, Any]:
+        sync()
+        now = time.perf_counter()
+        if i > 0:
+            step_times.append(now - last[0])
+        last[0] = now
+        return kw
+
+    out = pipe(
+        image=Image.new("RGB", (W, H), (120, 140, 160)),
+        prompt_embeds=x["encoder_hidden_states"],
+        negative_prompt_embeds=neg,
+        height=H,
+        width=W,
+        num_frames=F,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        output_type="pt",
+        callback_on_step_end=on_step,
+        generator=torch.Generator(device=DEV).manual_seed(0),
+    )
+    sync()
+    total = time.perf_counter() - t0
+    per_step = sum(step_times) / max(1, len(step_times))  # steps 2..N: one guided step each
+    rows.append(
+        {
+            "config": name,
+            "steps": steps,
+            "end to end s": round(total, 1),
+            "s/guided step": round(per_step, 3) if guidance > 1 else f"{per_step:.3f} (unguided)",
+            "all but denoising s": round(total - per_step * steps, 1),
+            "output": "x".join(map(str, out.frames.shape)),
+            "peak GiB": peak_gib(),
+        }
+    )
+    say(json.dumps(rows[-1]))
+
+
+def peak_gib() -> float:
+    """torch's peak, or the device's memory in use when more (ONNX Runtime allocates its own)."""
+    used = 0.0
+    if DEV == "cuda":
+        free, total = torch.cuda.mem_get_info()
+        used = (total - free) / 2**30
+    return round(max(torch.cuda.max_memory_allocated() / 2**30, used), 1)
+
+
+def part_e2e(args: argparse.Namespace) -> None:
+    """Guided steps through WanImageToVideoPipeline.__call__ (CLIP, VAE encode of the first
+    frame, denoising, VAE decode) with the full-size transformer and VAE. The text encoder is
+    skipped by passing embeddings (UMT5 costs ~0.2 s once per video per the anchors)."""
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    model = make_transformer()
+    pipe = make_pipeline(args, model)
+    vae = pipe.vae
+    F, H, W = args.frames, args.height, args.width
+    x = inputs(F, H, W, seed=0)
+    neg = inputs(F, H, W, seed=1)["encoder_hidden_states"]
     rows: list[dict[str, Any]] = []
 
     def run(name: str, steps: int, guidance: float = 5.0) -> None:
-        torch.cuda.reset_peak_memory_stats()
-        sync()
-        t0 = time.perf_counter()
-        step_times: list[float] = []
-        last = [0.0]
-
-        def on_step(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict[str, Any]:
-            sync()
-            now = time.perf_counter()
-            if i > 0:
-                step_times.append(now - last[0])
-            last[0] = now
-            return kw
-
-        out = pipe(
-            image=image,
-            prompt_embeds=x["encoder_hidden_states"],
-            negative_prompt_embeds=neg,
-            height=H,
-            width=W,
-            num_frames=F,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            output_type="pt",
-            callback_on_step_end=on_step,
-            generator=torch.Generator(device=DEV).manual_seed(0),
-        )
-        sync()
-        total = time.perf_counter() - t0
-        per_step = sum(step_times) / max(1, len(step_times))  # steps 2..N: one guided step each
-        rows.append(
-            {
-                "config": name,
-                "steps": steps,
-                "end to end s": round(total, 1),
-                "s/guided step": round(per_step, 3) if guidance > 1 else f"{per_step:.3f} (unguided)",
-                "all but denoising s": round(total - per_step * steps, 1),
-                "output": "x".join(map(str, out.frames.shape)),
-                "peak GiB": round(torch.cuda.max_memory_allocated() / 2**30, 1),
-            }
-        )
-        say(json.dumps(rows[-1]))
+        run_pipeline(pipe, args, rows, name, steps, guidance)
 
     latents = torch.randn(1, 16, (F - 1) // 4 + 1, H // 8, W // 8, device=DEV, dtype=vae.dtype)
     with torch.inference_mode():
@@ -488,6 +516,92 @@ def part_e2e(args: argparse.Namespace) -> None:
     table(title, [r for r in rows if "warm" not in r["config"] and "calibration" not in r["config"]])
 
 
+def part_onnx(args: argparse.Namespace) -> None:
+    """ONNX Runtime beside torch in one run, on the same weights and inputs: per forward and per
+    guided step (the blocks through one exported block graph, weights bound from torch's
+    tensors), the VAE decoder (torch vs ONNX Runtime), then `--steps` end to end on ONNX
+    Runtime with whichever VAE decoder won. `--onnx-parts` picks which of these run."""
+    import onnxruntime as ort
+
+    from local_engine.onnx_runtime import OnnxBlocks, OnnxVaeDecoder
+
+    providers = ["CUDAExecutionProvider"] if DEV == "cuda" else ["CPUExecutionProvider"]
+    say(f"onnxruntime {ort.__version__}, providers available: {ort.get_available_providers()}")
+    onnx_dir = Path(args.onnx_dir)
+    model = make_transformer()
+    pipe = make_pipeline(args, model)
+    F, H, W = args.frames, args.height, args.width
+    x = inputs(F, H, W, seed=0)
+    uncond = dict(x, encoder_hidden_states=inputs(F, H, W, seed=1)["encoder_hidden_states"])
+    rows: list[dict[str, Any]] = []
+
+    def measure(name: str, ref: torch.Tensor | None) -> torch.Tensor:
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        forward(model, x)  # first call: export and session creation on the ONNX side
+        sync()
+        first = time.perf_counter() - t0
+        per_forward, out = sync_time(lambda: forward(model, x), args.repeat)
+        per_step, _ = sync_time(lambda: (forward(model, x), forward(model, uncond)), max(1, args.repeat - 1))
+        rows.append(
+            {
+                "config": name,
+                "s/forward": round(per_forward, 3),
+                "s/guided step": round(per_step, 3),
+                "vs torch eager": round(rows[0]["s/guided step"] / per_step, 2) if rows else 1.0,
+                "rel err (1 fwd)": f"{accel.relative_error(out, ref):.1e}" if ref is not None else "-",
+                "first call s": round(first, 1),
+                "peak GiB": peak_gib(),
+            }
+        )
+        say(json.dumps(rows[-1]))
+        return out.float().clone()
+
+    if "forward" in args.onnx_parts:
+        ref = measure(f"torch eager {str(BF16)[6:]}, SDPA (baseline)", None)
+        blocks = OnnxBlocks.install(model, onnx_dir, providers)
+        try:
+            measure(f"ONNX Runtime {blocks.providers[0]}, one block graph, {str(BF16)[6:]} weights bound", ref)
+        except Exception as exc:  # a node with no kernel for bf16 on this provider: say which, try fp16
+            say(f"ONNX Runtime in {BF16} failed: {exc!r}"[:3000])
+            for block in model.blocks:
+                del block.forward  # the class's forward again
+            model.half()
+            for d in (x, uncond):
+                d.update({k: v.half() for k, v in d.items() if v.is_floating_point()})
+            measure("torch eager fp16, SDPA", ref)
+            blocks = OnnxBlocks.install(model, onnx_dir, providers)
+            measure(f"ONNX Runtime {blocks.providers[0]}, one block graph, fp16 weights bound", ref)
+        say(f"graphs: {sorted((p.name, p.stat().st_size) for p in onnx_dir.glob('*'))}")
+    if "vae" in args.onnx_parts:
+        vae = pipe.vae
+        latents = torch.randn(1, 16, (F - 1) // 4 + 1, H // 8, W // 8, device=DEV, dtype=vae.dtype)
+        with torch.inference_mode():
+            vae.decode(latents[:, :, :3])  # warm-up
+            torch_s, ref_video = sync_time(lambda: vae.decode(latents).sample, 2)
+            vrows = [{"VAE decoder": f"torch {vae.dtype}", "s": round(torch_s, 2), "rel err": "-"}]
+            decoder = OnnxVaeDecoder.install(vae, onnx_dir, providers, "bench")
+            t0 = time.perf_counter()
+            vae.decode(latents)
+            sync()
+            first = time.perf_counter() - t0
+            ort_s, video = sync_time(lambda: vae.decode(latents).sample, 2)
+            err = accel.relative_error(video, ref_video)
+            vrows.append(
+                {"VAE decoder": f"ONNX Runtime {decoder.providers[0]}", "s": round(ort_s, 2), "rel err": f"{err:.1e}"}
+            )
+            vrows[-1]["first call s"] = round(first, 1)
+        table(f"VAE decoder, {F}x{H}x{W}", vrows)
+        if ort_s >= torch_s:
+            del vae.decode  # the class's own decode again: torch won
+    if "e2e" in args.onnx_parts and args.steps:
+        if not hasattr(model, "onnx_blocks"):
+            OnnxBlocks.install(model, onnx_dir, providers)
+        decode = "ONNX Runtime" if "decode" in vars(pipe.vae) else "torch"
+        run_pipeline(pipe, args, rows, f"ONNX Runtime blocks, VAE decoder: {decode}", args.steps)
+    table(f"ONNX Runtime vs torch, Wan 2.1 I2V-14B (random weights), {W}x{H}, {F} frames", rows)
+
+
 def table(title: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
@@ -501,7 +615,9 @@ def table(title: str, rows: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["attention", "gemm", "forward", "accuracy", "e2e"], required=True)
+    ap.add_argument("--part", choices=["attention", "gemm", "forward", "accuracy", "e2e", "onnx"], required=True)
+    ap.add_argument("--onnx-parts", nargs="*", default=["forward", "vae", "e2e"], choices=["forward", "vae", "e2e"])
+    ap.add_argument("--onnx-dir", default="/tmp/i2v-onnx", help="where --part onnx keeps its graphs")
     ap.add_argument("--fp8-scaling", choices=["row", "tensor", "static"], default="tensor")
     ap.add_argument("--fuse", action="store_true", help="fused qkv projections")
     ap.add_argument("--cache-thresholds", type=float, nargs="*", default=[0.05, 0.1])
@@ -526,10 +642,12 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="smoke-test the script on CPU with the tiny layout")
     args = ap.parse_args()
     if args.tiny:
-        global DEV, ARCH, CUDNN
+        global DEV, ARCH, CUDNN, BF16
         from local_engine.tiny import TINY_I2V
 
         DEV, ARCH, CUDNN = "cpu", TINY_I2V, "native"
+        if args.part == "onnx":  # ONNX Runtime's CPU provider has no bf16 kernels for most nodes
+            BF16 = torch.float32
         torch.cuda.reset_peak_memory_stats = lambda *a: None  # type: ignore[assignment]
         torch.cuda.max_memory_allocated = lambda *a: 0  # type: ignore[assignment]
         torch.cuda.memory_allocated = lambda *a: 0  # type: ignore[assignment]
@@ -553,6 +671,7 @@ def main() -> None:
         "forward": part_forward,
         "accuracy": part_accuracy,
         "e2e": part_e2e,
+        "onnx": part_onnx,
     }
     parts[args.part](args)
 

@@ -106,17 +106,17 @@ def _load_pipeline(config: EngineConfig, device: str) -> Any:
     pipe.to(device)
     if config.runtime == "onnx":
         from local_engine.build import weights_id
-        from local_engine.onnx_runtime import OnnxTransformer, OnnxVaeDecoder
+        from local_engine.onnx_runtime import OnnxBlocks, OnnxVaeDecoder
 
         onnx_dir = config.onnx_dir or Path(config.model_path) / "onnx"
         tag = weights_id(Path(config.model_path), config.lora_path, config.lora_scale)
-        pipe.transformer = OnnxTransformer(pipe.transformer, onnx_dir, config.onnx_providers, tag)
+        blocks = OnnxBlocks.install(pipe.transformer, onnx_dir, config.onnx_providers)
         decoder = OnnxVaeDecoder.install(pipe.vae, onnx_dir, config.onnx_providers, tag)
-        pipe.transformer.lazy = decoder.lazy = config.onnx_build == "lazy"
+        blocks.lazy = decoder.lazy = config.onnx_build == "lazy"
         applied: dict[str, Any] = {
             "runtime": "onnx",
-            "providers": pipe.transformer.providers,
-            "onnx": "transformer, vae decoder",
+            "providers": blocks.providers,
+            "onnx": "transformer blocks (one graph, weights bound), vae decoder",
         }
     else:
         fp8 = config.fp8_linear and device.startswith("cuda")

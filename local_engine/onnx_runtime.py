@@ -1,66 +1,73 @@
-"""The ONNX runtime: the Wan transformer and the VAE decoder exported to ONNX and run by ONNX Runtime.
+"""The ONNX runtime: the Wan transformer's blocks and the VAE decoder run by ONNX Runtime.
 
-Graphs are exported per input shape (static shapes, like NVIDIA's TensorRT Wan demo) with the
-weights as external data, since the 14B transformer is far past protobuf's 2 GB. Providers are
-tried in order TensorRT, CUDA, CPU; whichever ONNX Runtime build is installed decides which
-exist. The transformer (>95% of the time) is swapped for `OnnxTransformer` and the VAE's
-`decode` for `OnnxVaeDecoder`; the text and image encoders, the VAE encoder (one frame per
-video) and the scheduler stay in torch.
+The transformer is exported as ONE block whose weights are graph inputs, and all its blocks run
+through that graph with their own weights bound (`OnnxBlocks`): 40 identical blocks need one
+graph of kilobytes instead of a 28 GB copy of the 14B weights, the export takes seconds instead
+of minutes, the weights stay where torch loaded them (one copy in GPU memory, bound by pointer),
+and a new checkpoint or LoRA needs no new graph. The embedders, RoPE and output head (<1% of the
+time) stay in torch. The VAE decoder is exported whole, its weights as external data.
+
+Graphs are exported per input shape (static shapes, like NVIDIA's TensorRT Wan demo) at opset 23,
+so attention is one ONNX `Attention` node (fused kernels on ONNX Runtime's CUDA provider) and
+RMS norms one `RMSNormalization`. Inputs and outputs are bound to torch tensors in the graph's
+own dtype (bf16 included) on the tensors' device, so nothing is converted or copied through the
+host. Providers are tried in order TensorRT, CUDA, CPU; the installed build decides which exist.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 log = logging.getLogger("i2v.local.onnx")
-INPUTS = ("hidden_states", "timestep", "encoder_hidden_states", "encoder_hidden_states_image")
+OPSET = 23  # Attention and RMSNormalization as single nodes
+BLOCK_INPUTS = ("hidden_states", "encoder_hidden_states", "temb", "freqs_cos", "freqs_sin")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+#: ONNX Runtime's type names -> torch dtypes, and torch dtypes -> ONNX element types (TensorProto).
+_TORCH = {
+    "tensor(float)": torch.float32,
+    "tensor(float16)": torch.float16,
+    "tensor(bfloat16)": torch.bfloat16,
+    "tensor(double)": torch.float64,
+    "tensor(int64)": torch.int64,
+    "tensor(int32)": torch.int32,
+    "tensor(bool)": torch.bool,
+}
+_ONNX = {
+    torch.float32: 1,
+    torch.int32: 6,
+    torch.int64: 7,
+    torch.bool: 9,
+    torch.float16: 10,
+    torch.float64: 11,
+    torch.bfloat16: 16,
+}
 
 
-class _Forward(nn.Module):
-    """Positional inputs, one tensor out: the shape torch.onnx.export wants."""
-
-    def __init__(self, transformer: nn.Module) -> None:
-        super().__init__()
-        self.transformer = transformer
-
-    def forward(self, hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image=None):  # type: ignore[no-untyped-def]
-        return self.transformer(
-            hidden_states=hidden_states,
-            timestep=timestep,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_hidden_states_image=encoder_hidden_states_image,
-            return_dict=False,
-        )[0]
+class MissingGraph(RuntimeError):
+    """No graph was built ahead of time for this shape (`i2v-gateway engine build`)."""
 
 
-def export_transformer(
-    transformer: nn.Module, inputs: dict[str, torch.Tensor | None], path: Path, opset: int = 20
-) -> Path:
-    """Export for these input shapes. Weights go to `<name>.onnx.data` beside the graph."""
-    return _export(_Forward(transformer), inputs, "noise_pred", path, opset)
-
-
-def _export(
-    module: nn.Module, inputs: dict[str, torch.Tensor | None], output: str, path: Path, opset: int = 20
-) -> Path:
+def export(module: nn.Module, inputs: dict[str, torch.Tensor], output: str, path: Path) -> Path:
+    """Export for these input shapes (positional, in `inputs`' order). Weights held by the
+    module go to `<name>.onnx.data` beside the graph."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = [k for k, v in inputs.items() if v is not None]
     with torch.no_grad():
         program = torch.onnx.export(
             module.eval(),
-            tuple(inputs[k] for k in names),
+            tuple(inputs.values()),
             dynamo=True,
-            opset_version=opset,
-            input_names=names,
+            opset_version=OPSET,
+            input_names=list(inputs),
             output_names=[output],
         )
     assert program is not None
@@ -68,14 +75,14 @@ def _export(
     return path
 
 
-class MissingGraph(RuntimeError):
-    """No graph was built ahead of time for this shape (`i2v-gateway engine build`)."""
-
-
 @contextlib.contextmanager
 def exporting(pipe: Any) -> Iterator[None]:
     """Allow exports on the pipeline's ONNX parts for the duration (what `engine build` does)."""
-    parts = [p for p in (getattr(pipe, "transformer", None), getattr(pipe.vae, "decode", None)) if hasattr(p, "lazy")]
+    parts = [
+        p
+        for p in (getattr(pipe.transformer, "onnx_blocks", None), getattr(pipe.vae, "decode", None))
+        if hasattr(p, "lazy")
+    ]
     before = [p.lazy for p in parts]
     for p in parts:
         p.lazy = True
@@ -86,11 +93,22 @@ def exporting(pipe: Any) -> Iterator[None]:
             p.lazy = was
 
 
-class _Sessions:
+def _providers(wanted: list[str], device: torch.device) -> list[Any]:
+    """The installed providers among `wanted`, the GPU ones pinned to the tensors' GPU."""
+    import onnxruntime as ort
+
+    have = set(ort.get_available_providers())
+    chosen = [p for p in wanted if p in have] or ["CPUExecutionProvider"]
+    if device.type != "cuda":
+        return [p for p in chosen if p not in GPU_PROVIDERS] or ["CPUExecutionProvider"]
+    return [(p, {"device_id": device.index or 0}) if p in GPU_PROVIDERS else p for p in chosen]
+
+
+class _Graphs:
     """One ONNX Runtime session per input shape; each graph is exported once and kept on disk
-    under `onnx_dir`, keyed by the shapes, the dtype and `tag` (the weights' identity). With
-    `lazy` off a missing graph is an error naming the build command, not a silent export of
-    minutes inside a job."""
+    under `onnx_dir`, keyed by the shapes, the dtypes and `tag` (what else shapes the graph).
+    With `lazy` off a missing graph is an error naming the build command, not a silent export
+    of minutes inside a job."""
 
     def __init__(
         self,
@@ -101,105 +119,147 @@ class _Sessions:
         providers: list[str],
         tag: str,
         max_sessions: int = 4,
-    ):
+    ) -> None:
         self.module, self.name, self.output = module, name, output
-        self.onnx_dir, self.providers, self.tag = onnx_dir, providers, tag
+        self.onnx_dir, self.wanted, self.tag = onnx_dir, providers, tag
         self.max_sessions = max_sessions
         self.lazy = True
-        self._sessions: dict[str, Any] = {}  # most recently used last; each holds the weights
+        self._sessions: dict[str, Any] = {}  # most recently used last
 
-    def run(self, inputs: dict[str, torch.Tensor | None], dtype: torch.dtype) -> np.ndarray:
+    def session(self, inputs: dict[str, torch.Tensor]) -> Any:
         import onnxruntime as ort
 
-        key = "-".join("x".join(map(str, v.shape)) for v in inputs.values() if v is not None)
+        key = "-".join(f"{'x'.join(map(str, v.shape))}:{str(v.dtype)[6:]}" for v in inputs.values())
         if key not in self._sessions:
-            digest = hashlib.sha256(f"{self.tag}:{key}:{dtype}".encode()).hexdigest()[:16]
+            digest = hashlib.sha256(f"{self.tag}:{key}:opset{OPSET}".encode()).hexdigest()[:16]
             path = self.onnx_dir / f"{self.name}-{digest}.onnx"
             if not path.exists():
                 if not self.lazy:
                     raise MissingGraph(
-                        f"no ONNX {self.name} graph for input shapes {key} (weights {self.tag}); build it ahead of "
-                        "time: i2v-gateway engine build --shape WIDTHxHEIGHT --seconds S (docs/configuration.md)"
+                        f"no ONNX {self.name} graph for these input shapes ({self.tag}); build it ahead of time: "
+                        "i2v-gateway engine build --shape WIDTHxHEIGHT --seconds S (docs/configuration.md)"
                     )
-                log.info(f"exporting the {self.name} to ONNX", extra={"path": str(path), "shapes": key})
-                _export(self.module, inputs, self.output, path)
+                log.info(f"exporting the {self.name} to ONNX", extra={"path": str(path)})
+                export(self.module, inputs, self.output, path)
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            device = next(iter(inputs.values())).device
             while len(self._sessions) >= self.max_sessions:  # bounded: drop the least recently used
                 self._sessions.pop(next(iter(self._sessions)))
-            self._sessions[key] = ort.InferenceSession(str(path), options, providers=self.providers)
+            self._sessions[key] = ort.InferenceSession(str(path), options, providers=_providers(self.wanted, device))
         session = self._sessions[key] = self._sessions.pop(key)  # now the most recent
-        feed = {i.name: _numpy(inputs[i.name]) for i in session.get_inputs()}
-        (out,) = session.run([self.output], feed)
-        return np.asarray(out)
+        return session
+
+    def run(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return run_bound(self.session(inputs), inputs, self.output)
 
 
-def available_providers(wanted: list[str]) -> list[str]:
-    import onnxruntime as ort
-
-    have = set(ort.get_available_providers())
-    return [p for p in wanted if p in have] or ["CPUExecutionProvider"]
+def run_bound(session: Any, inputs: dict[str, torch.Tensor], output: str) -> torch.Tensor:
+    """Run with inputs and output bound to torch memory in the graph's dtypes: on the GPU when
+    the session runs there (no host round trip), else on the CPU. Returns the output tensor."""
+    on_gpu = session.get_providers()[0] in GPU_PROVIDERS
+    device = next(iter(inputs.values())).device
+    if not (on_gpu and device.type == "cuda"):
+        device = torch.device("cpu")
+    binding, keep = session.io_binding(), []
+    for arg in session.get_inputs():
+        t = inputs[arg.name].to(device=device, dtype=_TORCH[arg.type]).contiguous()
+        keep.append(t)  # alive until the run ends
+        binding.bind_input(arg.name, device.type, device.index or 0, _ONNX[t.dtype], tuple(t.shape), t.data_ptr())
+    (meta,) = [o for o in session.get_outputs() if o.name == output]
+    out = torch.empty(tuple(meta.shape), dtype=_TORCH[meta.type], device=device)
+    binding.bind_output(output, device.type, device.index or 0, _ONNX[out.dtype], tuple(out.shape), out.data_ptr())
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()  # torch's writes land before ONNX Runtime's stream reads
+    session.run_with_iobinding(binding)  # returns once the provider's stream is done
+    return out
 
 
 class _Exported:
     """`lazy`: whether a graph missing for a new shape may be exported (else `MissingGraph`)."""
 
-    _sessions: _Sessions
+    _graphs: _Graphs
 
     @property
     def lazy(self) -> bool:
-        return self._sessions.lazy
+        return self._graphs.lazy
 
     @lazy.setter
     def lazy(self, value: bool) -> None:
-        self._sessions.lazy = value
+        self._graphs.lazy = value
+
+    @property
+    def providers(self) -> list[str]:
+        return [p if isinstance(p, str) else p[0] for p in _providers(self._graphs.wanted, self._device)]
 
 
-class OnnxTransformer(_Exported, nn.Module):
-    """Stands in for `WanTransformer3DModel` inside the diffusers pipeline.
+class _PlainBlock(nn.Module):
+    """The block's class forward: `OnnxBlocks.install` replaces the instance's own."""
 
-    Exports lazily for each new input shape (kept under `onnx_dir`, keyed by the shapes and a
-    hash of the weights' identity), then runs ONNX Runtime. Exposes what the pipeline reads:
-    `config`, `dtype`, `device`, `cache_context`.
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, hidden_states, encoder_hidden_states, temb, freqs_cos, freqs_sin):  # type: ignore[no-untyped-def]
+        return type(self.block).forward(self.block, hidden_states, encoder_hidden_states, temb, (freqs_cos, freqs_sin))
+
+
+class _BlockCall(nn.Module):
+    """One Wan block as a function of its activations and its weights, so that the exported
+    graph takes the weights as inputs and serves every block of the transformer."""
+
+    def __init__(self, block: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.plain, self.names = _PlainBlock(block), [f"block.{n}" for n in names]
+
+    def forward(self, hidden_states, encoder_hidden_states, temb, freqs_cos, freqs_sin, *weights):  # type: ignore[no-untyped-def]
+        state = dict(zip(self.names, weights, strict=True))
+        args = (hidden_states, encoder_hidden_states, temb, freqs_cos, freqs_sin)
+        return torch.func.functional_call(self.plain, state, args)
+
+
+def _tensors(block: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(block.named_parameters()) | dict(block.named_buffers())
+
+
+class OnnxBlocks(_Exported):
+    """Runs each of the transformer's blocks through one ONNX graph of one block (`install`).
+
+    The graph's identity is the architecture (the transformer's config) and the input shapes,
+    never the weights: they are inputs, bound from the blocks' own tensors on every call.
     """
 
-    def __init__(self, transformer: nn.Module, onnx_dir: Path, providers: list[str], tag: str) -> None:
-        super().__init__()
-        self._torch = [transformer]  # kept out of the module tree: only used to export
-        self.config = transformer.config  # type: ignore[attr-defined]
-        first = next(transformer.parameters())
-        self._dtype, self._device = first.dtype, first.device
-        self.providers = available_providers(providers)
-        self._sessions = _Sessions(_Forward(transformer), "transformer", "noise_pred", onnx_dir, self.providers, tag)
+    def __init__(self, transformer: nn.Module, onnx_dir: Path, providers: list[str]) -> None:
+        blocks = list(transformer.blocks)  # type: ignore[attr-defined]
+        self.names = list(_tensors(blocks[0]))
+        self.weights = [[_tensors(b)[n] for n in self.names] for b in blocks]
+        self._device = self.weights[0][0].device
+        config = json.dumps(dict(transformer.config), sort_keys=True, default=str)  # type: ignore[attr-defined]
+        tag = "arch " + hashlib.sha256(config.encode()).hexdigest()[:12]
+        self._graphs = _Graphs(_BlockCall(blocks[0], self.names), "transformer-block", "out", onnx_dir, providers, tag)
+        self.blocks = blocks
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._dtype
+    @classmethod
+    def install(cls, transformer: nn.Module, onnx_dir: Path, providers: list[str]) -> OnnxBlocks:
+        runner = cls(transformer, onnx_dir, providers)
+        for i, block in enumerate(runner.blocks):
+            block.forward = functools.partial(runner.run, i)  # type: ignore[method-assign]
+        transformer.onnx_blocks = runner  # type: ignore[assignment]  # found by `exporting`
+        return runner
 
-    @property
-    def device(self) -> torch.device:
-        return self._device
-
-    def cache_context(self, name: str) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    def forward(
+    def run(
         self,
+        index: int,
         hidden_states: torch.Tensor,
-        timestep: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
-        encoder_hidden_states_image: torch.Tensor | None = None,
-        attention_kwargs: Any = None,
-        return_dict: bool = False,
-    ) -> tuple[torch.Tensor]:
-        inputs = {
-            "hidden_states": hidden_states,
-            "timestep": timestep,
-            "encoder_hidden_states": encoder_hidden_states,
-            "encoder_hidden_states_image": encoder_hidden_states_image,
-        }
-        out = self._sessions.run(inputs, self._dtype)
-        return (torch.from_numpy(out).to(hidden_states.device, hidden_states.dtype),)
+        temb: torch.Tensor,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        activations = (hidden_states, encoder_hidden_states, temb, *rotary_emb)
+        inputs = dict(zip(BLOCK_INPUTS, activations, strict=True))
+        inputs |= {f"w{k}": w for k, w in enumerate(self.weights[index])}
+        out = self._graphs.run(inputs)
+        return out.to(hidden_states.device, hidden_states.dtype)
 
 
 class _Decode(nn.Module):
@@ -218,9 +278,9 @@ class OnnxVaeDecoder(_Exported):
     whose encoder runs once per video on the first frame, stays in torch."""
 
     def __init__(self, vae: nn.Module, onnx_dir: Path, providers: list[str], tag: str) -> None:
-        self.providers = available_providers(providers)
-        self._dtype = next(vae.parameters()).dtype
-        self._sessions = _Sessions(_Decode(vae), "vae-decoder", "video", onnx_dir, self.providers, f"{tag}:vae")
+        first = next(vae.parameters())
+        self._dtype, self._device = first.dtype, first.device
+        self._graphs = _Graphs(_Decode(vae), "vae-decoder", "video", onnx_dir, providers, f"weights {tag}")
 
     @classmethod
     def install(cls, vae: nn.Module, onnx_dir: Path, providers: list[str], tag: str) -> OnnxVaeDecoder:
@@ -231,13 +291,5 @@ class OnnxVaeDecoder(_Exported):
     def __call__(self, z: torch.Tensor, return_dict: bool = True) -> Any:
         from diffusers.models.autoencoders.vae import DecoderOutput
 
-        video = torch.from_numpy(self._sessions.run({"z": z}, self._dtype)).to(z.device, z.dtype)
+        video = self._graphs.run({"z": z.to(self._dtype)}).to(z.device, z.dtype)
         return DecoderOutput(sample=video) if return_dict else (video,)
-
-
-def _numpy(t: torch.Tensor | None) -> np.ndarray:
-    assert t is not None
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:  # numpy has no bfloat16; such graphs are exported in float32
-        t = t.float()
-    return t.numpy()

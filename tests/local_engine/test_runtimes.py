@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from local_engine import accel
-from local_engine.onnx_runtime import OnnxTransformer, export_transformer
+from local_engine.onnx_runtime import OnnxBlocks
 from local_engine.tiny import TEXT_TOKENS, TINY_I2V
 
 
@@ -50,17 +50,28 @@ def _forward(model, inputs):  # type: ignore[no-untyped-def]
         return model(**inputs, return_dict=False)[0]
 
 
-def test_onnx_export_runs_in_onnx_runtime_with_parity(transformer, tmp_path: Path) -> None:
-    inputs = _inputs()
-    reference = _forward(transformer, inputs)
-    path = export_transformer(transformer, inputs, tmp_path / "t.onnx")
-    assert path.exists() and (tmp_path / "t.onnx.data").exists()  # weights as external data
-    proxy = OnnxTransformer(transformer, tmp_path, ["CUDAExecutionProvider", "CPUExecutionProvider"], "tiny")
-    assert proxy.providers[-1] == "CPUExecutionProvider"
-    out = proxy(**inputs)[0]
-    assert out.shape == reference.shape
-    assert accel.relative_error(out, reference) < 1e-4
-    assert accel.relative_error(_forward(transformer, _inputs(seed=1)), proxy(**_inputs(seed=1))[0]) < 1e-4
+def test_every_block_runs_through_one_onnx_graph_with_its_own_weights(transformer, tmp_path: Path) -> None:
+    """One graph of one block, weights as inputs: parity with torch on every block, a single
+    small graph on disk for all of them, and new weights (a LoRA, another checkpoint) reuse it."""
+    import onnx
+
+    model = copy.deepcopy(transformer)
+    reference = _forward(model, _inputs())
+    blocks = OnnxBlocks.install(model, tmp_path, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert blocks.providers == ["CPUExecutionProvider"]
+    assert accel.relative_error(_forward(model, _inputs()), reference) < 1e-4
+    assert accel.relative_error(_forward(model, _inputs(seed=1)), _forward(transformer, _inputs(seed=1))) < 1e-4
+    (graph,) = tmp_path.glob("transformer-block-*.onnx")  # one graph serves both blocks
+    proto = onnx.load(str(graph), load_external_data=False)
+    assert len(proto.graph.input) == 5 + len(blocks.names)  # activations, then every weight
+    assert {"Attention", "RMSNormalization"} <= {n.op_type for n in proto.graph.node}  # fused at opset 23
+    with torch.no_grad():  # other weights, same graph: the output follows them
+        for p in transformer.blocks[1].parameters():
+            p.mul_(1.5)
+        for p, q in zip(model.blocks[1].parameters(), transformer.blocks[1].parameters(), strict=True):
+            p.copy_(q)
+    assert accel.relative_error(_forward(model, _inputs()), _forward(transformer, _inputs())) < 1e-4
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
 
 
 def test_fp8_linear_layers_within_bound(transformer) -> None:
@@ -119,10 +130,13 @@ def test_first_block_cache_skips_steps_within_bound(tiny_wan: Path) -> None:
 def test_onnx_runtime_inside_the_pipeline_matches_torch(tiny_wan: Path, tmp_path: Path) -> None:
     from diffusers import WanImageToVideoPipeline
 
+    from local_engine.onnx_runtime import OnnxVaeDecoder
+
     pipe = WanImageToVideoPipeline.from_pretrained(tiny_wan, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     reference = _run(pipe)
-    pipe.transformer = OnnxTransformer(pipe.transformer, tmp_path, ["CPUExecutionProvider"], "tiny")
+    OnnxBlocks.install(pipe.transformer, tmp_path, ["CPUExecutionProvider"])
+    OnnxVaeDecoder.install(pipe.vae, tmp_path, ["CPUExecutionProvider"], "tiny")
     assert accel.relative_error(_run(pipe), reference) < 1e-3
 
 
