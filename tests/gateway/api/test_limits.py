@@ -100,6 +100,33 @@ def test_jobs_at_once_hold_across_two_replicas(
             replicas[0].client.post(f"/v1/videos/{v['id']}/cancel", headers=key)
 
 
+@pytest.mark.postgres
+def test_a_budget_holds_under_concurrent_creates_on_two_replicas(
+    gateway_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """12 creates at once, half on each replica, against a $0.05 budget of $0.02 jobs: estimates
+    are reserved in the create transaction, so exactly two get in and the spend settled from
+    actual costs never passes the budget by more than one job's estimate."""
+    with temporary_database() as db:
+        replicas = [gateway_factory(database_url=db, key_cache_s=0) for _ in range(2)]
+        monkeypatch.setenv("I2V_DATABASE_URL", db)
+        key = make_key("--name", "shared-budget", "--budget-usd", "0.05", "--period", "day")
+        body = {**BODY, "prompt": "pan"}
+
+        def post(i: int) -> httpx.Response:
+            return httpx.post(f"{replicas[i % 2].url}/v1/videos", json=body, headers=key, timeout=30)
+
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(post, range(12)))
+        accepted = [a.json()["id"] for a in answers if a.status_code == 202]
+        refused = [a for a in answers if a.status_code != 202]
+        assert len(accepted) == 2, [a.status_code for a in answers]
+        assert all(a.status_code == 429 and a.json()["error"]["code"] == "budget_exceeded" for a in refused)
+        replicas[0].client.headers.update(key)
+        spent = sum(replicas[0].wait(i)["metrics"]["cost_usd"] for i in accepted)
+        assert spent <= 0.05 + 0.02
+
+
 def test_requests_per_minute_in_redis_hold_across_two_replicas(
     gateway_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
