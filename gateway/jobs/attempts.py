@@ -16,6 +16,7 @@ Money rules kept here (the caller holds the adapter's slot for the whole attempt
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -37,7 +38,7 @@ from gateway.jobs.ids import new_id
 from gateway.jobs.present import shown_progress
 from gateway.jobs.reconcile import reconcile
 from gateway.jobs.store import LeaseLost
-from gateway.jobs.tables import AttemptRow, JobRow, cancel_row, trail_row
+from gateway.jobs.tables import AttemptRow, JobRow, cancel_row, claim_row, trail_row
 from gateway.routing.catalog import ModelSpec
 from gateway.routing.planner import estimate_cost, shape_for, shape_notes
 from gateway.status import LIVE_ATTEMPT, TERMINAL_JOB, AttemptStatus, JobStatus
@@ -155,6 +156,7 @@ class Attempts:
         restart cut the submit short (`exc` None), send it now. Else the attempt is `unconfirmed`."""
         adapter = self.ctx.adapters[attempt.adapter]
         code = exc.code if exc else "interrupted"
+        verdict = None
         if isinstance(adapter, TaskSearch):
             since = float((attempt.task_data or {}).get("opened_at") or job.started_at or job.created_at)
             verdict = await reconcile(self.ctx, adapter, attempt.adapter, request, since, self.ctx.limit_at(job))
@@ -169,6 +171,21 @@ class Attempts:
                 return await self.end(job, attempt, AttemptStatus.FAILED, provider_error(exc, attempt.adapter))
             why = f"{why}; {verdict.why}"
         await self._unknown(job, attempt, why, code=code)
+        if verdict is not None and verdict.candidates:
+            await self._claim_one(job, attempt, verdict.candidates)
+
+    async def _claim_one(self, job: JobRow, attempt: AttemptRow, tasks: list[ProviderTask]) -> None:
+        """Several unheld tasks carry this prompt, made too close together to tell whose is whose
+        (a crash in a burst of one prompt). Each such attempt takes one, nearest its submit first,
+        and trails it: every task is counted once, on one attempt. None is delivered: which photo
+        a task animates is unknown, and the job was told the submit's outcome is unknown."""
+        reason = "one of several tasks with this prompt made too close together to tell apart: counted, not delivered"
+        for task in tasks:
+            row = claim_row(job.id, attempt, task.task_id, reason)
+            if await self.ctx.retrying(functools.partial(self.ctx.store.claim_task, row), "claim a task"):
+                log.info("claimed an ambiguous task to count", extra={"provider_task_id": task.task_id})
+                self.ctx.outbox_wake.set()
+                return
 
     async def _accepted(self, job: JobRow, attempt: AttemptRow, task: ProviderTask) -> None:
         values = {

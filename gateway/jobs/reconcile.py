@@ -7,14 +7,16 @@ Why each answer is safe:
   prompt) matches, and no other unheld task could still turn out to match;
 - "absent" is said only after the list had `reconcile_settle_s` to show the task and no unheld
   task in the window matches or may yet match: then sending it (again) cannot pay twice;
-- anything else stays unknown, and the attempt ends `unconfirmed`, never sent again.
+- anything else stays unknown, and the attempt ends `unconfirmed`, never sent again. Where the
+  unknown is several matching tasks too close together to tell apart (a crash in a burst of one
+  prompt), the attempt still takes one of them to count (`Attempts._claim_one`), not to deliver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from adapters.base import FoundTask, ProviderError, ProviderRequest, ProviderTask, TaskSearch
@@ -31,6 +33,7 @@ class Verdict:
     task: ProviderTask | None = None
     why: str = ""
     ambiguous: bool = False
+    candidates: list[ProviderTask] = field(default_factory=list)  # ambiguous: nearest the submit first
 
 
 async def reconcile(
@@ -76,7 +79,9 @@ async def _decide(
     if len(sure) > 1:
         nearest = _nearest(sure, since)
         if nearest is None:
-            return Verdict("unknown", why=f"{len(sure)} unheld tasks carry this prompt", ambiguous=True)
+            ranked = [f.task for f in sorted(sure, key=lambda f: abs((f.created_at or since) - since))]
+            why = f"{len(sure)} unheld tasks carry this prompt"
+            return Verdict("unknown", why=why, ambiguous=True, candidates=ranked)
         sure = [nearest]
     if maybe:
         return Verdict("unknown", why=f"{len(maybe)} unheld task(s) still running may be this one")

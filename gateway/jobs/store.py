@@ -387,6 +387,19 @@ class JobStore:
         held |= {t["task_id"] for t in trails if t.get("adapter") == adapter and t.get("task_id") in wanted}
         return {t for t in held if t is not None}
 
+    async def claim_task(self, row: OutboxRow) -> bool:
+        """Add the trail `row` unless an attempt or a pending trail already holds its task.
+        `row.id` is made from the task (`claim_row`): two attempts that reach for one task at the
+        same moment collide on the primary key, and only one of them gets it."""
+        if await self.held_tasks(row.payload["adapter"], [row.payload["task_id"]]):
+            return False
+        try:
+            async with self.sessions.begin() as s:
+                s.add(row)
+        except IntegrityError:
+            return False
+        return True
+
     async def outbox_for(self, job_id: str) -> list[OutboxRow]:
         async with self.sessions() as s:
             return list(
@@ -407,6 +420,11 @@ class JobStore:
                 return "pending"
             if row.status not in ended or row.cost_usd is not None or row.provider_task_id not in (None, task_id):
                 return "followed"
+            other = select(AttemptRow.id).where(
+                AttemptRow.adapter == row.adapter, AttemptRow.provider_task_id == task_id, AttemptRow.id != row.id
+            )
+            if await s.scalar(other):
+                return "followed"  # another attempt holds this task and counts it: never twice
             row.provider_task_id = task_id
             row.cost_usd = cost_usd
             row.usage = {**(row.usage or {}), **usage, "cost_source": "trail"}

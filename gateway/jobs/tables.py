@@ -6,6 +6,7 @@ by the Alembic migrations in `gateway/jobs/migrations`; these classes mirror it 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -255,6 +256,13 @@ def trail_row(job_id: str, attempt: AttemptRow, task_id: str, data: dict[str, An
     """Follow a provider task that no attempt follows any more until it ends, and put what it
     cost on its attempt: every task that ran is counted in its job's cost."""
     return outbox_row(job_id, "trail", {**_task(attempt, task_id, data), "reason": reason})
+
+
+def claim_row(job_id: str, attempt: AttemptRow, task_id: str, reason: str) -> OutboxRow:
+    """A trail whose id is the task's own (one per provider task, ever): `JobStore.claim_task`."""
+    row = trail_row(job_id, attempt, task_id, {}, reason)
+    row.id = "trl_" + hashlib.sha256(f"{attempt.adapter}:{task_id}".encode()).hexdigest()[:36]
+    return row
 
 
 def make_engine(url: str) -> AsyncEngine:

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,35 @@ def test_two_lost_answers_for_one_prompt_each_adopt_their_own_task(gw: Gateway, 
     assert [[a["status"] for a in f["route"]["attempts"]] for f in finals] == [["completed"], ["completed"]]
     assert len({f["route"]["attempts"][0]["provider_task_id"] for f in finals}) == 2
     assert after["tasks"] - before.get("tasks", 0) == 2
+
+
+def test_a_burst_of_one_prompt_whose_answers_are_all_lost_counts_every_task_once(
+    gw: Gateway, emulators: Sandbox
+) -> None:
+    """Three jobs of one prompt lose their submit answers at the same moment: DashScope made three
+    tasks within milliseconds, too close to tell whose is whose. Each attempt ends `unconfirmed`
+    (nothing delivered, nothing sent again) and takes one of the three to count: every task is
+    in exactly one job's cost (before: all three were paid and none was counted)."""
+    before = emu(emulators, "wan", "stats")
+    emu(emulators, "wan", "faults", script={"submit": ["accepted_error"] * 3})
+    with ThreadPoolExecutor(3) as pool:
+        made = list(pool.map(lambda _: create(gw, model="wan-2.6-i2v", prompt="one prompt, one burst"), range(3)))
+    finals = [gw.wait(v["id"], timeout=60) for v in made]
+    firsts = [f["route"]["attempts"][0] for f in finals]
+    assert [a["status"] for a in firsts] == ["unconfirmed"] * 3, firsts
+
+    def counted() -> list[dict[str, Any]] | None:
+        rows = [gw.client.get(f"/v1/videos/{v['id']}").json()["route"]["attempts"][0] for v in made]
+        return rows if all(r.get("cost_usd") for r in rows) else None
+
+    rows = wait_for(counted, timeout=30)
+    after = emu(emulators, "wan", "stats")
+    wan_attempts = [a for f in finals for a in f["route"]["attempts"] if a["adapter"] == "wan"]
+    assert after["tasks"] - before.get("tasks", 0) == len(wan_attempts)  # no task made twice
+    assert len({r["provider_task_id"] for r in rows}) == 3  # each task on one attempt
+    later = [a for f in finals for a in f["route"]["attempts"][1:] if a["adapter"] == "wan"]
+    held = [a["provider_task_id"] for a in later] + [r["provider_task_id"] for r in rows]
+    assert len(set(held)) == len(held) == len(wan_attempts)  # every wan task is counted, once
 
 
 def test_a_wan_submit_that_never_made_a_task_is_not_left_unconfirmed(gw: Gateway, emulators: Sandbox) -> None:
