@@ -617,6 +617,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["attention", "gemm", "forward", "accuracy", "e2e", "onnx"], required=True)
     ap.add_argument("--onnx-parts", nargs="*", default=["forward", "vae", "e2e"], choices=["forward", "vae", "e2e"])
+    ap.add_argument("--dtype", choices=["bfloat16", "float16"], default="bfloat16", help="the transformer's dtype")
     ap.add_argument("--onnx-dir", default="/tmp/i2v-onnx", help="where --part onnx keeps its graphs")
     ap.add_argument("--fp8-scaling", choices=["row", "tensor", "static"], default="tensor")
     ap.add_argument("--fuse", action="store_true", help="fused qkv projections")
@@ -641,8 +642,9 @@ def main() -> None:
     ap.add_argument("--compile-mode", default=None, help="e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--tiny", action="store_true", help="smoke-test the script on CPU with the tiny layout")
     args = ap.parse_args()
+    global DEV, ARCH, CUDNN, BF16
+    BF16 = getattr(torch, args.dtype)
     if args.tiny:
-        global DEV, ARCH, CUDNN, BF16
         from local_engine.tiny import TINY_I2V
 
         DEV, ARCH, CUDNN = "cpu", TINY_I2V, "native"

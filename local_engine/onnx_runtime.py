@@ -193,6 +193,45 @@ class _Exported:
         return [p if isinstance(p, str) else p[0] for p in _providers(self._graphs.wanted, self._device)]
 
 
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Wan's rotary embedding with the halves interleaved by stack + reshape: diffusers writes
+    them into strided slices of an empty tensor, which exports as ScatterND, and ONNX Runtime's
+    CUDA ScatterND took 90% of a block's GPU time (measured, docs/benchmarks.md)."""
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = cos[..., 0::2], sin[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), -1).flatten(-2).type_as(x)
+
+
+class _ExportAttention:
+    """`WanAttnProcessor`'s arithmetic, written for export (`_rotate`; attention through SDPA,
+    which becomes one ONNX `Attention` node). Used only to trace the block graph."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):  # type: ignore[no-untyped-def]
+        from diffusers.models.transformers.transformer_wan import _get_added_kv_projections, _get_qkv_projections
+
+        def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            )
+            return out.transpose(1, 2).flatten(2, 3).type_as(q)
+
+        image = None
+        if attn.add_k_proj is not None:
+            split = encoder_hidden_states.shape[1] - 512  # 512 text tokens; the image's before them
+            image, encoder_hidden_states = encoder_hidden_states[:, :split], encoder_hidden_states[:, split:]
+        query, key, value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query, key = attn.norm_q(query), attn.norm_k(key)
+        query, key, value = (t.unflatten(2, (attn.heads, -1)) for t in (query, key, value))
+        if rotary_emb is not None:
+            query, key = _rotate(query, *rotary_emb), _rotate(key, *rotary_emb)
+        out = sdpa(query, key, value)
+        if image is not None:
+            key_img, value_img = _get_added_kv_projections(attn, image)
+            key_img = attn.norm_added_k(key_img)
+            out = out + sdpa(query, key_img.unflatten(2, (attn.heads, -1)), value_img.unflatten(2, (attn.heads, -1)))
+        return attn.to_out[1](attn.to_out[0](out))
+
+
 class _PlainBlock(nn.Module):
     """The block's class forward: `OnnxBlocks.install` replaces the instance's own."""
 
@@ -201,7 +240,16 @@ class _PlainBlock(nn.Module):
         self.block = block
 
     def forward(self, hidden_states, encoder_hidden_states, temb, freqs_cos, freqs_sin):  # type: ignore[no-untyped-def]
-        return type(self.block).forward(self.block, hidden_states, encoder_hidden_states, temb, (freqs_cos, freqs_sin))
+        attentions = (self.block.attn1, self.block.attn2)
+        before = [a.processor for a in attentions]
+        for a in attentions:
+            a.processor = _ExportAttention()
+        try:
+            rotary = (freqs_cos, freqs_sin)
+            return type(self.block).forward(self.block, hidden_states, encoder_hidden_states, temb, rotary)
+        finally:
+            for a, p in zip(attentions, before, strict=True):
+                a.processor = p
 
 
 class _BlockCall(nn.Module):

@@ -127,8 +127,9 @@ def _decode(path: Path) -> _Decoded:
 
     One decoding thread and no deblocking (invisible at 256 px): the analysis's CPU is mostly
     decoding, and frame threads cost more CPU than they save wall time here. Pairs are kept at
-    a stride that doubles whenever more than 2 x PAIRS are held, so they stay evenly spaced
-    without knowing the frame count up front.
+    the stride that spreads PAIRS over the frame count the container states (MP4 does), and
+    that stride doubles whenever more than 2 x PAIRS are held, so they stay evenly spaced when
+    the count is unknown or wrong.
     """
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
     diffs: list[float] = []
@@ -145,6 +146,8 @@ def _decode(path: Path) -> _Decoded:
         size = (max(2, round(width * scale)), max(2, round(height * scale)))
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         step = max(1, min(width, height) // STATS_SIDE)  # per-frame statistics on a sampled grid
+        if stream.frames > PAIRS:  # the container knows the count: start at the final stride, so
+            stride = (min(stream.frames, MAX_FRAMES) - 1) // PAIRS  # only sampled frames are scaled
         last = 0.0
         for frame in container.decode(stream):
             plane = _luma(frame)
@@ -240,7 +243,7 @@ def _flow(pairs: list[tuple[np.ndarray, np.ndarray]], steps: int) -> tuple[float
         inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
         delta = np.abs(nxt.astype(np.float32) - warped)[inside]
         flickers.append(float(delta.mean()) if delta.size else 0.0)
-        corners = cv2.goodFeaturesToTrack(prev, maxCorners=200, qualityLevel=0.01, minDistance=6)
+        corners = cv2.goodFeaturesToTrack(prev, maxCorners=120, qualityLevel=0.01, minDistance=8)
         pts = (corners.reshape(-1, 2) if corners is not None and len(corners) >= 12 else grid).astype(np.float32)
         moved, ok, _ = cv2.calcOpticalFlowPyrLK(prev, nxt, pts, None, winSize=(15, 15), maxLevel=3)
         ok = ok.ravel() == 1
