@@ -1,7 +1,7 @@
 """Many jobs in flight at once through one gateway against a provider emulator over real HTTP.
 
     python bench/emulator_load.py --jobs 1000 --provider-s 3
-    python bench/emulator_load.py --jobs 10000 --provider-s 60      # 10,000 in flight
+    python bench/emulator_load.py --jobs 10000 --provider-s 60 --prefill   # 10,000 in flight at once
 
 Starts `i2v-gateway emulate wan` and `i2v-gateway serve` (SQLite) as separate processes, creates
 the jobs as fast as 50 concurrent clients can, and waits until every job is terminal. Reports
@@ -9,6 +9,11 @@ completed/failed, wall time, the most jobs in flight at once (from the gateway's
 gateway process's CPU seconds per job and peak RSS (VmHWM), and the SQL statements per job (from
 `i2v_db_statements_total`, so the creates, claims, writes and the bench's own status scans).
 The emulator renders small clips (160 px, 8 frames) so its CPU does not starve the gateway's.
+
+`--prefill`: the jobs are created first by a gateway whose runner is off (two cores cannot create
+10,000 jobs inside one 60 s provider latency), then that process stops and a fresh one with the
+runner on claims them all: every job is in flight at once on one replica. CPU, RSS and the
+in-flight peak are then the second process's; statements per job count both.
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--provider-s", type=float, default=3.0, help="emulated provider latency per task")
     ap.add_argument("--poll-max-s", type=float, default=2.0, help="I2V_POLL_INTERVAL_MAX_S of the gateway")
+    ap.add_argument("--prefill", action="store_true", help="create every job first, then start the runner")
     args = ap.parse_args()
     data = tempfile.mkdtemp(prefix="i2v-emu-bench-")
     emu = subprocess.Popen(
@@ -122,16 +128,31 @@ def main() -> None:
         "I2V_POLL_INTERVAL_MAX_S": str(args.poll_max_s),
         "I2V_HIGH_VOLUME_QUEUED": "1000000",
     }
-    gw = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env)
     url = "http://127.0.0.1:9180"
+    created_statements = 0.0
+    create_wall = 0.0
+    if args.prefill:
+        filler = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env={**env, "I2V_RUNNER_ENABLED": "false"}
+        )
+        try:
+            wait_ready(f"{url}/healthz")
+            s0 = statements(url)
+            _, create_wall = asyncio.run(run(url, args.jobs))
+            created_statements = statements(url) - s0
+        finally:
+            filler.terminate()
+            filler.wait(60)
+    gw = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env)
     try:
         wait_ready("http://127.0.0.1:9181/_emulator/stats")
         wait_ready(f"{url}/healthz")
-        statements0 = statements(url)
+        statements0 = statements(url) - created_statements
         cpu0, t0 = cpu_seconds(gw.pid), time.time()
-        _, create_wall = asyncio.run(run(url, args.jobs))
+        if not args.prefill:
+            _, create_wall = asyncio.run(run(url, args.jobs))
         peak = 0
-        with httpx.Client(base_url=url, timeout=30) as client:
+        with httpx.Client(base_url=url, timeout=120) as client:
             while True:
                 peak = max(peak, in_flight(client))
                 active = sum(
@@ -163,7 +184,7 @@ def main() -> None:
     finally:
         for p in (gw, emu):
             p.terminate()
-            p.wait(20)
+            p.wait(60)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     runner_enabled: bool = True
     runner_concurrency: int = Field(default=256, ge=1, description="Jobs driven at once per process.")
     runner_scan_interval_s: float = Field(default=0.5, gt=0, description="Idle wait between DB scans.")
+    runner_claim_batch: int = Field(
+        default=100,
+        ge=1,
+        description="Jobs claimed per scan; a full batch is followed by the next at once. A process that "
+        "claims thousands at one go starves its own lease renewals and loses the leases before it submits.",
+    )
     lease_s: float = Field(default=30.0, gt=1, description="A runner that dies frees its jobs after this.")
     poll_interval_s: float = Field(default=2.0, gt=0, description="First wait between provider polls.")
     poll_interval_max_s: float = Field(default=15.0, gt=0)

@@ -137,4 +137,12 @@ class RunContext:
         task = asyncio.ensure_future(coro)
         self.critical.add(task)
         task.add_done_callback(self.critical.discard)
+        task.add_done_callback(_observe)  # its error is seen even when the job's task was cancelled
         return await asyncio.shield(task)
+
+
+def _observe(task: asyncio.Future[Any]) -> None:
+    """A shielded piece that failed after its caller was cancelled (a lease lost mid-submit) has
+    no one to raise to; its error is logged here instead of as asyncio's 'never retrieved'."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.info("a shielded step ended with an error after its job stopped", extra={"error": repr(exc)})

@@ -159,7 +159,8 @@ class JobRunner:
 
     async def _scan_loop(self) -> None:
         while True:
-            free = self.settings.runner_concurrency - len(self._active)
+            free = min(self.settings.runner_concurrency - len(self._active), self.settings.runner_claim_batch)
+            claimed: list[str] = []
             if free > 0:
                 try:
                     claimed = await self.store.claim(
@@ -177,6 +178,9 @@ class JobRunner:
                         self.ctx.lost.discard(job_id)
                         self._cancel[job_id] = asyncio.Event()
                         self._active[job_id] = asyncio.create_task(self._run(job_id))
+            if free > 0 and len(claimed) == free:  # more may be waiting: let these start, then claim again
+                await asyncio.sleep(0.05)
+                continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.runner_scan_interval_s)

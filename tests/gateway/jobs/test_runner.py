@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,3 +145,33 @@ def test_cancel_sent_to_another_gateway_process_reaches_the_runner(gateway_facto
     final = worker.wait(video["id"])
     assert final["status"] == "cancelled" and final["error"]["code"] == "cancelled"
     assert toy_stats(toy_url)["cancels"] == before + 1
+
+
+def test_a_backlog_is_claimed_in_batches_and_all_of_it_runs(gateway_factory: Any, tmp_path: Path) -> None:
+    """A process with room for hundreds claims at most `runner_claim_batch` per scan (claiming a
+    backlog of thousands at one go starved the lease renewals of a 2-core replica: its leases
+    ran out before it could submit), and takes the next batch at once, not after a scan wait."""
+    from gateway.jobs.store import JobStore
+
+    limits: list[int] = []
+    real = JobStore.claim
+
+    async def claim(self: JobStore, runner_id: str, limit: int, *args: Any, **kwargs: Any) -> list[str]:
+        limits.append(limit)
+        return await real(self, runner_id, limit, *args, **kwargs)
+
+    gw = gateway_factory(runner_enabled=False)
+    ids = [gw.client.post("/v1/videos", json=body()).json()["id"] for _ in range(12)]
+    (tmp_path / "gw1").mkdir()
+    (tmp_path / "gw1" / "blobs").symlink_to(gw.settings.data_dir / "blobs")  # the second process's photos
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(JobStore, "claim", claim)
+        runner = gateway_factory(
+            database_url=gw.settings.resolved_database_url,
+            runner_claim_batch=5,
+            runner_concurrency=500,
+            runner_scan_interval_s=5.0,
+        )
+        finals = [runner.wait(i, timeout=30) for i in ids]
+    assert all(f["status"] == "completed" for f in finals)
+    assert limits[:3] == [5, 5, 5]  # the 12 waiting jobs in full batches back to back, none above 5

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event
@@ -230,3 +232,35 @@ async def test_a_transition_moves_job_attempt_and_outbox_together(store: JobStor
     assert hook.kind == "webhook" and hook.payload["event"] == "video.completed"
     assert [r.id for r in await store.claim_outbox("relay", 10, 60)] == [hook.id]
     assert await store.claim_outbox("relay-2", 10, 60) == []  # leased to the first relay
+
+
+async def test_a_shielded_step_that_fails_after_its_job_stopped_is_logged_not_unobserved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A submit shielded from cancellation can end in an error after its job's task was cancelled
+    (a lease lost mid-submit, seen at 10,000 jobs in flight): nobody awaits it any more, and
+    asyncio reported 'Task exception was never retrieved' at error level. Now it is observed."""
+    import gc
+
+    from gateway.jobs.context import _observe
+    from gateway.jobs.store import LeaseLost
+
+    seen: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: seen.append(context))
+
+    async def step() -> None:
+        await asyncio.sleep(0.01)
+        raise LeaseLost("vid_x")
+
+    task = asyncio.ensure_future(step())
+    task.add_done_callback(_observe)
+    outer = asyncio.ensure_future(asyncio.shield(task))
+    await asyncio.sleep(0)
+    outer.cancel()
+    with caplog.at_level(logging.INFO, logger="i2v.runner"):
+        await asyncio.sleep(0.05)
+    del task, outer
+    gc.collect()
+    assert not seen, seen
+    (record,) = [r for r in caplog.records if "after its job stopped" in r.getMessage()]
+    assert record.error.startswith("LeaseLost")  # type: ignore[attr-defined]
