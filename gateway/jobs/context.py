@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from adapters.base import Adapter
 from gateway.jobs.links import Links, signing_key
@@ -32,8 +33,9 @@ __all__ = ["LeaseLost", "RunContext", "transient"]
 
 
 def transient(exc: BaseException) -> bool:
-    """An error of the database connection, not of our statement: retry it, never fail a job on it."""
-    if isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError):
+    """An error of the database connection, not of our statement: retry it, never fail a job on it.
+    A pool checkout that timed out (thousands of jobs waiting on a few SQLite connections) is one."""
+    if isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError | PoolTimeout):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 

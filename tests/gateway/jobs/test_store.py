@@ -264,3 +264,16 @@ async def test_a_shielded_step_that_fails_after_its_job_stopped_is_logged_not_un
     assert not seen, seen
     (record,) = [r for r in caplog.records if "after its job stopped" in r.getMessage()]
     assert record.error.startswith("LeaseLost")  # type: ignore[attr-defined]
+
+
+def test_a_pool_checkout_timeout_is_retried_not_fatal() -> None:
+    """At 10,000 jobs in flight on one SQLite replica, coroutines waited over 30 s for one of the
+    pool's 15 connections; SQLAlchemy's pool TimeoutError was not counted as a connection error,
+    so `watch.requested()` crashed paid jobs ("job crashed in the runner"). It is retried now."""
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from gateway.jobs.context import transient
+
+    assert transient(PoolTimeout("QueuePool limit of size 5 overflow 10 reached, connection timed out"))
+    assert not transient(IntegrityError("insert", {}, Exception("unique")))  # our statement's fault: not retried
