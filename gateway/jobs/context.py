@@ -144,7 +144,8 @@ class RunContext:
 
 
 def _observe(task: asyncio.Future[Any]) -> None:
-    """A shielded piece that failed after its caller was cancelled (a lease lost mid-submit) has
-    no one to raise to; its error is logged here instead of as asyncio's 'never retrieved'."""
+    """A shielded piece that fails after its caller was cancelled (a lease lost mid-submit) has no
+    one to raise to: its error is logged here (once, at info: a caller still waiting gets it too)
+    instead of as asyncio's 'Task exception was never retrieved' error."""
     if not task.cancelled() and (exc := task.exception()) is not None:
-        log.info("a shielded step ended with an error after its job stopped", extra={"error": repr(exc)})
+        log.info("a shielded step ended with an error", extra={"error": repr(exc)})

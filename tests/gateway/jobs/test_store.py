@@ -262,7 +262,7 @@ async def test_a_shielded_step_that_fails_after_its_job_stopped_is_logged_not_un
     del task, outer
     gc.collect()
     assert not seen, seen
-    (record,) = [r for r in caplog.records if "after its job stopped" in r.getMessage()]
+    (record,) = [r for r in caplog.records if "a shielded step ended with an error" in r.getMessage()]
     assert record.error.startswith("LeaseLost")  # type: ignore[attr-defined]
 
 
