@@ -32,8 +32,8 @@ class Verdict:
     kind: Literal["found", "absent", "unknown"]
     task: ProviderTask | None = None
     why: str = ""
-    ambiguous: bool = False
-    candidates: list[ProviderTask] = field(default_factory=list)  # ambiguous: nearest the submit first
+    #: several matching tasks too close to tell apart, nearest the submit first (else empty)
+    candidates: list[ProviderTask] = field(default_factory=list)
 
 
 async def reconcile(
@@ -47,7 +47,7 @@ async def reconcile(
     while True:
         verdict = await _look(ctx, adapter, adapter_name, request, since)
         # several matches resolve only if other attempts adopt theirs: a few looks, not the deadline
-        ambiguous = ambiguous + 1 if verdict.ambiguous else 0
+        ambiguous = ambiguous + 1 if verdict.candidates else 0
         if verdict.kind != "unknown" or ambiguous >= _AMBIGUOUS_LOOKS:
             return verdict
         if time.time() + settings.reconcile_every_s > deadline:
@@ -77,11 +77,11 @@ async def _decide(
     # an unheld task still running may be ours (a failed one costs nothing and is never adopted)
     maybe = [f for f in read if f.matches is None and f.state in ("queued", "in_progress")]
     if len(sure) > 1:
-        nearest = _nearest(sure, since)
+        ranked = sorted(sure, key=lambda f: abs((f.created_at or since) - since))
+        nearest = _nearest(ranked, since)
         if nearest is None:
-            ranked = [f.task for f in sorted(sure, key=lambda f: abs((f.created_at or since) - since))]
             why = f"{len(sure)} unheld tasks carry this prompt"
-            return Verdict("unknown", why=why, ambiguous=True, candidates=ranked)
+            return Verdict("unknown", why=why, candidates=[f.task for f in ranked])
         sure = [nearest]
     if maybe:
         return Verdict("unknown", why=f"{len(maybe)} unheld task(s) still running may be this one")
@@ -98,12 +98,11 @@ def _near(ctx: RunContext, adapter_name: str, found: list[FoundTask], since: flo
     return [f for f in found if f.created_at is None or since - _SKEW_S <= f.created_at <= late]
 
 
-def _nearest(sure: list[FoundTask], since: float) -> FoundTask | None:
-    """Several unheld tasks with this prompt (a bulk job's lost answers close together): a task is
-    made within milliseconds of its request, so the one made clearly nearest to when this submit
-    began is its task; too close to call (within `_CALL_S`), none is."""
-    if any(f.created_at is None for f in sure):
+def _nearest(ranked: list[FoundTask], since: float) -> FoundTask | None:
+    """Several unheld tasks with this prompt, nearest `since` first (a bulk job's lost answers
+    close together): a task is made within milliseconds of its request, so the one made clearly
+    nearest to when this submit began is its task; too close to call (within `_CALL_S`), none is."""
+    if any(f.created_at is None for f in ranked):
         return None
-    ranked = sorted(sure, key=lambda f: abs((f.created_at or 0.0) - since))
     first, second = (abs((f.created_at or 0.0) - since) for f in ranked[:2])
     return ranked[0] if second - first >= _CALL_S else None

@@ -23,7 +23,7 @@ from gateway.jobs.context import RunContext, transient
 from gateway.jobs.drive import JobDriver
 from gateway.jobs.outbox import OutboxRelay
 from gateway.jobs.store import JobStore, LeaseLost
-from gateway.jobs.tables import trail_row
+from gateway.jobs.tables import claim_row
 from gateway.jobs.webhooks import WebhookSender
 from gateway.logs import job_id_var
 from gateway.metrics import GatewayMetrics
@@ -133,10 +133,9 @@ class JobRunner:
         attempt = await self.store.attempt(attempt_id)
         if attempt is None or attempt.provider_task_id is not None or attempt.status != AttemptStatus.UNCONFIRMED:
             return False
-        if await self.store.held_tasks(attempt.adapter, [task_id]):
-            return False
         reason = "a provider callback named the task of a submit whose answer was lost"
-        await self.store.add_outbox([trail_row(attempt.job_id, attempt, task_id, {}, reason=reason)])
+        if not await self.store.claim_task(claim_row(attempt.job_id, attempt, task_id, reason)):
+            return False  # another attempt or trail holds it
         self.ctx.outbox_wake.set()
         return True
 

@@ -389,8 +389,9 @@ class JobStore:
 
     async def claim_task(self, row: OutboxRow) -> bool:
         """Add the trail `row` unless an attempt or a pending trail already holds its task.
-        `row.id` is made from the task (`claim_row`): two attempts that reach for one task at the
-        same moment collide on the primary key, and only one of them gets it."""
+        `row.id` is made from the task (`claim_row`): two claims of one task at the same moment
+        (two attempts of a burst, or a repeated provider callback) collide on the primary key, and
+        only one of them gets it."""
         if await self.held_tasks(row.payload["adapter"], [row.payload["task_id"]]):
             return False
         try:
