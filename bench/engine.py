@@ -104,27 +104,8 @@ def part_forward(args: argparse.Namespace) -> None:
 
     def measure(name: str) -> None:
         nonlocal reference
-        torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        forward(model, cond)  # warm-up (compiles when compiled)
-        sync()
-        warm = time.perf_counter() - t0
-        per_forward, out = sync_time(lambda: forward(model, cond), args.repeat)
-        per_step, _ = sync_time(lambda: (forward(model, cond), forward(model, uncond)), max(1, args.repeat - 1))
-        if reference is None:
-            reference = out.float().clone()
-        err = accel.relative_error(out, reference)
-        row = {
-            "config": name,
-            "s/forward": round(per_forward, 3),
-            "s/guided step": round(per_step, 3),
-            "vs eager": round(ROWS[0]["s/guided step"] / per_step, 2) if ROWS else 1.0,
-            "rel err (1 fwd)": f"{err:.1e}",
-            "first call s": round(warm, 1),
-            "peak GiB": round(torch.cuda.max_memory_allocated() / 2**30, 1),
-        }
-        ROWS.append(row)
-        say(json.dumps(row))
+        out = measure_forward(ROWS, name, model, cond, uncond, args.repeat, reference)
+        reference = out if reference is None else reference
 
     measure("diffusers eager bf16, SDPA (baseline)")
     if not args.fp8_only:
@@ -396,7 +377,13 @@ def make_pipeline(args: argparse.Namespace, model: Any) -> Any:
 
 
 def run_pipeline(
-    pipe: Any, args: argparse.Namespace, rows: list[dict[str, Any]], name: str, steps: int, guidance: float = 5.0
+    pipe: Any,
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    name: str,
+    steps: int,
+    guidance: float = 5.0,
+    outside_torch: bool = False,
 ) -> None:
     """One video through the pipeline; a row with the mean guided step (steps 2..N) and the rest."""
     from PIL import Image
@@ -442,19 +429,55 @@ def run_pipeline(
             "s/guided step": round(per_step, 3) if guidance > 1 else f"{per_step:.3f} (unguided)",
             "all but denoising s": round(total - per_step * steps, 1),
             "output": "x".join(map(str, out.frames.shape)),
-            "peak GiB": peak_gib(),
+            "peak GiB": peak_gib(outside_torch),
         }
     )
     say(json.dumps(rows[-1]))
 
 
-def peak_gib() -> float:
-    """torch's peak, or the device's memory in use when more (ONNX Runtime allocates its own)."""
+def peak_gib(outside_torch: bool = False) -> float:
+    """torch's peak; with `outside_torch`, the device's memory in use when more (ONNX Runtime
+    allocates its own)."""
     used = 0.0
-    if DEV == "cuda":
+    if outside_torch and DEV == "cuda":
         free, total = torch.cuda.mem_get_info()
         used = (total - free) / 2**30
     return round(max(torch.cuda.max_memory_allocated() / 2**30, used), 1)
+
+
+def measure_forward(
+    rows: list[dict[str, Any]],
+    name: str,
+    model: Any,
+    cond: dict[str, torch.Tensor],
+    uncond: dict[str, torch.Tensor],
+    repeat: int,
+    ref: torch.Tensor | None,
+    outside_torch: bool = False,
+) -> torch.Tensor:
+    """One row: the first call (warm-up: compile, or export and session creation), then the
+    median forward and guided step (cond + uncond), speed against the first row and the error
+    against `ref`. Returns this row's output."""
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    forward(model, cond)
+    sync()
+    first = time.perf_counter() - t0
+    per_forward, out = sync_time(lambda: forward(model, cond), repeat)
+    per_step, _ = sync_time(lambda: (forward(model, cond), forward(model, uncond)), max(1, repeat - 1))
+    rows.append(
+        {
+            "config": name,
+            "s/forward": round(per_forward, 3),
+            "s/guided step": round(per_step, 3),
+            "vs eager": round(rows[0]["s/guided step"] / per_step, 2) if rows else 1.0,
+            "rel err (1 fwd)": f"{accel.relative_error(out, ref):.1e}" if ref is not None else "-",
+            "first call s": round(first, 1),
+            "peak GiB": peak_gib(outside_torch),
+        }
+    )
+    say(json.dumps(rows[-1]))
+    return out.float().clone()
 
 
 def part_e2e(args: argparse.Namespace) -> None:
@@ -536,26 +559,7 @@ def part_onnx(args: argparse.Namespace) -> None:
     rows: list[dict[str, Any]] = []
 
     def measure(name: str, ref: torch.Tensor | None) -> torch.Tensor:
-        torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        forward(model, x)  # first call: export and session creation on the ONNX side
-        sync()
-        first = time.perf_counter() - t0
-        per_forward, out = sync_time(lambda: forward(model, x), args.repeat)
-        per_step, _ = sync_time(lambda: (forward(model, x), forward(model, uncond)), max(1, args.repeat - 1))
-        rows.append(
-            {
-                "config": name,
-                "s/forward": round(per_forward, 3),
-                "s/guided step": round(per_step, 3),
-                "vs torch eager": round(rows[0]["s/guided step"] / per_step, 2) if rows else 1.0,
-                "rel err (1 fwd)": f"{accel.relative_error(out, ref):.1e}" if ref is not None else "-",
-                "first call s": round(first, 1),
-                "peak GiB": peak_gib(),
-            }
-        )
-        say(json.dumps(rows[-1]))
-        return out.float().clone()
+        return measure_forward(rows, name, model, x, uncond, args.repeat, ref, outside_torch=True)
 
     if "forward" in args.onnx_parts:
         ref = measure(f"torch eager {str(BF16)[6:]}, SDPA (baseline)", None)
@@ -598,7 +602,7 @@ def part_onnx(args: argparse.Namespace) -> None:
         if not hasattr(model, "onnx_blocks"):
             OnnxBlocks.install(model, onnx_dir, providers)
         decode = "ONNX Runtime" if "decode" in vars(pipe.vae) else "torch"
-        run_pipeline(pipe, args, rows, f"ONNX Runtime blocks, VAE decoder: {decode}", args.steps)
+        run_pipeline(pipe, args, rows, f"ONNX Runtime blocks, VAE decoder: {decode}", args.steps, outside_torch=True)
     table(f"ONNX Runtime vs torch, Wan 2.1 I2V-14B (random weights), {W}x{H}, {F} frames", rows)
 
 
