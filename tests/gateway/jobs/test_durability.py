@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,23 @@ def gw(gateway_factory: Any, emulators: Sandbox) -> Iterator[Gateway]:
     )
     for family in emulators.servers:
         emu(emulators, family, "faults")
+
+
+@contextmanager
+def callback_gateway(tmp_path: Path, emulators: Sandbox, **overrides: Any) -> Iterator[httpx.Client]:
+    """A gateway on the emulators whose public URL is its own address, so that providers call it
+    back (Kling and MiniMax take a `callback_url`); a client to it."""
+    port = free_port()
+    settings = make_settings(
+        tmp_path,
+        "",
+        rules_file=ROOT / "router_rules.yaml",
+        adapters=emulators.adapters,
+        public_url=f"http://127.0.0.1:{port}",
+        **overrides,
+    )
+    with serve_in_thread(create_app(settings), port) as url, httpx.Client(base_url=url, timeout=10) as client:
+        yield client
 
 
 def create(gw: Gateway, **body: Any) -> dict[str, Any]:
@@ -227,20 +245,10 @@ def test_a_minimax_task_behind_a_lost_answer_is_counted_when_its_callback_names_
     """MiniMax made the task, then answered 500: the attempt is `unconfirmed` and the job moves on.
     The task's callback (to that attempt's URL) names it; the gateway re-queries it and, when it
     ends, puts its cost on the unconfirmed attempt (before: it succeeded and was never counted)."""
-    port = free_port()
-    settings = make_settings(
-        tmp_path,
-        "",
-        rules_file=ROOT / "router_rules.yaml",
-        adapters=emulators.adapters,
-        poll_interval_s=0.1,
-        public_url=f"http://127.0.0.1:{port}",
-        outbox_backoff_s=0.2,
-        poll_interval_max_s=0.5,
-    )
     before = emu(emulators, "minimax", "stats")
     emu(emulators, "minimax", "faults", script={"submit": ["accepted_error"]})
-    with serve_in_thread(create_app(settings), port) as url, httpx.Client(base_url=url, timeout=10) as client:
+    fast = {"poll_interval_s": 0.1, "outbox_backoff_s": 0.2, "poll_interval_max_s": 0.5}
+    with callback_gateway(tmp_path, emulators, **fast) as client:
         video = client.post("/v1/videos", json={"prompt": "leaves sway", "image": IMAGE, "model": "hailuo-2.3-fast"})
         video_id = video.json()["id"]
 
@@ -518,17 +526,8 @@ def test_a_provider_callback_shows_the_finished_task_at_once(
     """The first poll would come after 30 s; the provider's callback (MiniMax's challenge echoed
     first) makes the runner query the task as soon as it finishes. The callback's body is not
     trusted: the task is re-queried (the emulator counts the poll)."""
-    port = free_port()
-    settings = make_settings(
-        tmp_path,
-        "",
-        rules_file=ROOT / "router_rules.yaml",
-        adapters=emulators.adapters,
-        poll_interval_s=30,
-        public_url=f"http://127.0.0.1:{port}",
-    )
     before = emu(emulators, family, "stats")
-    with serve_in_thread(create_app(settings), port) as url, httpx.Client(base_url=url, timeout=10) as client:
+    with callback_gateway(tmp_path, emulators, poll_interval_s=30) as client:
         t0 = time.time()
         video = client.post("/v1/videos", json={"prompt": "leaves sway", "image": IMAGE, "model": model}).json()
         final = wait_for(
