@@ -561,21 +561,26 @@ def part_onnx(args: argparse.Namespace) -> None:
     def measure(name: str, ref: torch.Tensor | None) -> torch.Tensor:
         return measure_forward(rows, name, model, x, uncond, args.repeat, ref, outside_torch=True)
 
+    best: tuple[float, str, dict[str, str]] | None = None  # the fastest ONNX block graph measured
+    if "attention" in args.onnx_parts:
+        onnx_attention_rows(args)
     if "forward" in args.onnx_parts:
         ref = measure(f"torch eager {str(BF16)[6:]}, SDPA (baseline)", None)
-        blocks = OnnxBlocks.install(model, onnx_dir, providers)
-        try:
-            measure(f"ONNX Runtime {blocks.providers[0]}, one block graph, {str(BF16)[6:]} weights bound", ref)
-        except Exception as exc:  # a node with no kernel for bf16 on this provider: say which, try fp16
-            say(f"ONNX Runtime in {BF16} failed: {exc!r}"[:3000])
-            for block in model.blocks:
-                del block.forward  # the class's forward again
-            model.half()
-            for d in (x, uncond):
-                d.update({k: v.half() for k, v in d.items() if v.is_floating_point()})
-            measure("torch eager fp16, SDPA", ref)
-            blocks = OnnxBlocks.install(model, onnx_dir, providers)
-            measure(f"ONNX Runtime {blocks.providers[0]}, one block graph, fp16 weights bound", ref)
+        for attention in args.onnx_attention:
+            for kernel in args.sdpa_kernel:
+                cuda = {"sdpa_kernel": str(kernel)} if kernel else {}
+                name = f"ONNX Runtime, block graph, {str(BF16)[6:]}, attention: {attention}, sdpa_kernel {kernel}"
+                uninstall(model)
+                blocks = OnnxBlocks.install(model, onnx_dir, providers, attention)
+                blocks.cuda_options = cuda
+                try:
+                    measure(name, ref)
+                except Exception as exc:  # e.g. a node with no kernel for this dtype on this provider
+                    say(f"{name} failed: {exc!r}"[:3000])
+                    continue
+                if best is None or rows[-1]["s/guided step"] < best[0]:
+                    best = (rows[-1]["s/guided step"], attention, cuda)
+        uninstall(model)
         say(f"graphs: {sorted((p.name, p.stat().st_size) for p in onnx_dir.glob('*'))}")
     if "vae" in args.onnx_parts:
         vae = pipe.vae
@@ -599,11 +604,75 @@ def part_onnx(args: argparse.Namespace) -> None:
         if ort_s >= torch_s:
             del vae.decode  # the class's own decode again: torch won
     if "e2e" in args.onnx_parts and args.steps:
-        if not hasattr(model, "onnx_blocks"):
-            OnnxBlocks.install(model, onnx_dir, providers)
+        _, attention, cuda = best or (0.0, args.onnx_attention[0], {"sdpa_kernel": str(args.sdpa_kernel[0])})
+        OnnxBlocks.install(model, onnx_dir, providers, attention).cuda_options = cuda
         decode = "ONNX Runtime" if "decode" in vars(pipe.vae) else "torch"
-        run_pipeline(pipe, args, rows, f"ONNX Runtime blocks, VAE decoder: {decode}", args.steps, outside_torch=True)
+        name = f"ONNX Runtime blocks (attention: {attention}, {cuda or 'default kernels'}), VAE decoder: {decode}"
+        run_pipeline(pipe, args, rows, name, args.steps, outside_torch=True)
     table(f"ONNX Runtime vs torch, Wan 2.1 I2V-14B (random weights), {W}x{H}, {F} frames", rows)
+
+
+def uninstall(model: Any) -> None:
+    """The blocks' class forward again, and the ONNX sessions (with their memory arenas) gone."""
+    for block in model.blocks:
+        vars(block).pop("forward", None)
+    vars(model).pop("onnx_blocks", None)
+    gc.collect()
+
+
+def onnx_attention_rows(args: argparse.Namespace) -> None:
+    """Attention alone at the self-attention shape: ONNX Runtime's standard `Attention` node and
+    its `MultiHeadAttention`, with the provider's default kernel choice and with cuDNN requested
+    (`sdpa_kernel` 24 = cuDNN, else unfused), beside torch's SDPA. Which kernel ONNX Runtime
+    picked is printed by the provider itself (ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from local_engine.onnx_runtime import run_bound
+
+    heads, dim = ARCH["num_attention_heads"], ARCH["attention_head_dim"]
+    tokens = ((args.frames - 1) // 4 + 1) * (args.height // 16) * (args.width // 16)
+    flops = 4 * heads * tokens * tokens * dim
+    g = torch.Generator(device=DEV).manual_seed(0)
+    q, k, v = (torch.randn(1, heads, tokens, dim, device=DEV, dtype=BF16, generator=g) for _ in range(3))
+    ref_s, ref = sync_time(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), 5)
+    rows = [{"attention": "torch SDPA (default choice)", "ms": round(ref_s * 1e3, 1)}]
+    rows[0]["TFLOP/s"] = round(flops / ref_s / 1e12)
+    os.environ["ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO"] = "1"
+    elem = {torch.bfloat16: onnx.TensorProto.BFLOAT16, torch.float16: onnx.TensorProto.FLOAT16}.get(BF16, 1)
+    for op in ("Attention", "MultiHeadAttention"):
+        if op == "Attention":
+            shape, node, feeds = [1, heads, tokens, dim], helper.make_node(op, ["q", "k", "v"], ["y"]), (q, k, v)
+            opsets = [helper.make_opsetid("", 23)]
+        else:
+            shape = [1, tokens, heads * dim]
+            node = helper.make_node(op, ["q", "k", "v"], ["y"], domain="com.microsoft", num_heads=heads)
+            feeds = tuple(t.transpose(1, 2).reshape(1, tokens, heads * dim).contiguous() for t in (q, k, v))
+            opsets = [helper.make_opsetid("", 23), helper.make_opsetid("com.microsoft", 1)]
+        io = [helper.make_tensor_value_info(n, elem, shape) for n in "qkvy"]
+        model = helper.make_model(helper.make_graph([node], op, io[:3], io[3:]), opset_imports=opsets, ir_version=10)
+        for kernel in args.sdpa_kernel:
+            options = {"device_id": "0"} | ({"sdpa_kernel": str(kernel)} if kernel else {})
+            provider = ("CUDAExecutionProvider", options) if DEV == "cuda" else "CPUExecutionProvider"
+            label = f"ONNX Runtime {op}, sdpa_kernel {kernel}"
+            try:
+                session = ort.InferenceSession(model.SerializeToString(), providers=[provider])
+                inputs = dict(zip("qkv", feeds, strict=True))
+                say(f"{label}: first run")
+                out = run_bound(session, inputs, "y")
+                dt, out = sync_time(lambda s=session, i=inputs: run_bound(s, i, "y"), 5)
+            except Exception as exc:
+                say(f"{label} failed: {exc!r}"[:2000])
+                continue
+            if op != "Attention":
+                out = out.reshape(1, tokens, heads, dim).transpose(1, 2)
+            err = accel.relative_error(out, ref)
+            rows.append({"attention": label, "ms": round(dt * 1e3, 1), "TFLOP/s": round(flops / dt / 1e12)})
+            rows[-1]["rel err"] = f"{err:.1e}"
+            say(json.dumps(rows[-1]))
+    os.environ.pop("ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO")
+    table(f"Attention alone, 1x{heads}x{tokens}x{dim}, {str(BF16)[6:]}", rows)
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> None:
@@ -620,7 +689,13 @@ def table(title: str, rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["attention", "gemm", "forward", "accuracy", "e2e", "onnx"], required=True)
-    ap.add_argument("--onnx-parts", nargs="*", default=["forward", "vae", "e2e"], choices=["forward", "vae", "e2e"])
+    ap.add_argument(
+        "--onnx-parts", nargs="*", default=["forward", "vae", "e2e"], choices=["attention", "forward", "vae", "e2e"]
+    )
+    ap.add_argument("--onnx-attention", nargs="*", default=["onnx"], help="block graph attention variants (ATTENTION)")
+    ap.add_argument(
+        "--sdpa-kernel", nargs="*", type=int, default=[0], help="CUDA provider sdpa_kernel bitmasks (0: its default)"
+    )
     ap.add_argument("--dtype", choices=["bfloat16", "float16"], default="bfloat16", help="the transformer's dtype")
     ap.add_argument("--onnx-dir", default="/tmp/i2v-onnx", help="where --part onnx keeps its graphs")
     ap.add_argument("--fp8-scaling", choices=["row", "tensor", "static"], default="tensor")

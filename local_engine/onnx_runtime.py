@@ -8,8 +8,10 @@ and a new checkpoint or LoRA needs no new graph. The embedders, RoPE and output 
 time) stay in torch. The VAE decoder is exported whole, its weights as external data.
 
 Graphs are exported per input shape (static shapes, like NVIDIA's TensorRT Wan demo) at opset 23,
-so attention is one ONNX `Attention` node (fused kernels on ONNX Runtime's CUDA provider) and
-RMS norms one `RMSNormalization`. Inputs and outputs are bound to torch tensors in the graph's
+so attention is one ONNX `Attention` node and RMS norms one `RMSNormalization`. The block graph
+can have its attention rewritten as ONNX Runtime's `MultiHeadAttention` (`to_multihead`): on the
+CUDA provider that op can run cuDNN's fused attention, where the standard op runs
+FlashAttention-2 (measured in docs/benchmarks.md). Inputs and outputs are bound to torch tensors in the graph's
 own dtype (bf16 included) on the tensors' device, so nothing is converted or copied through the
 host. Providers are tried in order TensorRT, CUDA, CPU; the installed build decides which exist.
 """
@@ -25,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,6 +54,11 @@ _ONNX = {
     torch.float64: 11,
     torch.bfloat16: 16,
 }
+
+
+#: How the block graph's attention runs: the standard `Attention` node as exported, or rewritten
+#: as ONNX Runtime's `MultiHeadAttention` (in the graph's dtype, or fp16 with casts around it).
+ATTENTION = ("onnx", "multihead", "multihead-fp16")
 
 
 class MissingGraph(RuntimeError):
@@ -93,15 +101,76 @@ def exporting(pipe: Any) -> Iterator[None]:
             p.lazy = was
 
 
-def _providers(wanted: list[str], device: torch.device) -> list[Any]:
-    """The installed providers among `wanted`, the GPU ones pinned to the tensors' GPU."""
+def to_multihead(path: Path, heads: int, fp16: bool = False) -> None:
+    """Rewrite, in place, each ONNX `Attention` node of the graph at `path` (4-D inputs, no mask)
+    as ONNX Runtime's `com.microsoft.MultiHeadAttention` over (batch, tokens, heads x dim)
+    tensors. The transposes it adds cancel against the exporter's own. With `fp16`, q, k and v
+    are cast to fp16 around the node (for a provider without a bf16 kernel of it)."""
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load(str(path), load_external_data=False)
+    graph, nodes = proto.graph, []
+    back = graph.input[0].type.tensor_type.elem_type  # the activations' dtype
+    graph.initializer.extend(
+        [
+            onnx.numpy_helper.from_array(np.array([0, 0, -1], np.int64), "mha_bsd"),
+            onnx.numpy_helper.from_array(np.array([0, 0, heads, -1], np.int64), "mha_bsnh"),
+        ]
+    )
+    for i, node in enumerate(graph.node):
+        if node.op_type != "Attention" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        if len([x for x in node.input if x]) != 3 or any(node.output[1:]):
+            raise ValueError(f"{node.name}: only mask-free attention without caches is rewritten")
+        flat = []
+        for name in node.input[:3]:
+            t = f"mha{i}_{len(flat)}"
+            nodes += [
+                helper.make_node("Transpose", [name], [t + "_t"], perm=[0, 2, 1, 3]),
+                helper.make_node("Reshape", [t + "_t", "mha_bsd"], [t + "_bsd"]),
+            ]
+            if fp16:
+                nodes.append(helper.make_node("Cast", [t + "_bsd"], [t + "_h"], to=onnx.TensorProto.FLOAT16))
+            flat.append(t + ("_h" if fp16 else "_bsd"))
+        scale = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get("scale")
+        out = f"mha{i}_out"
+        nodes.append(
+            helper.make_node(
+                "MultiHeadAttention",
+                flat,
+                [out],
+                domain="com.microsoft",
+                num_heads=heads,
+                **({"scale": scale} if scale else {}),
+            )
+        )
+        if fp16:
+            nodes.append(helper.make_node("Cast", [out], [out + "_c"], to=back))
+            out += "_c"
+        nodes += [
+            helper.make_node("Reshape", [out, "mha_bsnh"], [out + "_bsnh"]),
+            helper.make_node("Transpose", [out + "_bsnh"], [node.output[0]], perm=[0, 2, 1, 3]),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(proto, str(path))
+
+
+def _providers(wanted: list[str], device: torch.device, cuda: dict[str, str] | None = None) -> list[Any]:
+    """The installed providers among `wanted`, the GPU ones pinned to the tensors' GPU; `cuda`:
+    more options for the CUDA provider (e.g. `sdpa_kernel`)."""
     import onnxruntime as ort
 
     have = set(ort.get_available_providers())
     chosen = [p for p in wanted if p in have] or ["CPUExecutionProvider"]
     if device.type != "cuda":
         return [p for p in chosen if p not in GPU_PROVIDERS] or ["CPUExecutionProvider"]
-    return [(p, {"device_id": device.index or 0}) if p in GPU_PROVIDERS else p for p in chosen]
+    extra = {"CUDAExecutionProvider": cuda or {}}
+    return [(p, {"device_id": str(device.index or 0)} | extra.get(p, {})) if p in GPU_PROVIDERS else p for p in chosen]
 
 
 class _Graphs:
@@ -119,10 +188,12 @@ class _Graphs:
         providers: list[str],
         tag: str,
         max_sessions: int = 4,
+        rewrite: Any = None,
+        cuda: dict[str, str] | None = None,
     ) -> None:
         self.module, self.name, self.output = module, name, output
         self.onnx_dir, self.wanted, self.tag = onnx_dir, providers, tag
-        self.max_sessions = max_sessions
+        self.max_sessions, self.rewrite, self.cuda = max_sessions, rewrite, cuda
         self.lazy = True
         self._sessions: dict[str, Any] = {}  # most recently used last
 
@@ -141,12 +212,16 @@ class _Graphs:
                     )
                 log.info(f"exporting the {self.name} to ONNX", extra={"path": str(path)})
                 export(self.module, inputs, self.output, path)
+                if self.rewrite is not None:
+                    self.rewrite(path)
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             device = next(iter(inputs.values())).device
             while len(self._sessions) >= self.max_sessions:  # bounded: drop the least recently used
                 self._sessions.pop(next(iter(self._sessions)))
-            self._sessions[key] = ort.InferenceSession(str(path), options, providers=_providers(self.wanted, device))
+            self._sessions[key] = ort.InferenceSession(
+                str(path), options, providers=_providers(self.wanted, device, self.cuda)
+            )
         session = self._sessions[key] = self._sessions.pop(key)  # now the most recent
         return session
 
@@ -191,6 +266,16 @@ class _Exported:
     @property
     def providers(self) -> list[str]:
         return [p if isinstance(p, str) else p[0] for p in _providers(self._graphs.wanted, self._device)]
+
+    @property
+    def cuda_options(self) -> dict[str, str]:
+        """More CUDA provider options for the sessions created from now on (`sdpa_kernel`: a
+        bitmask of attention kernels ONNX Runtime may pick, 8 = cuDNN, 16 = unfused)."""
+        return self._graphs.cuda or {}
+
+    @cuda_options.setter
+    def cuda_options(self, value: dict[str, str]) -> None:
+        self._graphs.cuda = value
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -277,19 +362,28 @@ class OnnxBlocks(_Exported):
     never the weights: they are inputs, bound from the blocks' own tensors on every call.
     """
 
-    def __init__(self, transformer: nn.Module, onnx_dir: Path, providers: list[str]) -> None:
+    def __init__(self, transformer: nn.Module, onnx_dir: Path, providers: list[str], attention: str = "onnx") -> None:
+        if attention not in ATTENTION:
+            raise ValueError(f"attention: one of {', '.join(ATTENTION)}, not {attention!r}")
         blocks = list(transformer.blocks)  # type: ignore[attr-defined]
         self.names = list(_tensors(blocks[0]))
         self.weights = [[_tensors(b)[n] for n in self.names] for b in blocks]
         self._device = self.weights[0][0].device
         config = json.dumps(dict(transformer.config), sort_keys=True, default=str)  # type: ignore[attr-defined]
-        tag = "arch " + hashlib.sha256(config.encode()).hexdigest()[:12]
-        self._graphs = _Graphs(_BlockCall(blocks[0], self.names), "transformer-block", "out", onnx_dir, providers, tag)
+        tag = f"arch {hashlib.sha256(config.encode()).hexdigest()[:12]} attention {attention}"
+        heads = blocks[0].attn1.heads
+        fp16 = "fp16" in attention
+        rewrite = None if attention == "onnx" else functools.partial(to_multihead, heads=heads, fp16=fp16)
+        self._graphs = _Graphs(
+            _BlockCall(blocks[0], self.names), "transformer-block", "out", onnx_dir, providers, tag, rewrite=rewrite
+        )
         self.blocks = blocks
 
     @classmethod
-    def install(cls, transformer: nn.Module, onnx_dir: Path, providers: list[str]) -> OnnxBlocks:
-        runner = cls(transformer, onnx_dir, providers)
+    def install(
+        cls, transformer: nn.Module, onnx_dir: Path, providers: list[str], attention: str = "onnx"
+    ) -> OnnxBlocks:
+        runner = cls(transformer, onnx_dir, providers, attention)
         for i, block in enumerate(runner.blocks):
             block.forward = functools.partial(runner.run, i)  # type: ignore[method-assign]
         transformer.onnx_blocks = runner  # type: ignore[assignment]  # found by `exporting`

@@ -75,6 +75,40 @@ def test_every_block_runs_through_one_onnx_graph_with_its_own_weights(transforme
     assert len(list(tmp_path.glob("*.onnx"))) == 1
 
 
+def test_block_graph_attention_rewritten_as_multihead_attention(transformer, tmp_path: Path) -> None:
+    """`attention: multihead` turns every ONNX `Attention` node (self and both cross attentions)
+    into ONNX Runtime's `MultiHeadAttention` and keeps torch's numbers; a mask or a KV cache on
+    the node is refused rather than dropped."""
+    import onnx
+
+    from local_engine.onnx_runtime import to_multihead
+
+    model = copy.deepcopy(transformer)
+    reference = _forward(model, _inputs())
+    OnnxBlocks.install(model, tmp_path, ["CPUExecutionProvider"], attention="multihead")
+    assert accel.relative_error(_forward(model, _inputs()), reference) < 1e-4
+    (graph,) = tmp_path.glob("transformer-block-*.onnx")
+    proto = onnx.load(str(graph), load_external_data=False)
+    ops = [n.op_type for n in proto.graph.node]
+    assert "Attention" not in ops and ops.count("MultiHeadAttention") == 3
+    heads = {a.i for n in proto.graph.node for a in n.attribute if a.name == "num_heads"}
+    assert heads == {transformer.blocks[0].attn1.heads}
+    masked = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Attention", ["q", "k", "v", "mask"], ["y"])],
+            "masked",
+            [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 2, 4, 8]) for n in "qkv"]
+            + [onnx.helper.make_tensor_value_info("mask", onnx.TensorProto.FLOAT, [4, 4])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 4, 8])],
+        )
+    )
+    onnx.save(masked, str(tmp_path / "masked.onnx"))
+    with pytest.raises(ValueError, match="mask-free"):
+        to_multihead(tmp_path / "masked.onnx", heads=2)
+    with pytest.raises(ValueError, match="attention: one of"):
+        OnnxBlocks(transformer, tmp_path, ["CPUExecutionProvider"], attention="flash")
+
+
 def test_fp8_linear_layers_within_bound(transformer) -> None:
     quantized = copy.deepcopy(transformer)
     swapped = accel.fp8_linears(quantized)
