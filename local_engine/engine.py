@@ -110,13 +110,14 @@ def _load_pipeline(config: EngineConfig, device: str) -> Any:
 
         onnx_dir = config.onnx_dir or Path(config.model_path) / "onnx"
         tag = weights_id(Path(config.model_path), config.lora_path, config.lora_scale)
-        blocks = OnnxBlocks.install(pipe.transformer, onnx_dir, config.onnx_providers)
+        blocks = OnnxBlocks.install(pipe.transformer, onnx_dir, config.onnx_providers, config.onnx_attention)
         decoder = OnnxVaeDecoder.install(pipe.vae, onnx_dir, config.onnx_providers, tag)
         blocks.lazy = decoder.lazy = config.onnx_build == "lazy"
         applied: dict[str, Any] = {
             "runtime": "onnx",
             "providers": blocks.providers,
             "onnx": "transformer blocks (one graph, weights bound), vae decoder",
+            "onnx_attention": config.onnx_attention,
         }
     else:
         fp8 = config.fp8_linear and device.startswith("cuda")

@@ -362,7 +362,9 @@ class OnnxBlocks(_Exported):
     never the weights: they are inputs, bound from the blocks' own tensors on every call.
     """
 
-    def __init__(self, transformer: nn.Module, onnx_dir: Path, providers: list[str], attention: str = "onnx") -> None:
+    def __init__(
+        self, transformer: nn.Module, onnx_dir: Path, providers: list[str], attention: str = "multihead"
+    ) -> None:
         if attention not in ATTENTION:
             raise ValueError(f"attention: one of {', '.join(ATTENTION)}, not {attention!r}")
         blocks = list(transformer.blocks)  # type: ignore[attr-defined]
@@ -381,7 +383,7 @@ class OnnxBlocks(_Exported):
 
     @classmethod
     def install(
-        cls, transformer: nn.Module, onnx_dir: Path, providers: list[str], attention: str = "onnx"
+        cls, transformer: nn.Module, onnx_dir: Path, providers: list[str], attention: str = "multihead"
     ) -> OnnxBlocks:
         runner = cls(transformer, onnx_dir, providers, attention)
         for i, block in enumerate(runner.blocks):

@@ -57,7 +57,7 @@ def test_every_block_runs_through_one_onnx_graph_with_its_own_weights(transforme
 
     model = copy.deepcopy(transformer)
     reference = _forward(model, _inputs())
-    blocks = OnnxBlocks.install(model, tmp_path, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    blocks = OnnxBlocks.install(model, tmp_path, ["CUDAExecutionProvider", "CPUExecutionProvider"], attention="onnx")
     assert blocks.providers == ["CPUExecutionProvider"]
     assert accel.relative_error(_forward(model, _inputs()), reference) < 1e-4
     assert accel.relative_error(_forward(model, _inputs(seed=1)), _forward(transformer, _inputs(seed=1))) < 1e-4
@@ -76,7 +76,7 @@ def test_every_block_runs_through_one_onnx_graph_with_its_own_weights(transforme
 
 
 def test_block_graph_attention_rewritten_as_multihead_attention(transformer, tmp_path: Path) -> None:
-    """`attention: multihead` turns every ONNX `Attention` node (self and both cross attentions)
+    """`attention: multihead` (the default) turns every ONNX `Attention` node (self and both cross attentions)
     into ONNX Runtime's `MultiHeadAttention` and keeps torch's numbers; a mask or a KV cache on
     the node is refused rather than dropped."""
     import onnx
