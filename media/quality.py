@@ -39,6 +39,9 @@ BLACK_LUMA = 32  #: a pixel darker than this is black ...
 BLACK_SHARE = 0.98  #: ... and a frame with this share of black pixels is a black frame
 REPEAT_DIFF = 0.6  #: mean absolute grey-level change (on the grid) under which a frame repeats its predecessor
 FROZEN_S = 0.5  #: repeats in a run at least this long are frozen frames; shorter ones are duplicates
+#: Lucas-Kanade stops after 10 iterations or a 0.03 px update (OpenCV's default: 30, 0.01 px; on
+#: noisy content the extra iterations cost most of the tracking time and move nothing visible)
+LK_STOP = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.03)
 # Whole-clip amounts under which a camera component counts as no move.
 ZOOM_MIN = math.log(1.05)  # 5% change of scale
 SHIFT_MIN = 0.03  # 3% of the frame's side
@@ -233,6 +236,7 @@ def _flow(pairs: list[tuple[np.ndarray, np.ndarray]], steps: int) -> tuple[float
     cells = (slice(step // 2, None, step), slice(step // 2, None, step))
     grid = np.stack([xs[cells].ravel(), ys[cells].ravel()], 1)
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    levels = int(np.clip(math.log2(min(h, w) / 24), 1, 3))  # the coarsest level keeps >= 24 px
     flickers, motions, zooms, rots, shifts = [], [], [], [], []
     centre = np.array([w / 2, h / 2, 1.0])
     for prev, nxt in pairs:
@@ -245,7 +249,9 @@ def _flow(pairs: list[tuple[np.ndarray, np.ndarray]], steps: int) -> tuple[float
         flickers.append(float(delta.mean()) if delta.size else 0.0)
         corners = cv2.goodFeaturesToTrack(prev, maxCorners=120, qualityLevel=0.01, minDistance=8)
         pts = (corners.reshape(-1, 2) if corners is not None and len(corners) >= 12 else grid).astype(np.float32)
-        moved, ok, _ = cv2.calcOpticalFlowPyrLK(prev, nxt, pts, None, winSize=(15, 15), maxLevel=3)
+        moved, ok, _ = cv2.calcOpticalFlowPyrLK(
+            prev, nxt, pts, None, winSize=(15, 15), maxLevel=levels, criteria=LK_STOP
+        )
         ok = ok.ravel() == 1
         if ok.sum() < 6:
             continue
@@ -293,7 +299,9 @@ def _first_frame(first: np.ndarray, reference: bytes) -> tuple[float, float]:
     """SSIM and PSNR of the first frame against the input image fitted to the frame, by
     scaling alone, cropping to cover, or letterboxing: whichever the provider did fits best."""
     h, w = first.shape
-    img = ImageOps.exif_transpose(Image.open(io.BytesIO(reference))).convert("L")
+    img = Image.open(io.BytesIO(reference))
+    img.draft("L", (2 * w, 2 * h) if img.size[0] >= img.size[1] else (2 * h, 2 * w))  # JPEG: scaled, grey
+    img = ImageOps.exif_transpose(img).convert("L")
     best = (-1.0, 0.0)
     for fitted in _fits(img, w, h):
         ref = np.asarray(fitted)
