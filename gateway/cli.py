@@ -307,7 +307,7 @@ def compare(
                 dest.write_bytes(_check_bytes(client.get(f"/v1/videos/{video['id']}/content")))
                 clips.append(dest)
                 labels.append(f"{arm['label']}: {video['model']}")
-            console.print(_summary_table(cmp))
+            console.print(_summary_table(_measured(client, cmp, deadline=time.time() + 30)))
             if clips:
                 both = out_dir / f"{cmp['id']}_side_by_side.mp4"
                 both.write_bytes(side_by_side(clips, labels))
@@ -334,6 +334,15 @@ def _wait_arms(client: httpx.Client, cmp: dict[str, Any], timeout: float) -> dic
                 raise typer.Exit(2)
             time.sleep(0.5)
             cmp = _check(client.get(f"/v1/comparisons/{cmp['id']}"))
+
+
+def _measured(client: httpx.Client, cmp: dict[str, Any], deadline: float) -> dict[str, Any]:
+    """The comparison once no arm's `metrics.quality` is pending (measured after completion), or
+    as it is at `deadline`."""
+    while any((q or {}).get("pending") for q in cmp["summary"]["quality"].values()) and time.time() < deadline:
+        time.sleep(0.5)
+        cmp = _check(client.get(f"/v1/comparisons/{cmp['id']}"))
+    return cmp
 
 
 def _summary_table(cmp: dict[str, Any]) -> Table:

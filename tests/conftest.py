@@ -57,7 +57,8 @@ class Gateway:
         deadline = time.time() + timeout
         while True:
             video = self.client.get(f"/v1/videos/{video_id}").json()
-            if video["status"] in ("completed", "failed", "cancelled") or time.time() > deadline:
+            measuring = ((video.get("metrics") or {}).get("quality") or {}).get("pending")  # follows completed
+            if (video["status"] in ("completed", "failed", "cancelled") and not measuring) or time.time() > deadline:
                 return video
             time.sleep(0.05)
 

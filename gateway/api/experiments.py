@@ -112,7 +112,7 @@ def _arm_stats(
     latency = [float(j.metrics["total_s"]) for j in ok if j.metrics.get("total_s") is not None]
     costs = [float(j.metrics.get("cost_usd") or 0.0) for j in done]
     seconds = sum(float(j.metrics.get("video_seconds") or 0.0) for j in ok)
-    quality = [j.metrics["quality"] for j in ok if isinstance(j.metrics.get("quality"), dict)]
+    quality = [q for j in ok if isinstance(q := j.metrics.get("quality"), dict) and not q.get("pending")]
     conform = [q["camera_conformity"] for q in quality if q.get("camera_conformity") is not None]
     played = [(a, b, r) for a, b, r in human if model in (a, b)]
     won = 0.0

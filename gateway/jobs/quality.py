@@ -1,6 +1,8 @@
 """`metrics.quality` of a finished clip: measured in a worker thread, bounded, never fatal.
 
-The numbers come from `media.quality.analyse`; this module says what the clip was asked to be
+The clip is measured after its job is marked completed (`metrics.quality` is `PENDING` until
+then), so the measurement never delays the result. The numbers come from
+`media.quality.analyse`; this module says what the clip was asked to be
 (the job's shape, the model's fps, the camera move the request named or the prompt described),
 bounds how many clips one process measures at once, and feeds the per-model histograms. A clip
 that cannot be measured is still delivered: the job's quality then says why.
@@ -20,6 +22,9 @@ from media import VideoFacts
 from media.quality import Expected, accepted_labels, analyse
 
 log = logging.getLogger("i2v.runner")
+#: `metrics.quality` between `completed` and the measurement's end (normally well under a second;
+#: it stays so if the process stopped in between: the clip is not measured again).
+PENDING: dict[str, Any] = {"pending": True}
 
 
 def expected_for(job: JobRow, spec: ModelSpec | None) -> Expected:

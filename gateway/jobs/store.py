@@ -294,6 +294,23 @@ class JobStore:
             s.add_all(outbox)
         job.version += 1
 
+    async def annotate(self, job: JobRow, metrics: dict[str, Any]) -> bool:
+        """Replace a finished job's `metrics` (what is measured after the result is out, such as
+        `metrics.quality`): compare-and-set on (id, version, a terminal status). A finished job
+        has no lease; the version check keeps a later writer's change (retention, a delete).
+        Returns whether it was written; on success `job.version` is the new version."""
+        guard = (
+            update(JobRow)
+            .where(JobRow.id == job.id, JobRow.version == job.version, JobRow.status.in_(TERMINAL_JOB))
+            .values(metrics=metrics, version=JobRow.version + 1)
+        )
+        async with self.sessions.begin() as s:
+            res = await s.execute(guard.execution_options(synchronize_session=False))
+        if res.rowcount:  # type: ignore[attr-defined]
+            job.version += 1
+            job.metrics = metrics
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
     # --- provider callbacks across processes ---------------------------------------------
 
     async def notify_poke(self, attempt_id: str) -> None:

@@ -34,7 +34,8 @@ def wait(gw: Gateway, cid: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.time() + timeout
     while True:
         cmp = gw.client.get(f"/v1/comparisons/{cid}").json()
-        if cmp["status"] in ("completed", "failed", "cancelled") or time.time() > deadline:
+        measuring = any((q or {}).get("pending") for q in cmp["summary"]["quality"].values())
+        if (cmp["status"] in ("completed", "failed", "cancelled") and not measuring) or time.time() > deadline:
             return cmp
         time.sleep(0.1)
 

@@ -175,3 +175,24 @@ def test_a_backlog_is_claimed_in_batches_and_all_of_it_runs(gateway_factory: Any
         finals = [runner.wait(i, timeout=30) for i in ids]
     assert all(f["status"] == "completed" for f in finals)
     assert limits[:3] == [5, 5, 5]  # the 12 waiting jobs in full batches back to back, none above 5
+
+
+def test_completed_does_not_wait_for_the_quality_measurement(gateway_factory, monkeypatch) -> None:
+    """The job is `completed` (its video downloadable) while its clip is still being measured;
+    `metrics.quality` says pending, then holds the measurement."""
+    import threading
+
+    from gateway.jobs import quality
+
+    gate, measure = threading.Event(), quality._analyse
+    monkeypatch.setattr(quality, "_analyse", lambda *a: gate.wait(30) and measure(*a))
+    gw = gateway_factory(quality_metrics=True)
+    vid = gw.client.post("/v1/videos", json=body()).json()["id"]
+    deadline = time.time() + 20
+    while (video := gw.client.get(f"/v1/videos/{vid}").json())["status"] != "completed" and time.time() < deadline:
+        time.sleep(0.05)
+    assert video["status"] == "completed" and video["metrics"]["quality"] == {"pending": True}
+    assert gw.client.get(f"/v1/videos/{vid}/content").status_code == 200
+    gate.set()
+    measured = gw.wait(vid)["metrics"]["quality"]
+    assert measured["frames_decoded"] > 0 and "pending" not in measured
