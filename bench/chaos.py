@@ -377,6 +377,15 @@ def figures(
             "tasks_on_two_attempts": sum(1 for (f, _), rows in referenced.items() if f == fam and len(rows) > 1),
             "succeeded_not_delivered_nor_counted": len(succeeded_uncounted),
         }
+    for (fam, task_id), rows in referenced.items():
+        if len(rows) > 1:  # say which, for whoever reads a failing run
+            print(f"{fam} task {task_id} on {len(rows)} attempts:", file=sys.stderr)
+            for a in rows:
+                print(
+                    f"  job {a.job_id} attempt {a.seq} {a.status} submitted {a.submitted_at} "
+                    f"error {(a.error or {}).get('code')} cost {a.cost_usd} task_data {a.task_data}",
+                    file=sys.stderr,
+                )
     statuses: dict[str, int] = {}
     for j in jobs:
         key = j.status if j.status != "failed" else f"failed:{(j.error or {}).get('code')}"

@@ -21,6 +21,8 @@ import logging
 import time
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from adapters.base import (
     Adapter,
     InputImage,
@@ -164,7 +166,11 @@ class Attempts:
                 "lost submit searched", extra={"model": attempt.model, "verdict": verdict.kind, "why": verdict.why}
             )
             if verdict.task is not None:
-                return await self._accepted(job, attempt, verdict.task)
+                try:
+                    return await self._accepted(job, attempt, verdict.task)
+                except IntegrityError:  # another attempt adopted it first (a burst after a crash)
+                    why = f"{why}; the one matching task was adopted by another attempt at the same moment"
+                    return await self._unknown(job, attempt, why, code=code)
             if verdict.kind == "absent":
                 if exc is None:
                     return await self._send(job, attempt, request)

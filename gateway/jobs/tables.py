@@ -102,7 +102,11 @@ class AttemptRow(Base):
     #: The client asked to cancel while the provider ran this task (it may not be able to stop it).
     cancel_requested_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
-    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_attempts_job_seq"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "seq", name="uq_attempts_job_seq"),
+        # a provider task belongs to one attempt (migration 0004): two adoptions of one task collide
+        Index("uq_attempts_adapter_task", "adapter", "provider_task_id", unique=True),
+    )
 
 
 class OutboxRow(Base):

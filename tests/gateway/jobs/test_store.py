@@ -277,3 +277,37 @@ def test_a_pool_checkout_timeout_is_retried_not_fatal() -> None:
 
     assert transient(PoolTimeout("QueuePool limit of size 5 overflow 10 reached, connection timed out"))
     assert not transient(IntegrityError("insert", {}, Exception("unique")))  # our statement's fault: not retried
+
+
+async def test_one_provider_task_is_adopted_by_one_attempt(store: JobStore) -> None:
+    """Two runners that each found their lost submit in the provider's task list at the same
+    moment and picked the same task: the second adoption fails, so the task is counted once."""
+    from sqlalchemy.exc import IntegrityError
+
+    rows = []
+    for _ in range(2):
+        j, _ = await store.create(job())
+        (row,) = [await store.get(i) for i in await store.claim(f"r-{j.id}", 1, lease_s=30)]
+        assert row is not None
+        attempt = AttemptRow(
+            id=new_id("att"),
+            job_id=j.id,
+            seq=0,
+            model="m",
+            adapter="wan",
+            provider_model="p",
+            status="submitting",
+            task_data={},
+            usage={},
+        )
+        await store.transition(row, f"r-{j.id}", {"status": "in_progress"}, new_attempt=attempt)
+        rows.append((row, attempt))
+    adopt = {"provider_task_id": "task-1", "status": "queued"}
+    (first, a1), (second, a2) = rows
+    await store.transition(first, f"r-{first.id}", attempt=(a1.id, adopt))
+    with pytest.raises(IntegrityError):
+        await store.transition(second, f"r-{second.id}", attempt=(a2.id, adopt))
+    _, attempts = await store.get_with_attempts(second.id)
+    assert attempts[0].provider_task_id is None  # nothing of the refused write landed
+    other = {"provider_task_id": "task-1", "status": "queued", "adapter": "kling"}
+    await store.transition(second, f"r-{second.id}", attempt=(a2.id, other))  # another provider's task-1
