@@ -81,6 +81,21 @@ def job(**kw: object) -> JobRow:
     return JobRow(**values)
 
 
+def submitting(job_id: str, adapter: str = "toy") -> AttemptRow:
+    """A job's first attempt, written before its submit is sent."""
+    return AttemptRow(
+        id=new_id("att"),
+        job_id=job_id,
+        seq=0,
+        model="m",
+        adapter=adapter,
+        provider_model="p",
+        status="submitting",
+        task_data={},
+        usage={},
+    )
+
+
 async def test_create_get_list(store: JobStore) -> None:
     a, created = await store.create(job(model="a"))
     assert created
@@ -167,17 +182,7 @@ async def test_a_lease_that_ran_out_starts_no_submit_and_a_taken_job_refuses_eve
     (row,) = [await store.get(i) for i in await store.claim("a", 1, lease_s=0.3)]
     assert row is not None
     await asyncio.sleep(0.4)  # a GC pause: nobody has claimed it yet, but the lease ran out
-    attempt = AttemptRow(
-        id=new_id("att"),
-        job_id=j.id,
-        seq=0,
-        model="m",
-        adapter="toy",
-        provider_model="p",
-        status="submitting",
-        task_data={},
-        usage={},
-    )
+    attempt = submitting(j.id)
     with pytest.raises(LeaseLost):  # no new attempt, so no provider call, on a lease that ran out
         await store.transition(row, "a", {"status": "in_progress"}, new_attempt=attempt, outbox=[webhook_row(row)])
     _, attempts = await store.get_with_attempts(j.id)
@@ -204,17 +209,7 @@ async def test_a_transition_moves_job_attempt_and_outbox_together(store: JobStor
     j, _ = await store.create(job(webhook_url="https://example.com/hook"))
     (row,) = [await store.get(i) for i in await store.claim("a", 1, lease_s=30)]
     assert row is not None
-    attempt = AttemptRow(
-        id=new_id("att"),
-        job_id=j.id,
-        seq=0,
-        model="m",
-        adapter="toy",
-        provider_model="p",
-        status="submitting",
-        task_data={},
-        usage={},
-    )
+    attempt = submitting(j.id)
     await store.transition(row, "a", {"status": "in_progress"}, new_attempt=attempt)
     row.status = "completed"
     await store.transition(
@@ -289,17 +284,7 @@ async def test_one_provider_task_is_adopted_by_one_attempt(store: JobStore) -> N
         j, _ = await store.create(job())
         (row,) = [await store.get(i) for i in await store.claim(f"r-{j.id}", 1, lease_s=30)]
         assert row is not None
-        attempt = AttemptRow(
-            id=new_id("att"),
-            job_id=j.id,
-            seq=0,
-            model="m",
-            adapter="wan",
-            provider_model="p",
-            status="submitting",
-            task_data={},
-            usage={},
-        )
+        attempt = submitting(j.id, adapter="wan")
         await store.transition(row, f"r-{j.id}", {"status": "in_progress"}, new_attempt=attempt)
         rows.append((row, attempt))
     adopt = {"provider_task_id": "task-1", "status": "queued"}
