@@ -48,10 +48,16 @@ gateway_app.make_engine = counting_engine
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=20)
+    ap.add_argument("--quality", action="store_true", help="measure each clip (metrics.quality: one write more)")
     args = ap.parse_args()
     with serve_in_thread(create_toy_provider()) as toy:
         settings = make_settings(
-            Path(tempfile.mkdtemp()), toy, poll_interval_s=0.5, poll_interval_max_s=1.0, runner_scan_interval_s=0.5
+            Path(tempfile.mkdtemp()),
+            toy,
+            poll_interval_s=0.5,
+            poll_interval_max_s=1.0,
+            runner_scan_interval_s=0.5,
+            quality_metrics=args.quality,
         )
         with serve_in_thread(gateway_app.create_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as c:
             image = data_uri(image_bytes())
