@@ -6,7 +6,7 @@ run without the gateway.
 """
 
 from media.frames import decode_frames, make_loop
-from media.image import data_uri, decode_rgb, fit_image
+from media.image import data_uri, decode_grey, decode_rgb, fit_image
 from media.video import NotAVideo, VideoFacts, encode_mp4, probe
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "VideoFacts",
     "data_uri",
     "decode_frames",
+    "decode_grey",
     "decode_rgb",
     "encode_mp4",
     "fit_image",

@@ -13,7 +13,6 @@ growing. Runs in a worker thread; imports nothing from the gateway.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from pathlib import Path
@@ -26,6 +25,8 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 from scipy.stats import trim_mean
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from media.image import decode_grey
 
 CameraLabel = Literal[
     "static", "zoom_in", "zoom_out", "pan_left", "pan_right", "tilt_up", "tilt_down", "orbit", "mixed"
@@ -299,9 +300,7 @@ def _first_frame(first: np.ndarray, reference: bytes) -> tuple[float, float]:
     """SSIM and PSNR of the first frame against the input image fitted to the frame, by
     scaling alone, cropping to cover, or letterboxing: whichever the provider did fits best."""
     h, w = first.shape
-    img = Image.open(io.BytesIO(reference))
-    img.draft("L", (2 * w, 2 * h) if img.size[0] >= img.size[1] else (2 * h, 2 * w))  # JPEG: scaled, grey
-    img = ImageOps.exif_transpose(img).convert("L")
+    img = decode_grey(reference, at_least=(2 * w, 2 * h))
     best = (-1.0, 0.0)
     for fitted in _fits(img, w, h):
         ref = np.asarray(fitted)

@@ -8,12 +8,13 @@ searched for: a face under `min_face_share` of the short side cannot dominate th
 
 from __future__ import annotations
 
-import io
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from pydantic import BaseModel
+
+from media import decode_grey
 
 #: Long side the detector works at. A face that dominates a portrait is >= ~30 px here.
 WORK_SIDE = 256
@@ -38,9 +39,7 @@ def _cascade():  # type: ignore[no-untyped-def]
 
 
 def _gray_small(data: bytes) -> np.ndarray:
-    img = Image.open(io.BytesIO(data))
-    img.draft("L", (WORK_SIDE, WORK_SIDE))  # JPEG: decode at reduced scale; others ignore it
-    img = ImageOps.exif_transpose(img).convert("L")
+    img = decode_grey(data, at_least=(WORK_SIDE, WORK_SIDE))
     img.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.float32) / 255.0
 
