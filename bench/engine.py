@@ -568,7 +568,7 @@ def part_onnx(args: argparse.Namespace) -> None:
         ref = measure(f"torch eager {str(BF16)[6:]}, SDPA (baseline)", None)
         for attention in args.onnx_attention:
             for kernel in args.sdpa_kernel:
-                cuda = {"sdpa_kernel": str(kernel)} if kernel else {}
+                cuda = sdpa_option(kernel)
                 name = f"ONNX Runtime, block graph, {str(BF16)[6:]}, attention: {attention}, sdpa_kernel {kernel}"
                 uninstall(model)
                 blocks = OnnxBlocks.install(model, onnx_dir, providers, attention)
@@ -604,12 +604,17 @@ def part_onnx(args: argparse.Namespace) -> None:
         if ort_s >= torch_s:
             del vae.decode  # the class's own decode again: torch won
     if "e2e" in args.onnx_parts and args.steps:
-        _, attention, cuda = best or (0.0, args.onnx_attention[0], {"sdpa_kernel": str(args.sdpa_kernel[0])})
+        _, attention, cuda = best or (0.0, args.onnx_attention[0], sdpa_option(args.sdpa_kernel[0]))
         OnnxBlocks.install(model, onnx_dir, providers, attention).cuda_options = cuda
         decode = "ONNX Runtime" if "decode" in vars(pipe.vae) else "torch"
         name = f"ONNX Runtime blocks (attention: {attention}, {cuda or 'default kernels'}), VAE decoder: {decode}"
         run_pipeline(pipe, args, rows, name, args.steps, outside_torch=True)
     table(f"ONNX Runtime vs torch, Wan 2.1 I2V-14B (random weights), {W}x{H}, {F} frames", rows)
+
+
+def sdpa_option(kernel: int) -> dict[str, str]:
+    """The CUDA provider's `sdpa_kernel` bitmask as an option; 0 leaves its own choice."""
+    return {"sdpa_kernel": str(kernel)} if kernel else {}
 
 
 def uninstall(model: Any) -> None:
@@ -653,7 +658,7 @@ def onnx_attention_rows(args: argparse.Namespace) -> None:
         io = [helper.make_tensor_value_info(n, elem, shape) for n in "qkvy"]
         model = helper.make_model(helper.make_graph([node], op, io[:3], io[3:]), opset_imports=opsets, ir_version=10)
         for kernel in args.sdpa_kernel:
-            options = {"device_id": "0"} | ({"sdpa_kernel": str(kernel)} if kernel else {})
+            options = {"device_id": "0"} | sdpa_option(kernel)
             provider = ("CUDAExecutionProvider", options) if DEV == "cuda" else "CPUExecutionProvider"
             label = f"ONNX Runtime {op}, sdpa_kernel {kernel}"
             try:

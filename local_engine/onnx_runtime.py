@@ -189,11 +189,11 @@ class _Graphs:
         tag: str,
         max_sessions: int = 4,
         rewrite: Any = None,
-        cuda: dict[str, str] | None = None,
     ) -> None:
         self.module, self.name, self.output = module, name, output
         self.onnx_dir, self.wanted, self.tag = onnx_dir, providers, tag
-        self.max_sessions, self.rewrite, self.cuda = max_sessions, rewrite, cuda
+        self.max_sessions, self.rewrite = max_sessions, rewrite
+        self.cuda: dict[str, str] | None = None  # more CUDA provider options (`_Exported.cuda_options`)
         self.lazy = True
         self._sessions: dict[str, Any] = {}  # most recently used last
 
@@ -213,7 +213,11 @@ class _Graphs:
                 log.info(f"exporting the {self.name} to ONNX", extra={"path": str(path)})
                 export(self.module, inputs, self.output, path)
                 if self.rewrite is not None:
-                    self.rewrite(path)
+                    try:
+                        self.rewrite(path)
+                    except Exception:  # never leave the graph as exported under the rewritten one's name
+                        path.unlink()
+                        raise
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             device = next(iter(inputs.values())).device

@@ -109,6 +109,21 @@ def test_block_graph_attention_rewritten_as_multihead_attention(transformer, tmp
         OnnxBlocks(transformer, tmp_path, ["CPUExecutionProvider"], attention="flash")
 
 
+def test_a_failed_rewrite_leaves_no_graph_behind(transformer, tmp_path: Path) -> None:
+    """The exported graph is kept under the rewritten variant's name only once rewritten: a
+    rewrite that fails leaves nothing a later session would load unrewritten."""
+    model = copy.deepcopy(transformer)
+    blocks = OnnxBlocks.install(model, tmp_path, ["CPUExecutionProvider"])
+
+    def broken(path: Path) -> None:
+        raise ValueError("rewrite failed")
+
+    blocks._graphs.rewrite = broken
+    with pytest.raises(ValueError, match="rewrite failed"):
+        _forward(model, _inputs())
+    assert not list(tmp_path.glob("*.onnx"))
+
+
 def test_fp8_linear_layers_within_bound(transformer) -> None:
     quantized = copy.deepcopy(transformer)
     swapped = accel.fp8_linears(quantized)
