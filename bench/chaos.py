@@ -64,6 +64,9 @@ FAULTS = {
     "accepted_error": 0.03,
 }
 
+#: the emulator task phases a provider bills (or may yet bill): the rest end without a charge
+BILLABLE = ("queued", "running", "succeeded")
+
 
 @dataclass
 class Config:
@@ -360,6 +363,8 @@ def figures(
             a for a in attempts if family.get(a.adapter) == fam and a.status == "unconfirmed" and not a.provider_task_id
         ]
         succeeded_uncounted = [t for t in unreferenced if t["phase"] == "succeeded"]
+        for t in unreferenced:  # say which, for whoever reads a failing run
+            print(f"{fam} task {t['id']} held by no attempt: {t['phase']}", file=sys.stderr)
         for t in book:
             for a in referenced.get((fam, t["id"]), []):
                 job = next((j for j in jobs if j.id == a.job_id), None)
@@ -374,6 +379,8 @@ def figures(
             "attempts_with_task": sum(1 for (f, _), rows in referenced.items() if f == fam for _ in rows),
             "unconfirmed_attempts": len(unconfirmed),
             "unreferenced_tasks": len(unreferenced),
+            # a task that failed, was cancelled or forgotten by the provider costs nothing
+            "unreferenced_billable": sum(t["phase"] in BILLABLE for t in unreferenced),
             "tasks_on_two_attempts": sum(1 for (f, _), rows in referenced.items() if f == fam and len(rows) > 1),
             "succeeded_not_delivered_nor_counted": len(succeeded_uncounted),
         }
@@ -438,14 +445,15 @@ def table(report: dict[str, Any]) -> str:
         f"outbox: {report['outbox']}; wall {report['wall_s']} s",
         "",
         "| family | tasks | submit calls | faults | of which lost answers | attempts with task | unconfirmed | "
-        "unreferenced tasks | tasks on 2 attempts | succeeded, not delivered nor counted |",
+        "unreferenced tasks (billable) | tasks on 2 attempts | succeeded, not delivered nor counted |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fam, f in report["per_family"].items():
         lines.append(
             f"| {fam} | {f['tasks']} | {f['submit_calls']} | {f['faults']} | {f['lost_answers_injected']} | "
             f"{f['attempts_with_task']} | "
-            f"{f['unconfirmed_attempts']} | {f['unreferenced_tasks']} | {f['tasks_on_two_attempts']} | "
+            f"{f['unconfirmed_attempts']} | {f['unreferenced_tasks']} ({f['unreferenced_billable']}) | "
+            f"{f['tasks_on_two_attempts']} | "
             f"{f['succeeded_not_delivered_nor_counted']} |"
         )
     return "\n".join(lines)

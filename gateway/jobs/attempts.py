@@ -3,9 +3,9 @@
 Money rules kept here (the caller holds the adapter's slot for the whole attempt):
 - the attempt row is written as `submitting` *before* the provider is called, and the task id
   right after; a submit whose outcome is unknown (timeout, 5xx, malformed answer) is never
-  repeated blindly: it is looked up by our attempt id where the protocol allows (Kling), searched
-  for in the provider's task list where it keeps none of our ids (DashScope, reconcile.py), else
-  the attempt ends `unconfirmed`;
+  repeated blindly: it is looked up by our attempt id where the protocol allows (Kling; a failed
+  lookup is asked again), searched for in the provider's task list where it keeps none of our
+  ids (DashScope), else the attempt ends `unconfirmed` (reconcile.py);
 - a provider task created for a job this runner no longer holds goes to the outbox as a trail,
   so its cost is still counted;
 - a poll that fails on the transport, or with a retryable error, is retried until the job's time
@@ -38,7 +38,7 @@ from gateway.jobs.cancel import CancelWatch, cancelled_error
 from gateway.jobs.context import RunContext
 from gateway.jobs.ids import new_id
 from gateway.jobs.present import shown_progress
-from gateway.jobs.reconcile import reconcile
+from gateway.jobs.reconcile import look_up, reconcile
 from gateway.jobs.store import LeaseLost
 from gateway.jobs.tables import AttemptRow, JobRow, cancel_row, claim_row, trail_row
 from gateway.routing.catalog import ModelSpec
@@ -153,15 +153,19 @@ class Attempts:
     async def _unsure(
         self, job: JobRow, attempt: AttemptRow, request: ProviderRequest, why: str, exc: ProviderError | None
     ) -> None:
-        """The submit may have made a task. Where the provider lists its tasks, look for it: adopt
-        it, or, when it surely was never made, let the provider's error stand (`exc`) or, after a
-        restart cut the submit short (`exc` None), send it now. Else the attempt is `unconfirmed`."""
+        """The submit may have made a task. Where the provider finds tasks by our id or lists its
+        tasks, look for it: adopt it, or, when it surely was never made, let the provider's error
+        stand (`exc`) or, after a restart cut the submit short (`exc` None), send it now. Else the
+        attempt is `unconfirmed`."""
         adapter = self.ctx.adapters[attempt.adapter]
         code = exc.code if exc else "interrupted"
         verdict = None
-        if isinstance(adapter, TaskSearch):
+        if isinstance(adapter, TaskLookup):
+            verdict = await look_up(self.ctx, adapter, request, self.ctx.limit_at(job))
+        elif isinstance(adapter, TaskSearch):
             since = float((attempt.task_data or {}).get("opened_at") or job.started_at or job.created_at)
             verdict = await reconcile(self.ctx, adapter, attempt.adapter, request, since, self.ctx.limit_at(job))
+        if verdict is not None:
             log.info(
                 "lost submit searched", extra={"model": attempt.model, "verdict": verdict.kind, "why": verdict.why}
             )
@@ -230,21 +234,11 @@ class Attempts:
 
     async def resume_submitting(self, job: JobRow, attempt: AttemptRow) -> None:
         """An attempt found `submitting`: a runner stopped between writing it and recording the
-        task id. Where the protocol finds tasks by our id, adopt the task (or, if the provider
-        refuses twins, send it again); elsewhere the attempt ends `unconfirmed`."""
+        task id. Where the protocol finds or lists tasks, look for it (`_unsure`); elsewhere the
+        attempt ends `unconfirmed`."""
         adapter = self.ctx.adapters[attempt.adapter]
-        if isinstance(adapter, TaskLookup):
-            spec = self.ctx.rules().models.get(attempt.model)
-            request = self.request_for(job, attempt, spec) if spec else None
-            try:
-                found = await adapter.lookup(request) if request else None
-            except ProviderError as exc:
-                return await self._unknown(job, attempt, f"lookup failed: {exc.message}", code=exc.code)
-            if found is not None:
-                return await self._accepted(job, attempt, found)
-            if request is not None and adapter.idempotent_submit:
-                return await self.ctx.shielded(self._send(job, attempt, request))
-        elif isinstance(adapter, TaskSearch) and (spec := self.ctx.rules().models.get(attempt.model)):
+        spec = self.ctx.rules().models.get(attempt.model)
+        if spec is not None and isinstance(adapter, TaskLookup | TaskSearch):
             request = self.request_for(job, attempt, spec)
             return await self.ctx.shielded(
                 self._unsure(job, attempt, request, "the gateway stopped while submitting", None)

@@ -1,7 +1,12 @@
-"""Find the task behind a submit whose outcome is unknown, on a provider that keeps no id of ours
-but lists its tasks (DashScope): adopt it, say it surely does not exist, or leave it unknown.
+"""Find the task behind a submit whose outcome is unknown: by the id we sent where the protocol
+keeps one (Kling, `look_up`), else in the provider's task list (DashScope, `reconcile`); adopt it,
+say it surely does not exist, or leave it unknown.
 
-Why each answer is safe:
+A lookup by our id is authoritative, but a lookup that fails (a 5xx, a malformed answer) says
+nothing: it is asked again until `reconcile_timeout_s` or the job's time is up, never read as
+"unknown" at the first failure (the task would run, bill and go uncounted).
+
+Why each answer of the task-list search is safe:
 - a task is adopted only when it is the one task of that model, made while the submit was in
   flight (where the provider says when), held by no attempt or trail, whose fingerprint (the
   prompt) matches, and no other unheld task could still turn out to match;
@@ -19,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from adapters.base import FoundTask, ProviderError, ProviderRequest, ProviderTask, TaskSearch
+from adapters.base import FoundTask, ProviderError, ProviderRequest, ProviderTask, TaskLookup, TaskSearch
 from gateway.jobs.context import RunContext
 
 _SKEW_S = 2.0  # clocks apart (the provider's offset is learned to the quarter hour)
@@ -34,6 +39,21 @@ class Verdict:
     why: str = ""
     #: several matching tasks too close to tell apart, nearest the submit first (else empty)
     candidates: list[ProviderTask] = field(default_factory=list)
+
+
+async def look_up(ctx: RunContext, adapter: TaskLookup, request: ProviderRequest, until: float) -> Verdict:
+    """Ask for the task under the attempt id we sent until the provider answers, every
+    `reconcile_every_s`, for at most `reconcile_timeout_s` or until the job's time is up."""
+    deadline = min(time.time() + ctx.settings.reconcile_timeout_s, until)
+    while True:
+        try:
+            task = await adapter.lookup(request)
+        except ProviderError as exc:
+            if time.time() + ctx.settings.reconcile_every_s > deadline:
+                return Verdict("unknown", why=f"the lookup by our id failed: {exc.message}")
+            await asyncio.sleep(ctx.settings.reconcile_every_s)
+            continue
+        return Verdict("found", task) if task is not None else Verdict("absent")
 
 
 async def reconcile(

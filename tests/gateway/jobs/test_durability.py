@@ -45,6 +45,14 @@ def wait_for(pred: Any, timeout: float = 30.0, every: float = 0.05) -> Any:
         time.sleep(every)
 
 
+def wait_ended(url: str, video_id: str) -> dict[str, Any]:
+    """The video once completed or failed, read from the gateway at `url`."""
+    return wait_for(lambda: (v := httpx.get(f"{url}/v1/videos/{video_id}").json())["status"] in ENDED and v)
+
+
+ENDED = ("completed", "failed")
+
+
 # --- against the provider emulators ---------------------------------------------------------------
 
 
@@ -143,6 +151,25 @@ def test_kling_task_created_behind_a_lost_answer_is_adopted(gw: Gateway, emulato
     assert final["status"] == "completed", final
     assert [a["status"] for a in final["route"]["attempts"]] == ["completed"]
     assert after["tasks"] - before.get("tasks", 0) == 1
+
+
+def test_a_kling_lookup_that_fails_is_asked_again_not_left_unconfirmed(gw: Gateway, emulators: Sandbox) -> None:
+    """Kling created the task and answered 500; the lookup by external_task_id then got a
+    malformed answer twice. A failed lookup says nothing about the task: it is asked again until
+    Kling answers. One task, adopted, delivered and counted (before: the attempt ended
+    `unconfirmed` at the first failed lookup, the job paid a fallback and the task billed uncounted;
+    the CI chaos run of a5f488c caught one)."""
+    before = emu(emulators, "kling", "stats")
+    emu(emulators, "kling", "faults", script={"submit": ["accepted_error"], "poll": ["malformed", "malformed"]})
+    final = gw.wait(create(gw, model="kling-v2.1", prompt="a lookup that fails first")["id"])
+    after = emu(emulators, "kling", "stats")
+    attempts = final["route"]["attempts"]
+    assert final["status"] == "completed", final
+    assert [(a["model"], a["status"]) for a in attempts] == [("kling-v2.1", "completed")]
+    assert attempts[0]["cost_usd"] > 0
+    assert after["tasks"] - before.get("tasks", 0) == 1
+    assert after["submits"] - before.get("submits", 0) == 1
+    assert after["fault.malformed"] - before.get("fault.malformed", 0) == 2
 
 
 def test_a_wan_task_behind_a_lost_answer_is_found_in_the_task_list_and_adopted(gw: Gateway, emulators: Sandbox) -> None:
@@ -302,9 +329,7 @@ def test_a_restart_mid_submit_on_wan_adopts_the_task_or_sends_it_once(
         made_id = created.json()["output"]["task_id"]
     asyncio.run(_leave_submitting(tmp_path / "gateway.db", video_id, "wan-2.6-i2v", "wan", "wan2.6-i2v"))
     with serve_in_thread(create_app(make_settings(tmp_path, "", **settings))) as url:
-        final = wait_for(
-            lambda: (v := httpx.get(f"{url}/v1/videos/{video_id}").json())["status"] in ("completed", "failed") and v
-        )
+        final = wait_ended(url, video_id)
     after = emu(emulators, "wan", "stats")
     attempts = final["route"]["attempts"]
     assert final["status"] == "completed", final
@@ -313,6 +338,34 @@ def test_a_restart_mid_submit_on_wan_adopts_the_task_or_sends_it_once(
     if made_id:
         assert attempts[0]["provider_task_id"] == made_id
         assert after["submits"] - before.get("submits", 0) == 1  # ours, made before the restart
+
+
+def test_a_restart_mid_submit_on_kling_looks_it_up_until_kling_answers(tmp_path: Path, emulators: Sandbox) -> None:
+    """The gateway died mid-submit to Kling; on restart the lookup by our id first gets a
+    malformed answer, is asked again, learns the task was never made and sends it: one task, no
+    job failed by the gateway's own restart (before: `unconfirmed` at the first failed lookup)."""
+    settings: dict[str, Any] = {
+        "rules_file": ROOT / "router_rules.yaml",
+        "adapters": emulators.adapters,
+        "poll_interval_s": 0.1,
+        "reconcile_every_s": 0.3,
+    }
+    with serve_in_thread(create_app(make_settings(tmp_path, "", runner_enabled=False, **settings))) as url:
+        body = {"prompt": "kites over dunes", "image": IMAGE, "model": "kling-v2.1"}
+        video_id = httpx.post(f"{url}/v1/videos", json=body).json()["id"]
+    before = emu(emulators, "kling", "stats")
+    emu(emulators, "kling", "faults", script={"poll": ["malformed"]})
+    asyncio.run(_leave_submitting(tmp_path / "gateway.db", video_id, "kling-v2.1", "kling", "kling-v2-1"))
+    try:
+        with serve_in_thread(create_app(make_settings(tmp_path, "", **settings))) as url:
+            final = wait_ended(url, video_id)
+    finally:
+        emu(emulators, "kling", "faults")
+    after = emu(emulators, "kling", "stats")
+    assert final["status"] == "completed", final
+    assert [(a["model"], a["status"]) for a in final["route"]["attempts"]] == [("kling-v2.1", "completed")]
+    assert after["tasks"] - before.get("tasks", 0) == 1
+    assert after["fault.malformed"] - before.get("fault.malformed", 0) == 1
 
 
 async def _leave_submitting(db: Path, job_id: str, model: str, adapter: str, provider_model: str) -> None:
