@@ -153,9 +153,15 @@ class Settings(BaseSettings):
     quality_metrics: bool = Field(
         default=True,
         description="Measure every finished video (metrics.quality: first-frame SSIM/PSNR, flicker, motion, "
-        "camera move, frozen/black/duplicate frames) in a worker thread, ~0.14 s of CPU per 5 s 720p clip.",
+        "camera move, frozen/black/duplicate frames) beside the request path, ~0.14 s of CPU per 5 s 720p clip.",
     )
     quality_concurrency: int = Field(default=2, ge=1, description="Clips measured at once per process.")
+    quality_processes: int = Field(
+        default=1,
+        ge=0,
+        description="Measure clips in this many worker processes beside the gateway (0: in its own threads, "
+        "where the analysis competes with request handling for the GIL).",
+    )
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, description="On shutdown, how long submits in flight get to record their outcome."
     )

@@ -1,4 +1,4 @@
-"""`metrics.quality` of a finished clip: measured in a worker thread, bounded, never fatal.
+"""`metrics.quality` of a finished clip: measured in a worker process, bounded, never fatal.
 
 The clip is measured after its job is marked completed (`metrics.quality` is `PENDING` until
 then), so the measurement never delays the result. The numbers come from
@@ -6,12 +6,23 @@ then), so the measurement never delays the result. The numbers come from
 (the job's shape, the model's fps, the camera move the request named or the prompt described),
 bounds how many clips one process measures at once, and feeds the per-model histograms. A clip
 that cannot be measured is still delivered: the job's quality then says why.
+
+The analysis runs in `quality_processes` processes beside the gateway (0: its own threads). In a
+thread it held the gateway's GIL for much of its ~20 ms per small clip: at 50 clients that cost
+about a third of the throughput and a quarter second on every status read (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import select
+import threading
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +60,7 @@ async def measure(ctx: RunContext, job: JobRow, facts: VideoFacts, spec: ModelSp
     expected = expected_for(job, spec)
     async with ctx.quality_slots:
         try:
-            quality = await asyncio.to_thread(_analyse, clip, image, expected)
+            quality = await in_pool(ctx.settings.quality_processes, clip, image, expected)
         except Exception as exc:  # a measurement must never cost the client the video
             log.warning("measuring the clip failed", extra={"error": repr(exc)[:300]})
             return {"error": f"not measured: {exc}"[:300]}
@@ -58,6 +69,63 @@ async def measure(ctx: RunContext, job: JobRow, facts: VideoFacts, spec: ModelSp
         if value is not None:
             histogram.labels(job.model).observe(value)
     return quality
+
+
+_POOLS: dict[int, Executor] = {}
+
+
+async def in_pool(processes: int, clip: Path, image: Path, expected: Expected) -> dict[str, Any]:
+    """`_analyse` in the pool (threads with 0). A worker that died (a decoder's crash, the OOM
+    killer) breaks its pool for good: that clip fails, the next one gets a fresh pool."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_pool(processes), _analyse, clip, image, expected)
+    except BrokenProcessPool:
+        _POOLS.pop(processes, None)
+        raise
+
+
+def _pool(processes: int) -> Executor | None:
+    """None: the event loop's worker threads. Else one pool per interpreter, of processes forked
+    from a server that imported the analysis once: the gateway's threads are never forked, and
+    the analysis never holds the gateway's GIL (measured in docs/benchmarks.md)."""
+    if processes <= 0:
+        return None
+    if processes not in _POOLS:
+        mp = multiprocessing.get_context("forkserver")
+        mp.set_forkserver_preload(["media.quality"])
+        _POOLS[processes] = ProcessPoolExecutor(processes, mp_context=mp, initializer=_watch, initargs=(os.getpid(),))
+    return _POOLS[processes]
+
+
+def _watch(gateway_pid: int) -> None:
+    """In each measuring process: exit once the gateway is gone. After a SIGKILL nobody shuts the
+    pool down, and an idle worker would wait for work for ever (holding the forkserver too). A
+    pidfd turns readable when the process ends, even while it is an unreaped zombie, which a
+    signal-0 probe would take for alive; where there is none (not Linux), poll."""
+    try:
+        fd = os.pidfd_open(gateway_pid)
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while _alive(gateway_pid):
+                time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="gateway-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _analyse(clip: Path, image: Path, expected: Expected) -> dict[str, Any]:

@@ -186,7 +186,7 @@ def test_completed_does_not_wait_for_the_quality_measurement(gateway_factory, mo
 
     gate, measure = threading.Event(), quality._analyse
     monkeypatch.setattr(quality, "_analyse", lambda *a: gate.wait(30) and measure(*a))
-    gw = gateway_factory(quality_metrics=True)
+    gw = gateway_factory(quality_metrics=True, quality_processes=0)  # the gate lives in this process
     vid = gw.client.post("/v1/videos", json=body()).json()["id"]
     deadline = time.time() + 20
     while (video := gw.client.get(f"/v1/videos/{vid}").json())["status"] != "completed" and time.time() < deadline:

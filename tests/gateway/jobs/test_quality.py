@@ -1,0 +1,68 @@
+"""The measuring processes (`gateway/jobs/quality.py`): they outlive no gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+
+from gateway.jobs.quality import _pool, in_pool
+from media import encode_mp4
+from media.quality import Expected
+from tests.support.images import image_bytes
+
+ROOT = Path(__file__).resolve().parents[3]
+
+GATEWAY = """
+import os, signal
+from gateway.jobs.quality import _pool
+pool = _pool(1)
+print(pool.submit(os.getpid).result(timeout=60), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no shutdown, no atexit: what a crash leaves
+"""
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_measuring_process_exits_when_its_gateway_is_killed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with out.open("w") as f:  # a file, not a pipe: a worker left behind would hold a pipe open
+        subprocess.run([sys.executable, "-c", GATEWAY], cwd=ROOT, stdout=f, timeout=120)
+    worker = int(out.read_text().split()[0])
+    deadline = time.time() + 10
+    while running(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not running(worker), f"measuring process {worker} outlived its SIGKILLed gateway"
+
+
+def test_a_worker_that_dies_costs_one_clip_not_the_pool(tmp_path: Path) -> None:
+    clip, image = tmp_path / "clip.mp4", tmp_path / "image.jpg"
+    frames = [np.full((96, 160, 3), 40 + 4 * i, np.uint8) for i in range(12)]
+    clip.write_bytes(encode_mp4(frames, 12))
+    image.write_bytes(image_bytes(160, 96))
+    worker = _pool(1).submit(os.getpid).result(timeout=60)
+    os.kill(worker, signal.SIGKILL)  # what a crash inside a decoder or the OOM killer does
+
+    async def twice() -> tuple[BaseException | dict, dict]:
+        try:
+            first: BaseException | dict = await in_pool(1, clip, image, Expected())
+        except BrokenProcessPool as exc:
+            first = exc
+        return first, await in_pool(1, clip, image, Expected())
+
+    first, second = asyncio.run(twice())
+    assert isinstance(first, BrokenProcessPool)  # the clip it was given, or the next one, is lost
+    assert second["frames_decoded"] == 12
