@@ -3,7 +3,8 @@
     python bench/quality.py [--runs 15]
 
 Makes 5 s clips at 24 fps (a camera pan over scikit-image's astronaut, H.264 by PyAV/libx264,
-as a provider would deliver them) at 480p, 720p and 1080p, then times on the process CPU clock
+as a provider would deliver them) at 480p, 720p and 1080p, and the small clip each job of
+bench/peer_litellm.py gets from its emulator, then times on the process CPU clock
 (all threads counted): (a) `media.quality.analyse` whole, with the input image as reference;
 (b) its decode-and-scale stage alone; (c) the baseline: PyAV's default decode of the same clip
 with every frame scaled to grey by swscale (what a straightforward implementation pays before
@@ -27,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 from skimage import data
 
+from adapters.emulators.common import render_clip
 from media import encode_mp4
 from media.quality import SIDE, _decode, analyse
 
@@ -43,6 +45,15 @@ def make_clip(width: int, height: int, seconds: int = 5, fps: int = 24) -> tuple
     ref = io.BytesIO()
     Image.fromarray(frames[0]).save(ref, "JPEG", quality=92)
     return encode_mp4(frames, fps), ref.getvalue()
+
+
+def peer_clip() -> tuple[bytes, bytes]:
+    """The clip bench/peer_litellm.py's emulator renders (160 px, 8 frames, a push-in over a
+    640x480 noise photo) and that photo: what each of that bench's jobs measures."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buf, "JPEG")
+    photo = buf.getvalue()
+    return render_clip(photo, 1280, 720, 5, 24, "slow push in, leaves drift", 160, 8), photo
 
 
 def plain_decode(path: Path) -> None:
@@ -70,16 +81,17 @@ def main() -> None:
     args = parser.parse_args()
     table = Table("clip", "metrics.quality (ours)", "its decode+scale", "baseline: PyAV decode+swscale", "frames")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (w, h) in SIZES.items():
-            clip, ref = make_clip(w, h)
-            path = Path(tmp) / f"{name}.mp4"
+        clips = {f"{name} 5 s 24 fps": make_clip(w, h) for name, (w, h) in SIZES.items()}
+        clips["peer bench's 160 px, 8 frames"] = peer_clip()
+        for n, (name, (clip, ref)) in enumerate(clips.items()):
+            path = Path(tmp) / f"{n}.mp4"
             path.write_bytes(clip)
             ours = cpu_ms(lambda p=path, r=ref: analyse(p, r), args.runs)
             stage = cpu_ms(lambda p=path: _decode(p), args.runs)
             base = cpu_ms(lambda p=path: plain_decode(p), args.runs)
             q = analyse(path, ref)
             table.add_row(
-                f"{name} 5 s 24 fps",
+                name,
                 f"{ours[0]:.0f} (min {ours[1]:.0f})",
                 f"{stage[0]:.0f} (min {stage[1]:.0f})",
                 f"{base[0]:.0f} (min {base[1]:.0f})",

@@ -165,3 +165,28 @@ def test_side_by_side_puts_clips_on_one_clock_with_labels(tmp_path: Path) -> Non
     # the short clip holds its last frame while the long one goes on
     assert np.abs(frames[-1][20:, :half].astype(int) - frames[-5][20:, :half].astype(int)).mean() < 2
     assert np.abs(frames[-1][20:, half:].astype(int) - frames[-5][20:, half:].astype(int)).mean() > 2
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea", "rocket"])
+def test_ssim_is_skimages_on_real_photos(name: str) -> None:
+    """`ssim_of` (OpenCV box filters) gives skimage's `structural_similarity` to 1e-9: noisy,
+    shifted and identical frames of real photos."""
+    from skimage.metrics import structural_similarity
+
+    from media.quality import ssim_of
+
+    a = np.asarray(Image.fromarray(getattr(data, name)()).convert("L").resize((256, 144)))
+    noisy = np.clip(a.astype(int) + np.random.default_rng(0).integers(-20, 20, a.shape), 0, 255).astype(np.uint8)
+    for other in (noisy, np.roll(a, 3, axis=1), a):
+        assert ssim_of(a, other) == pytest.approx(structural_similarity(a, other, data_range=255), abs=1e-9)
+
+
+def test_trimmed_mean_is_scipys() -> None:
+    from scipy.stats import trim_mean
+
+    from media.quality import _trimmed
+
+    for n in range(1, 30):
+        values = list(np.random.default_rng(n).normal(size=n))
+        expected = trim_mean(values, 0.1) if n >= 5 else np.mean(values)
+        assert _trimmed(values) == pytest.approx(float(expected), abs=1e-12)
