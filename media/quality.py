@@ -8,7 +8,7 @@ flow: scale is zoom, rotation is orbit, the displacement of the frame's centre i
 
 Conventions (those of cinematography): `pan_left` is the camera turning left, so the content
 moves right; `tilt_up` the camera turning up, so the content moves down; `zoom_in` the content
-growing. Runs in a worker thread; imports nothing from the gateway.
+growing. Runs off the event loop (a worker process or thread); imports nothing from the gateway.
 """
 
 from __future__ import annotations
@@ -317,7 +317,7 @@ def _first_frame(first: np.ndarray, reference: bytes) -> tuple[float, float]:
 def ssim_of(a: np.ndarray, b: np.ndarray, win: int = 7) -> float:
     """Mean SSIM of two grey uint8 images, as skimage's `structural_similarity(a, b,
     data_range=255)` computes it (7x7 uniform windows, sample covariance, the border a window
-    does not fit cropped), with OpenCV's box filter: a fifth of the CPU on a small frame."""
+    does not fit cropped), with OpenCV's box filter: about a third of the CPU on a small frame."""
     x, y = a.astype(np.float64), b.astype(np.float64)
 
     def box(m: np.ndarray) -> np.ndarray:

@@ -69,7 +69,7 @@ class RunContext:
     outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
     #: When to poll each model next (learned from the tasks this process followed).
     pacer: PollPacer = field(init=False)
-    #: Finished clips measured at once (`quality_concurrency`): each is a worker thread's CPU.
+    #: Finished clips measured at once (`quality_concurrency`), in `quality_processes` workers.
     quality_slots: asyncio.Semaphore = field(init=False)
     #: Signs the download links in video objects (API answers and webhooks alike).
     links: Links = field(init=False)

@@ -126,8 +126,8 @@ class JobDriver:
         if self.ctx.settings.quality_metrics:
             job.metrics = {**(job.metrics or {}), "quality": PENDING}
         await self._finish_with(job, attempts, attempt, JobStatus.COMPLETED, facts=facts, store_ms=store_ms)
-        # Measured once the client has the video: on a busy host the analysis (a worker thread's
-        # CPU) otherwise delayed `completed` by most of a second (docs/benchmarks.md).
+        # Measured once the client has the video: on a busy host the analysis otherwise delayed
+        # `completed` by most of a second (docs/benchmarks.md).
         quality = await measure(self.ctx, job, facts, spec)
         if quality is not None:
             metrics = {**(job.metrics or {}), "quality": quality}

@@ -8,8 +8,8 @@ bounds how many clips one process measures at once, and feeds the per-model hist
 that cannot be measured is still delivered: the job's quality then says why.
 
 The analysis runs in `quality_processes` processes beside the gateway (0: its own threads). In a
-thread it held the gateway's GIL for much of its ~20 ms per small clip: at 50 clients that cost
-about a third of the throughput and a quarter second on every status read (docs/benchmarks.md).
+thread it competed with request handling for the GIL: at 50 clients on two cores that cost ~15%
+of the throughput and ~100 ms on the way to `completed` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
