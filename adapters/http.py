@@ -12,6 +12,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from adapters.base import ProviderError
+from adapters.pool import lean_transport
 
 log = logging.getLogger("i2v.adapters")
 
@@ -65,7 +66,9 @@ class ProviderHTTP:
         headers: dict[str, str] | None = None,
     ) -> None:
         timeout = httpx.Timeout(timeout_s, connect=min(5.0, timeout_s))
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=headers or {})
+        self.client = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, headers=headers or {}, transport=lean_transport()
+        )
         self.max_attempts = max_attempts
         self.max_wait_s = max_wait_s
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from adapters.pool import LeanPool
 from gateway.errors import APIError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -88,7 +89,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # httpx exposes no network_backend argument, so swap the pool for one that has it.
-        self._pool = httpcore.AsyncConnectionPool(
+        self._pool = LeanPool(
             ssl_context=httpx.create_ssl_context(),
             max_connections=50,
             max_keepalive_connections=10,

@@ -21,6 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.base import Adapter
+from adapters.pool import lean_transport
 from adapters.registry import build_adapter
 from gateway.api import health
 from gateway.api.callbacks import provider_callback
@@ -36,6 +37,7 @@ from gateway.api.openapi import JsonWithBodies, SwaggerWithBodies, swagger_asset
 from gateway.api.services import Services
 from gateway.api.ui import UI_ROUTES
 from gateway.api.videos import VideosController
+from gateway.jobs import quality
 from gateway.jobs.comparisons import ComparisonStore
 from gateway.jobs.experiments import ExperimentStore
 from gateway.jobs.keys import CachedKeys, KeyStore
@@ -110,7 +112,9 @@ def create_app(
     count_statements(engine, metrics)
     policy = AddressPolicy(settings.image_fetch_allow_networks)
     fetcher = guarded_client(policy, settings.image_fetch_timeout_s)
-    downloads = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True)
+    downloads = httpx.AsyncClient(
+        timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True, transport=lean_transport()
+    )
     runner = JobRunner(
         store=store,
         adapters=live_adapters,
@@ -167,6 +171,7 @@ def create_app(
                 "runner": runner.id,
             },
         )
+        quality.hold()
         try:
             yield
         finally:
@@ -174,6 +179,7 @@ def create_app(
                 if task is not None:
                     task.cancel()
             await runner.stop()
+            await asyncio.to_thread(quality.let_go)
             for adapter in live_adapters.values():
                 await adapter.aclose()
             await fetcher.aclose()
