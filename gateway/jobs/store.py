@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, and_, cast, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Float, and_, bindparam, cast, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -21,6 +21,14 @@ from gateway.status import ACTIVE_JOB, TERMINAL_JOB, AttemptStatus, JobStatus
 
 POKE_CHANNEL = "i2v_poke"
 Guard = Callable[[AsyncSession], Awaitable[None]]
+#: A status read's one statement, built once: building a select (column comparisons, joins,
+#: its cache key) cost about a sixth of each read's CPU when done per call.
+WITH_ATTEMPTS = (
+    select(JobRow, AttemptRow)
+    .outerjoin(AttemptRow, AttemptRow.job_id == JobRow.id)
+    .where(JobRow.id == bindparam("job_id"))
+    .order_by(AttemptRow.seq)
+)
 
 
 class LeaseLost(Exception):
@@ -91,14 +99,8 @@ class JobStore:
 
     async def get_with_attempts(self, job_id: str) -> tuple[JobRow | None, list[AttemptRow]]:
         """One statement (a left join): every status poll runs it."""
-        q = (
-            select(JobRow, AttemptRow)
-            .outerjoin(AttemptRow, AttemptRow.job_id == JobRow.id)
-            .where(JobRow.id == job_id)
-            .order_by(AttemptRow.seq)
-        )
         async with self.sessions() as s:
-            rows = (await s.execute(q)).all()
+            rows = (await s.execute(WITH_ATTEMPTS, {"job_id": job_id})).all()
         if not rows:
             return None, []
         return rows[0][0], [attempt for _, attempt in rows if attempt is not None]

@@ -66,3 +66,21 @@ def test_a_worker_that_dies_costs_one_clip_not_the_pool(tmp_path: Path) -> None:
     first, second = asyncio.run(twice())
     assert isinstance(first, BrokenProcessPool)  # the clip it was given, or the next one, is lost
     assert second["frames_decoded"] == 12
+
+
+def test_the_last_gateway_to_stop_shuts_the_measuring_processes_down() -> None:
+    """Two gateways in one interpreter share the pool: the first to stop leaves it working for
+    the other; the last one ends the workers (before, a stopped gateway left them, and Python
+    warned about leaked semaphores at exit)."""
+    from gateway.jobs import quality
+
+    quality.hold()
+    quality.hold()
+    worker = _pool(1).submit(os.getpid).result(timeout=60)
+    quality.let_go()
+    assert _pool(1).submit(os.getpid).result(timeout=60) == worker  # still serving the other gateway
+    quality.let_go()
+    deadline = time.time() + 10
+    while running(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not running(worker), "the measuring process outlived the last gateway"
