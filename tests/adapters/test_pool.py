@@ -31,7 +31,7 @@ class Server:
             while True:
                 try:
                     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.close_idle_after_s)
-                except (asyncio.TimeoutError, asyncio.IncompleteReadError):
+                except (TimeoutError, asyncio.IncompleteReadError):
                     return
                 self.requests += 1
                 await asyncio.sleep(self.delay_s)
