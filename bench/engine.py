@@ -215,10 +215,6 @@ def sage_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ref: torch.Tens
         for config in sage.CONFIGS:
             qz = sage.quantize(qb, kb, vb, dtype, pv_fp8, k_block=config[1])
             timed(f"{name}, kernel only, {config}", lambda: sage.kernel(qz, shape, BF16, config))  # noqa: B023
-            timed(
-                f"{name}, kernel only, {config}, Q·Kᵀ one block ahead",
-                lambda: sage.kernel(qz, shape, BF16, config, pipeline=True),  # noqa: B023
-            )
         op = torch.compile(sage.sage_attention, fullgraph=True)
         best = sage.BEST_CONFIG[dtype == torch.int8, pv_fp8]
         timed(

@@ -169,13 +169,7 @@ def force_sdpa_kernel(transformer: Any, name: str) -> None:
 
 
 #: 8-bit self-attention (local_engine/sage.py): config name -> (Q·Kᵀ in int8 (else fp8), P·V in fp8 (else bf16)).
-#: name -> (Q·Kᵀ in int8, P·V in fp8, Q·Kᵀ issued one key block ahead)
-SAGE_KERNELS = {
-    "sage_triton": (True, True, False),
-    "sage_triton_ahead": (True, True, True),
-    "sage_triton_fp8": (False, True, False),
-    "sage_triton_bf16_pv": (True, False, False),
-}
+SAGE_KERNELS = {"sage_triton": (True, True), "sage_triton_fp8": (False, True), "sage_triton_bf16_pv": (True, False)}
 _MARK = "i2v:"  # processors carrying "i2v:<name>" as their backend run on our kernel
 _MARKED = {_MARK + name: flags for name, flags in SAGE_KERNELS.items()}
 
@@ -200,8 +194,8 @@ def sage_self_attention(transformer: Any, name: str = "sage_triton") -> int:
             # call string methods on; ours are plain strings.
             ours = type(backend) is str and backend in _MARKED
             if ours and kwargs.get("attn_mask") is None:
-                qk_int8, pv_fp8, ahead = _MARKED[backend]
-                return sage.sage_attention(query, key, value, qk_int8=qk_int8, pv_fp8=pv_fp8, pipeline=ahead)
+                qk_int8, pv_fp8 = _MARKED[backend]
+                return sage.sage_attention(query, key, value, qk_int8=qk_int8, pv_fp8=pv_fp8)
             return inner(query, key, value, *args, backend=None if ours else backend, **kwargs)
 
         dispatch.i2v_sage = True  # type: ignore[attr-defined]

@@ -149,22 +149,25 @@ except ImportError:  # pragma: no cover - depends on the install
 if triton is not None:
 
     @triton.jit
-    def _update(acc, denom, m_i, s, q_scale, ks, v, start_n, seq, offs_n,
-                MASK: tl.constexpr, QK_INT8: tl.constexpr, PV_FP8: tl.constexpr, P_SHIFT: tl.constexpr):  # fmt: skip
-        """One key block's online-softmax step on its raw scores `s` (int32 or float32)."""
+    def _block(acc, denom, m_i, q, q_scale, k_ptrs, v_ptrs, ks_ptr, start_n, seq, offs_n,
+               MASK: tl.constexpr, QK_INT8: tl.constexpr, PV_FP8: tl.constexpr, P_SHIFT: tl.constexpr):  # fmt: skip
+        k = tl.load(k_ptrs)
         if QK_INT8:
             # int32 -> float32 by the exponent trick (|s| < 2**22 for 128 x int8 products):
             # two full-rate adds instead of the quarter-rate I2F conversion.
-            s = (s + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
+            s = (tl.dot(q, k) + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
+        else:
+            s = tl.dot(q, k)
         if MASK:
             s = tl.where((start_n + offs_n)[None, :] < seq, s, -float("inf"))
         # One scale per row (Q block x key block, > 0): the row max is taken on the raw scores
         # and the scale goes into the exponent's FMA, so each score costs max, FMA, exp2, add.
-        c = q_scale * ks
+        c = q_scale * tl.load(ks_ptr)
         m_new = tl.maximum(m_i, tl.max(s, 1) * c)
         p = tl.math.exp2(s * c[:, None] - (m_new - P_SHIFT)[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         denom = denom * alpha + tl.sum(p, 1)
+        v = tl.load(v_ptrs)
         if PV_FP8:
             acc = acc * alpha[:, None] + tl.dot(p.to(tl.float8e4nv), v)
         else:
@@ -172,17 +175,10 @@ if triton is not None:
         return acc, denom, m_new
 
     @triton.jit
-    def _block(acc, denom, m_i, q, q_scale, k_ptrs, v_ptrs, ks_ptr, start_n, seq, offs_n,
-               MASK: tl.constexpr, QK_INT8: tl.constexpr, PV_FP8: tl.constexpr, P_SHIFT: tl.constexpr):  # fmt: skip
-        s = tl.dot(q, tl.load(k_ptrs))
-        return _update(acc, denom, m_i, s, q_scale, tl.load(ks_ptr), tl.load(v_ptrs), start_n, seq, offs_n,
-                       MASK, QK_INT8, PV_FP8, P_SHIFT)  # fmt: skip
-
-    @triton.jit
     def _fwd(Q, K, V, QS, KS, VS, VM, Out,
              seq, seq_pad, heads, stride_vn, stride_vd, stride_ob, stride_os, stride_oh,
              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, Q_GROUP: tl.constexpr,
-             QK_INT8: tl.constexpr, PV_FP8: tl.constexpr, P_SHIFT: tl.constexpr, PIPELINE: tl.constexpr):  # fmt: skip
+             QK_INT8: tl.constexpr, PV_FP8: tl.constexpr, P_SHIFT: tl.constexpr):  # fmt: skip
         start_m = tl.program_id(0)
         bh = tl.program_id(1).to(tl.int64)
         offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -197,33 +193,16 @@ if triton is not None:
         m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
         denom = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-        if PIPELINE:
-            # The next block's Q·Kᵀ is issued before this block's softmax, so that (where the
-            # compiler keeps the dot asynchronous) the tensor cores work while the softmax runs
-            # (FlashAttention 3's intra-warpgroup overlap). The last block is always masked.
-            last = tl.cdiv(seq, BLOCK_N) - 1
-            s = tl.dot(q, tl.load(k_ptrs))
-            for j in range(0, last):
-                s_next = tl.dot(q, tl.load(k_ptrs + BLOCK_N * HEAD_DIM))
-                acc, denom, m_i = _update(acc, denom, m_i, s, q_scale, tl.load(ks_ptr), tl.load(v_ptrs),
-                                          j * BLOCK_N, seq, offs_n, False, QK_INT8, PV_FP8, P_SHIFT)  # fmt: skip
-                s = s_next
-                k_ptrs += BLOCK_N * HEAD_DIM
-                v_ptrs += BLOCK_N * stride_vn
-                ks_ptr += 1
-            acc, denom, m_i = _update(acc, denom, m_i, s, q_scale, tl.load(ks_ptr), tl.load(v_ptrs),
-                                      last * BLOCK_N, seq, offs_n, True, QK_INT8, PV_FP8, P_SHIFT)  # fmt: skip
-        else:
-            full = (seq // BLOCK_N) * BLOCK_N
-            for start_n in range(0, full, BLOCK_N):
-                acc, denom, m_i = _block(acc, denom, m_i, q, q_scale, k_ptrs, v_ptrs, ks_ptr, start_n, seq, offs_n,
-                                         False, QK_INT8, PV_FP8, P_SHIFT)  # fmt: skip
-                k_ptrs += BLOCK_N * HEAD_DIM
-                v_ptrs += BLOCK_N * stride_vn
-                ks_ptr += 1
-            if full < seq:
-                acc, denom, m_i = _block(acc, denom, m_i, q, q_scale, k_ptrs, v_ptrs, ks_ptr, full, seq, offs_n,
-                                         True, QK_INT8, PV_FP8, P_SHIFT)  # fmt: skip
+        full = (seq // BLOCK_N) * BLOCK_N
+        for start_n in range(0, full, BLOCK_N):
+            acc, denom, m_i = _block(acc, denom, m_i, q, q_scale, k_ptrs, v_ptrs, ks_ptr, start_n, seq, offs_n,
+                                     False, QK_INT8, PV_FP8, P_SHIFT)  # fmt: skip
+            k_ptrs += BLOCK_N * HEAD_DIM
+            v_ptrs += BLOCK_N * stride_vn
+            ks_ptr += 1
+        if full < seq:
+            acc, denom, m_i = _block(acc, denom, m_i, q, q_scale, k_ptrs, v_ptrs, ks_ptr, full, seq, offs_n,
+                                     True, QK_INT8, PV_FP8, P_SHIFT)  # fmt: skip
         v_scale = tl.load(VS + bh * HEAD_DIM + offs_d)
         v_mean = tl.load(VM + bh * HEAD_DIM + offs_d)
         out = acc * (1.0 / denom)[:, None] * v_scale[None, :] + v_mean[None, :]
@@ -242,14 +221,9 @@ KERNEL_HEAD_DIMS = (64, 128)
 
 
 def kernel(
-    qz: Quantized,
-    shape: tuple[int, ...],
-    out_dtype: torch.dtype,
-    config: tuple[int, int, int, int],
-    pipeline: bool = False,
+    qz: Quantized, shape: tuple[int, ...], out_dtype: torch.dtype, config: tuple[int, int, int, int]
 ) -> torch.Tensor:
-    """Run the Triton kernel on quantized inputs; (B, S, H, D) in `out_dtype`. `pipeline` issues
-    each key block's Q·Kᵀ one iteration ahead (see `_fwd`)."""
+    """Run the Triton kernel on quantized inputs; (B, S, H, D) in `out_dtype`."""
     batch, seq, heads, dim = shape
     block_m, block_n, warps, stages = config
     seq_pad = qz.q.shape[1]
@@ -261,8 +235,7 @@ def kernel(
         qz.q, qz.k, qz.v, qz.q_scale, qz.k_scale, qz.v_scale, qz.v_mean, out,
         seq, seq_pad, heads, stride_vn, stride_vd, out.stride(0), out.stride(1), out.stride(2),
         HEAD_DIM=dim, BLOCK_M=block_m, BLOCK_N=block_n, Q_GROUP=Q_BLOCK,
-        QK_INT8=qz.q.dtype == torch.int8, PV_FP8=fp8_v, P_SHIFT=P_SHIFT, PIPELINE=pipeline,
-        num_warps=warps, num_stages=stages,
+        QK_INT8=qz.q.dtype == torch.int8, PV_FP8=fp8_v, P_SHIFT=P_SHIFT, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return out
 
@@ -285,8 +258,8 @@ def _sage_kernel(
     and fuses the quantization around it."""
     qz = Quantized(q, q_scale, k, k_scale, v, v_scale, v_mean)
     heads = q.shape[0] // batch
-    block_m, block_n, warps, stages, ahead = config
-    return kernel(qz, (batch, seq, heads, q.shape[2]), out_dtype, (block_m, block_n, warps, stages), bool(ahead))
+    block_m, block_n, warps, stages = config
+    return kernel(qz, (batch, seq, heads, q.shape[2]), out_dtype, (block_m, block_n, warps, stages))
 
 
 @_sage_kernel.register_fake
@@ -295,18 +268,12 @@ def _(q, q_scale, k, k_scale, v, v_scale, v_mean, batch, seq, out_dtype, config)
 
 
 def sage_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    qk_int8: bool = True,
-    pv_fp8: bool = True,
-    pipeline: bool = False,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_int8: bool = True, pv_fp8: bool = True
 ) -> torch.Tensor:
     """Attention over (B, S, H, D) tensors with 8-bit Q·Kᵀ and fp8 (or bf16) P·V, in q's dtype:
-    the Triton kernel on CUDA (head sizes 64 and 128), the float32 twin elsewhere (`pipeline`
-    changes only the kernel's schedule, not its arithmetic)."""
+    the Triton kernel on CUDA (head sizes 64 and 128), the float32 twin elsewhere."""
     config = BEST_CONFIG[qk_int8, pv_fp8]
     qz = quantize(q, k, v, torch.int8 if qk_int8 else FP8, pv_fp8, k_block=config[1])
     if q.is_cuda and triton is not None and q.shape[-1] in KERNEL_HEAD_DIMS:
-        return _sage_kernel(*qz, q.shape[0], q.shape[1], q.dtype, [*config, int(pipeline)])
+        return _sage_kernel(*qz, q.shape[0], q.shape[1], q.dtype, list(config))
     return reference(qz, tuple(q.shape)).to(q.dtype)

@@ -75,13 +75,10 @@ def test_sage_kernel_matches_its_torch_twin(qk_int8: bool, pv_fp8: bool) -> None
     for config in sage.CONFIGS:
         qz = sage.quantize(q, k, v, torch.int8 if qk_int8 else sage.FP8, pv_fp8, k_block=config[1])
         twin = sage.reference(qz, shape)
-        for ahead in (False, True):
-            out = sage.kernel(qz, shape, torch.float32, config, pipeline=ahead)
-            assert accel.relative_error(out, twin) < 5e-3, (config, ahead)  # rounding ties, exp2 approximations
+        out = sage.kernel(qz, shape, torch.float32, config)
+        assert accel.relative_error(out, twin) < 5e-3, config  # rounding ties and exp2 approximations
     out = sage.sage_attention(q, k, v, qk_int8=qk_int8, pv_fp8=pv_fp8)
     assert out.dtype == torch.bfloat16
     assert accel.relative_error(out, exact) < 0.1
     compiled = torch.compile(sage.sage_attention, fullgraph=True)(q, k, v, qk_int8=qk_int8, pv_fp8=pv_fp8)
     assert accel.relative_error(compiled, out) < 1e-2  # same kernel, quantization fused by inductor
-    ahead = torch.compile(sage.sage_attention, fullgraph=True)(q, k, v, qk_int8, pv_fp8, pipeline=True)
-    assert accel.relative_error(ahead, out) < 1e-2
