@@ -187,6 +187,7 @@ def create_app(
             await runner.webhooks.client.aclose()
             await limits.aclose()
             await engine.dispose()
+            store.close()
             if sandbox:
                 sandbox.stop()
 

@@ -51,7 +51,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         engine = make_engine(f"{base}/{dbname}")
     await migrate(engine)
     await migrate(engine)  # idempotent: a second start finds the schema at head
-    yield JobStore(engine)
+    st = JobStore(engine)
+    yield st
+    st.close()
     await engine.dispose()
     if dbname:
         import asyncpg
@@ -296,3 +298,87 @@ async def test_one_provider_task_is_adopted_by_one_attempt(store: JobStore) -> N
     assert attempts[0].provider_task_id is None  # nothing of the refused write landed
     other = {"provider_task_id": "task-1", "status": "queued", "adapter": "kling"}
     await store.transition(second, f"r-{second.id}", attempt=(a2.id, other))  # another provider's task-1
+
+
+async def _sqlite_store(path: Path) -> JobStore:
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    await migrate(engine)
+    return JobStore(engine)
+
+
+async def test_status_reads_on_a_sqlite_file_run_inline_and_see_every_commit(tmp_path: Path) -> None:
+    """A status read does not go through the async engine (no statement there), and it sees what
+    the async engine committed a moment before."""
+    store = await _sqlite_store(tmp_path / "db.sqlite")
+    try:
+        assert store.inline is not None
+        j, _ = await store.create(job())
+        (row,) = [await store.get(i) for i in await store.claim("a", 1, lease_s=30)]
+        assert row is not None
+        await store.transition(row, "a", {"status": "in_progress", "progress": 40}, new_attempt=submitting(j.id))
+        through_async: list[str] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            through_async.append(statement)
+
+        event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+        fresh, attempts = await store.get_with_attempts(j.id)
+        event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
+        assert fresh is not None and (fresh.status, fresh.progress) == ("in_progress", 40)
+        assert [a.status for a in attempts] == ["submitting"]
+        assert through_async == []
+        assert await store.get_with_attempts("vid_missing") == (None, [])
+    finally:
+        store.close()
+        await store.engine.dispose()
+
+
+async def test_an_inline_read_of_a_locked_file_waits_on_the_async_engine_not_on_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """Another connection holds the file exclusively for 0.4 s: the inline read fails at once,
+    the read completes through the async engine once the lock is gone, and the event loop kept
+    running meanwhile (the inline path must never hold it for a lock)."""
+    import sqlite3
+    import threading
+
+    db = tmp_path / "db.sqlite"
+    store = await _sqlite_store(db)
+    try:
+        j, _ = await store.create(job())
+        await store.engine.dispose()  # pooled connections would keep the locker out
+        store.close()
+        locker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        locker.execute("PRAGMA locking_mode=EXCLUSIVE")
+        locker.execute("BEGIN EXCLUSIVE")
+        locker.execute("UPDATE jobs SET progress = 7 WHERE id = ?", (j.id,))
+        with pytest.raises(sqlite3.OperationalError):  # what the inline reader meets
+            sqlite3.connect(db, timeout=0).execute("SELECT progress FROM jobs").fetchall()
+        threading.Timer(0.4, lambda: (locker.execute("COMMIT"), locker.close())).start()
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        started = time.monotonic()
+        fresh, _ = await store.get_with_attempts(j.id)
+        waited = time.monotonic() - started
+        ticker.cancel()
+        assert fresh is not None and fresh.progress == 7  # read after the lock's commit
+        assert waited >= 0.3
+        assert ticks >= 10, ticks  # ~40 expected; an inline wait would have frozen the loop
+    finally:
+        store.close()
+        await store.engine.dispose()
+
+
+async def test_an_in_memory_database_has_no_inline_reader() -> None:
+    engine = make_engine("sqlite+aiosqlite://")
+    try:
+        assert JobStore(engine).inline is None
+    finally:
+        await engine.dispose()
