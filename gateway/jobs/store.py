@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Float, and_, bindparam, cast, create_engine, func, literal, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.jobs.tables import AttemptRow, ComparisonRow, JobRow, OutboxRow, webhook_row
 from gateway.status import ACTIVE_JOB, TERMINAL_JOB, AttemptStatus, JobStatus
 
 POKE_CHANNEL = "i2v_poke"
 Guard = Callable[[AsyncSession], Awaitable[None]]
+T = TypeVar("T")
 #: A status read's one statement, built once: building a select (column comparisons, joins,
 #: its cache key) cost about a sixth of each read's CPU when done per call.
 WITH_ATTEMPTS = (
@@ -115,23 +116,25 @@ class JobStore:
         async with self.sessions() as s:
             return await s.scalar(select(JobRow).where(JobRow.owner == owner, JobRow.idempotency_key == key))
 
-    async def get(self, job_id: str) -> JobRow | None:
-        async with self.sessions() as s:
-            return await s.get(JobRow, job_id)
-
-    async def get_with_attempts(self, job_id: str) -> tuple[JobRow | None, list[AttemptRow]]:
-        """One statement (a left join): every status poll runs it. On a SQLite file it runs on
-        the event loop's own thread (`_inline_engine`), else through the async engine."""
-        rows = None
+    async def read(self, query: Callable[[Session], T]) -> T:
+        """Run a read-only `query` on a session: inline on a SQLite file (`_inline_engine`), else
+        (or when the file is busy) through the async engine."""
         if self.inline is not None:
             try:
                 with self.inline() as s:
-                    rows = s.execute(WITH_ATTEMPTS, {"job_id": job_id}).all()
+                    return query(s)
             except OperationalError:  # busy (rare under WAL): the async path waits its turn
-                rows = None
-        if rows is None:
-            async with self.sessions() as s:
-                rows = (await s.execute(WITH_ATTEMPTS, {"job_id": job_id})).all()
+                pass
+        async with self.sessions() as s:
+            return await s.run_sync(query)
+
+    async def get(self, job_id: str) -> JobRow | None:
+        """Status reads, cancel-flag checks and downloads run it."""
+        return await self.read(lambda s: s.get(JobRow, job_id))
+
+    async def get_with_attempts(self, job_id: str) -> tuple[JobRow | None, list[AttemptRow]]:
+        """One statement (a left join): every status poll runs it."""
+        rows = await self.read(lambda s: s.execute(WITH_ATTEMPTS, {"job_id": job_id}).all())
         if not rows:
             return None, []
         return rows[0][0], [attempt for _, attempt in rows if attempt is not None]
