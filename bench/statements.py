@@ -21,9 +21,10 @@ from typing import Any
 
 import httpx
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import gateway.api.app as gateway_app
+from gateway.api.app import create_app
 from tests.conftest import create_toy_provider, make_settings
 from tests.support.images import data_uri, image_bytes
 from tests.support.servers import serve_in_thread
@@ -31,18 +32,10 @@ from tests.support.servers import serve_in_thread
 COUNTS: collections.Counter[str] = collections.Counter()
 
 
-def counting_engine(url: str) -> Any:
-    engine = make_engine(url)
-
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        COUNTS[" ".join(statement.split())[:90]] += 1
-
-    return engine
-
-
-make_engine = gateway_app.make_engine
-gateway_app.make_engine = counting_engine
+@event.listens_for(Engine, "before_cursor_execute")
+def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    """Every engine's statements: the async engine's and the store's inline reads on SQLite."""
+    COUNTS[" ".join(statement.split())[:90]] += 1
 
 
 def main() -> None:
@@ -59,7 +52,7 @@ def main() -> None:
             runner_scan_interval_s=0.5,
             quality_metrics=args.quality,
         )
-        with serve_in_thread(gateway_app.create_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as c:
+        with serve_in_thread(create_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as c:
             image = data_uri(image_bytes())
             c.get("/healthz")
             time.sleep(1)
