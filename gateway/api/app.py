@@ -18,7 +18,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.base import Adapter
 from adapters.pool import lean_transport
@@ -59,15 +58,18 @@ from gateway.storage.blobs import BlobStore
 log = logging.getLogger("i2v.app")
 
 
-def count_statements(engine: AsyncEngine, metrics: GatewayMetrics) -> None:
-    """`i2v_db_statements_total{verb}`: the database work behind the jobs, watched like any load."""
+def count_statements(store: JobStore, metrics: GatewayMetrics) -> None:
+    """`i2v_db_statements_total{verb}`: the database work behind the jobs, watched like any load
+    (the async engine's statements and the store's inline reads on SQLite)."""
     counters = {v: metrics.db_statements.labels(v) for v in ("select", "insert", "update", "delete", "other")}
 
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         verb = statement.lstrip()[:6].lower()
         counters.get(verb, counters["other"]).inc()
 
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    for engine in (store.engine.sync_engine, store.inline_engine):
+        if engine is not None:
+            event.listen(engine, "before_cursor_execute", count)
 
 
 def build_adapters(settings: Settings) -> dict[str, Adapter]:
@@ -109,7 +111,7 @@ def create_app(
             metrics.rules_rejected.inc()
 
     rules.on_result = rules_result
-    count_statements(engine, metrics)
+    count_statements(store, metrics)
     policy = AddressPolicy(settings.image_fetch_allow_networks)
     fetcher = guarded_client(policy, settings.image_fetch_timeout_s)
     downloads = httpx.AsyncClient(
