@@ -36,7 +36,7 @@ async def readyz(services: Svc) -> Response[dict[str, Any]]:
     for name, engine in engines(services).items():  # not ready while a pipeline loads (or failed to)
         checks[f"engine:{name}"] = True if engine["state"] in ("ready", "idle") else engine["state"]
     try:
-        await services.store.get("vid_readyz")
+        await services.store.ping()
         checks["database"] = True
     except Exception as exc:  # the point is to report, not to raise
         checks["database"] = f"error: {exc}"

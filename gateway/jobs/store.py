@@ -128,6 +128,11 @@ class JobStore:
         async with self.sessions() as s:
             return await s.run_sync(query)
 
+    async def ping(self) -> None:
+        """Raise unless the database answers on the path every write takes (the async engine)."""
+        async with self.sessions() as s:
+            await s.execute(select(literal(1)))
+
     async def get(self, job_id: str) -> JobRow | None:
         """Status reads, cancel-flag checks and downloads run it."""
         return await self.read(lambda s: s.get(JobRow, job_id))

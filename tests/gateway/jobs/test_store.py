@@ -382,3 +382,21 @@ async def test_an_in_memory_database_has_no_inline_reader() -> None:
         assert JobStore(engine).inline is None
     finally:
         await engine.dispose()
+
+
+async def test_ping_asks_the_async_engine_that_writes_take(tmp_path: Path) -> None:
+    """Readiness must not pass on the inline reader alone: a database the async engine cannot
+    open fails `ping`."""
+    store = await _sqlite_store(tmp_path / "db.sqlite")
+    try:
+        await store.ping()
+    finally:
+        store.close()
+        await store.engine.dispose()
+    broken = JobStore(make_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'db.sqlite'}"))
+    try:
+        with pytest.raises(Exception, match="unable to open"):
+            await broken.ping()
+    finally:
+        broken.close()
+        await broken.engine.dispose()
