@@ -18,7 +18,6 @@ import httpcore
 import httpx
 
 SWEEP_S = 1.0  #: how often, at most, all idle connections are checked for expiry
-DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  #: httpx's own default
 
 
 class LeanPool(httpcore.AsyncConnectionPool):
@@ -69,10 +68,10 @@ class LeanPool(httpcore.AsyncConnectionPool):
         return closing
 
 
-def lean_transport(limits: httpx.Limits | None = None, **kwargs: Any) -> httpx.AsyncHTTPTransport:
-    """`httpx.AsyncHTTPTransport(**kwargs)` with its pool made a `LeanPool` (same settings:
-    the class adds behaviour, no state)."""
-    transport = httpx.AsyncHTTPTransport(limits=limits or DEFAULT_LIMITS, **kwargs)
+def lean_transport(**kwargs: Any) -> httpx.AsyncHTTPTransport:
+    """`httpx.AsyncHTTPTransport(**kwargs)` (httpx's own defaults, limits included) with its pool
+    made a `LeanPool` (same settings: the class adds behaviour, no state)."""
+    transport = httpx.AsyncHTTPTransport(**kwargs)
     if type(transport._pool) is not httpcore.AsyncConnectionPool:  # a proxy or another pool: leave it
         return transport
     transport._pool.__class__ = LeanPool

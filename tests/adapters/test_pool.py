@@ -114,7 +114,7 @@ async def test_idle_connections_beyond_the_keepalive_limit_are_closed(serve) -> 
     server = Server(delay_s=0.2)
     url = await serve(server)
     limits = httpx.Limits(max_connections=50, max_keepalive_connections=5)
-    async with httpx.AsyncClient(transport=lean_transport(limits)) as client:
+    async with httpx.AsyncClient(transport=lean_transport(limits=limits)) as client:
         await asyncio.gather(*(client.get(url) for _ in range(12)))
         assert server.connections == 12
         assert (await client.get(url)).text == "ok"  # the next assignment trims the idle ones
@@ -125,7 +125,7 @@ async def test_a_full_pool_queues_requests_until_a_connection_frees(serve) -> No
     server = Server(delay_s=0.05)
     url = await serve(server)
     limits = httpx.Limits(max_connections=3, max_keepalive_connections=3)
-    async with httpx.AsyncClient(transport=lean_transport(limits)) as client:
+    async with httpx.AsyncClient(transport=lean_transport(limits=limits)) as client:
         answers = await asyncio.gather(*(client.get(url) for _ in range(10)))
     assert [a.text for a in answers] == ["ok"] * 10
     assert server.connections == 3
