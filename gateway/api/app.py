@@ -67,9 +67,8 @@ def count_statements(store: JobStore, metrics: GatewayMetrics) -> None:
         verb = statement.lstrip()[:6].lower()
         counters.get(verb, counters["other"]).inc()
 
-    for engine in (store.engine.sync_engine, store.inline_engine):
-        if engine is not None:
-            event.listen(engine, "before_cursor_execute", count)
+    for engine in store.sync_engines:
+        event.listen(engine, "before_cursor_execute", count)
 
 
 def build_adapters(settings: Settings) -> dict[str, Adapter]:

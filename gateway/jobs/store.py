@@ -68,6 +68,12 @@ class JobStore:
         self.inline_engine = _inline_engine(engine)
         self.inline = None if self.inline_engine is None else sessionmaker(self.inline_engine, expire_on_commit=False)
 
+    @property
+    def sync_engines(self) -> list[Engine]:
+        """Every engine statements go through (what event listeners must hook): the async
+        engine's sync core, and the inline reader on a SQLite file."""
+        return [self.engine.sync_engine] + ([self.inline_engine] if self.inline_engine is not None else [])
+
     def close(self) -> None:
         """Close the inline reader's connections (the async engine is disposed by its owner)."""
         if self.inline_engine is not None:

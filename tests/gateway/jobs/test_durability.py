@@ -438,8 +438,7 @@ def test_database_errors_while_following_a_task_never_fail_the_job(tmp_path: Pat
             raise sqlite3.OperationalError("disk I/O error (injected)")
 
     with serve_in_thread(app) as url:
-        store = app.state.services.store
-        for engine in (store.engine.sync_engine, store.inline_engine):  # reads run inline on SQLite
+        for engine in app.state.services.store.sync_engines:  # reads run inline on SQLite
             event.listen(engine, "before_cursor_execute", inject)
         submits = toy_stats(toy_url)["submits"]
         client = httpx.Client(base_url=url, timeout=10)
