@@ -103,6 +103,29 @@ def serve_photo(directory: str, port: int) -> http.server.ThreadingHTTPServer:
     return server
 
 
+def photo_jpeg() -> bytes:
+    """The workload's photo: 640x480 noise as JPEG (bench/quality.py and bench/status_read.py use
+    it too, so that their figures are this bench's)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def gateway_env(data_dir: Path, port: int, emulator: str) -> dict[str, str]:
+    """A gateway process on SQLite in `data_dir`, its Wan adapter on the emulator at `emulator`,
+    reading the photo from the loopback photo server."""
+    return {
+        **os.environ,
+        "I2V_PORT": str(port),
+        "I2V_DATA_DIR": str(data_dir),
+        "I2V_LOG_LEVEL": "WARNING",
+        "I2V_API_KEYS": f'["{KEY}"]',
+        "I2V_IMAGE_FETCH_ALLOW_NETWORKS": '["127.0.0.0/8"]',  # the photo server is on loopback
+        "I2V_ADAPTERS__WAN__BASE_URL": emulator,
+        "I2V_ADAPTERS__WAN__API_KEY": KEY,
+    }
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -226,9 +249,7 @@ def main() -> None:
     ap.add_argument("--skip-litellm", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="i2v-peer-"))
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buf, "JPEG")
-    (tmp / "photo.jpg").write_bytes(buf.getvalue())
+    (tmp / "photo.jpg").write_bytes(photo_jpeg())
     photo_server = serve_photo(str(tmp), 9290)
     image_url = "http://127.0.0.1:9290/photo.jpg"
     emu = subprocess.Popen(
@@ -259,14 +280,7 @@ def main() -> None:
 
         # --- i2v-gateway -----------------------------------------------------------------
         env = {
-            **os.environ,
-            "I2V_PORT": "9292",
-            "I2V_DATA_DIR": str(tmp / "gw"),
-            "I2V_LOG_LEVEL": "WARNING",
-            "I2V_API_KEYS": f'["{KEY}"]',
-            "I2V_IMAGE_FETCH_ALLOW_NETWORKS": '["127.0.0.0/8"]',  # the photo server is on loopback
-            "I2V_ADAPTERS__WAN__BASE_URL": "http://127.0.0.1:9291",
-            "I2V_ADAPTERS__WAN__API_KEY": KEY,
+            **gateway_env(tmp / "gw", 9292, "http://127.0.0.1:9291"),
             "I2V_ADAPTERS__WAN__MAX_CONCURRENCY": "500",
             "I2V_POLL_INTERVAL_S": "0.5",
             "I2V_POLL_INTERVAL_MAX_S": "1.0",

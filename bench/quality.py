@@ -23,6 +23,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from peer_litellm import photo_jpeg
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -50,9 +51,7 @@ def make_clip(width: int, height: int, seconds: int = 5, fps: int = 24) -> tuple
 def peer_clip() -> tuple[bytes, bytes]:
     """The clip bench/peer_litellm.py's emulator renders (160 px, 8 frames, a push-in over a
     640x480 noise photo) and that photo: what each of that bench's jobs measures."""
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buf, "JPEG")
-    photo = buf.getvalue()
+    photo = photo_jpeg()
     return render_clip(photo, 1280, 720, 5, 24, "slow push in, leaves drift", 160, 8), photo
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import subprocess
 import sys
@@ -26,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import bindparam, select
@@ -35,33 +32,20 @@ from sqlalchemy import bindparam, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from peer_litellm import serve_photo, tree_cpu, wait_ready  # noqa: E402
+from peer_litellm import KEY, gateway_env, photo_jpeg, serve_photo, tree_cpu, wait_ready  # noqa: E402
 
 from gateway.jobs import store as jobstore  # noqa: E402
 from gateway.jobs.tables import AttemptRow, Base, JobRow, make_engine  # noqa: E402
 
-KEY = "sk-bench"
-
 
 def over_http(reads: int, rounds: int) -> list[tuple[str, str]]:
     tmp = Path(tempfile.mkdtemp(prefix="i2v-status-"))
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buf, "JPEG")
-    (tmp / "photo.jpg").write_bytes(buf.getvalue())
+    (tmp / "photo.jpg").write_bytes(photo_jpeg())
     serve_photo(str(tmp), 9390)
     timing = ["--queue-s", "0.2", "--run-s", "0.3", "--max-side", "160", "--max-frames", "8"]
     emulate = [sys.executable, "-m", "gateway", "emulate", "wan", "--port", "9391", "--key", KEY, *timing]
     emu = subprocess.Popen(emulate, cwd=ROOT)
-    env = {
-        **os.environ,
-        "I2V_PORT": "9392",
-        "I2V_DATA_DIR": str(tmp / "gw"),
-        "I2V_LOG_LEVEL": "WARNING",
-        "I2V_API_KEYS": f'["{KEY}"]',
-        "I2V_IMAGE_FETCH_ALLOW_NETWORKS": '["127.0.0.0/8"]',
-        "I2V_ADAPTERS__WAN__BASE_URL": "http://127.0.0.1:9391",
-        "I2V_ADAPTERS__WAN__API_KEY": KEY,
-    }
+    env = gateway_env(tmp / "gw", 9392, "http://127.0.0.1:9391")
     gw = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env)
     rows = []
     try:
