@@ -72,19 +72,21 @@ async def measure(ctx: RunContext, job: JobRow, facts: VideoFacts, spec: ModelSp
 
 
 _POOLS: dict[int, Executor] = {}
-_HOLDERS = [0]  # gateways in this interpreter that may use the pools (tests run several)
+_holders = 0  # gateways in this interpreter that may use the pools (tests run several)
 
 
 def hold() -> None:
     """A gateway starts: the pools (made on first use) stay until the last holder lets go."""
-    _HOLDERS[0] += 1
+    global _holders
+    _holders += 1
 
 
 def let_go() -> None:
     """A gateway stops: the last one shuts the measuring processes down, so that a stopped
     gateway leaves no worker (nor its semaphores: Python's resource tracker would warn)."""
-    _HOLDERS[0] = max(0, _HOLDERS[0] - 1)
-    if _HOLDERS[0] == 0:
+    global _holders
+    _holders = max(0, _holders - 1)
+    if _holders == 0:
         while _POOLS:
             _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
 
