@@ -34,6 +34,7 @@ ARCH: dict[str, Any] = WAN21_I2V_14B
 CUDNN = "_native_cudnn"
 COMPILE_KW: dict[str, Any] = {}
 ROWS: list[dict[str, Any]] = []
+SAGE_SWEEP = True  # --part attention: every block config of the Triton kernel (else its best only)
 
 
 def say(*args: Any) -> None:
@@ -187,6 +188,7 @@ def part_attention(args: argparse.Namespace) -> None:
             rows.append({"backend": name, "ms": "-", "TFLOP/s": "-", "rel err vs fp32": str(exc)[:60]})
         say(json.dumps(rows[-1]))
     rows.extend(sage_rows(q, k, v, ref, flops))
+    rows.extend(cudnn_fp8_rows(q, k, v, ref, flops))
     table("self-attention at 480p: 1 x 40 heads x 32,760 tokens x 128, bf16 in and out", rows)
 
 
@@ -212,15 +214,45 @@ def sage_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ref: torch.Tens
         say(json.dumps(rows[-1]))
 
     for name, dtype, pv_fp8 in variants:
-        for config in sage.CONFIGS:
+        best = sage.BEST_CONFIG[dtype == torch.int8, pv_fp8]
+        for config in sage.CONFIGS if SAGE_SWEEP else [best]:
             qz = sage.quantize(qb, kb, vb, dtype, pv_fp8, k_block=config[1])
             timed(f"{name}, kernel only, {config}", lambda: sage.kernel(qz, shape, BF16, config))  # noqa: B023
         op = torch.compile(sage.sage_attention, fullgraph=True)
-        best = sage.BEST_CONFIG[dtype == torch.int8, pv_fp8]
         timed(
             f"{name}: quantize + kernel {best}, compiled",
             lambda: op(qb, kb, vb, qk_int8=dtype == torch.int8, pv_fp8=pv_fp8),  # noqa: B023
         )
+    return rows
+
+
+def cudnn_fp8_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ref: torch.Tensor, flops: float) -> list[dict]:
+    """cuDNN's fp8 kernel (local_engine/cudnn_fp8.py) on pre-quantized inputs, then with the
+    quantization compiled around it, as the transformer runs it. Skipped without the frontend."""
+    from local_engine import cudnn_fp8
+
+    if not cudnn_fp8.available():
+        say(json.dumps({"cudnn_fp8": "nvidia-cudnn-frontend not installed: skipped"}))
+        return []
+    rows: list[dict[str, Any]] = []
+    qb, kb, vb = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+    qz = cudnn_fp8.quantize(qb, kb, vb)
+    op = torch.compile(cudnn_fp8.fp8_attention, fullgraph=True)
+    four = cudnn_fp8.Quantized(*(x[:, :, :4] for x in qz[:3]), *qz[3:6], qz.v_mean[:, :, :4])
+    twin = cudnn_fp8.reference(four, BF16)
+    for label, fn in [
+        ("kernel only", lambda: cudnn_fp8.kernel(qz, BF16)),
+        ("quantize + kernel, compiled", lambda: op(qb, kb, vb)),
+    ]:
+        fn()
+        dt, out = sync_time(fn, 5)
+        row = {"backend": f"cuDNN fp8 (K smoothed, V centred, tensor scales), {label}", "ms": round(dt * 1000, 1)}
+        row["TFLOP/s"] = round(flops / dt / 1e12)
+        row["rel err vs fp32"] = f"{accel.relative_error(out.transpose(1, 2), ref):.1e}"
+        rows.append(row)
+        say(json.dumps(rows[-1]))
+    # against its float32 twin (same quantization) on 4 heads: what the GPU test bounds
+    say(json.dumps({"cudnn_fp8 vs twin, 4 heads": f"{accel.relative_error(out[:, :, :4], twin):.1e}"}))
     return rows
 
 
@@ -724,10 +756,12 @@ def main() -> None:
     ap.add_argument("--acc-width", type=int, default=416)
     ap.add_argument("--tune", action="store_true", help="inductor coordinate-descent tuning")
     ap.add_argument("--compile-mode", default=None, help="e.g. max-autotune-no-cudagraphs")
+    ap.add_argument("--sage-best-only", action="store_true", help="attention: the Triton kernel's best configs only")
     ap.add_argument("--tiny", action="store_true", help="smoke-test the script on CPU with the tiny layout")
     args = ap.parse_args()
-    global DEV, ARCH, CUDNN, BF16
+    global DEV, ARCH, CUDNN, BF16, SAGE_SWEEP
     BF16 = getattr(torch, args.dtype)
+    SAGE_SWEEP = not args.sage_best_only
     if args.tiny:
         from local_engine.tiny import TINY_I2V
 

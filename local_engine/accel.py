@@ -10,6 +10,7 @@ against plain eager bf16 (tests/local_engine, bench/engine.py).
 - 8-bit self-attention (`sage_triton`: int8 Q·Kᵀ, fp8 P·V; `sage_triton_fp8`: fp8 both;
   `sage_triton_bf16_pv`: int8 Q·Kᵀ, bf16 P·V): our
   Triton kernel (local_engine/sage.py) for the 32,760-token self-attention of every block;
+  `cudnn_fp8`: cuDNN's fp8 flash attention (local_engine/cudnn_fp8.py, optional frontend);
   cross-attention (512 text + 257 image tokens) stays on PyTorch's kernel;
 - step caching: diffusers' first-block cache (skip the remaining blocks while the first
   block's residual changes by less than the threshold).
@@ -168,8 +169,14 @@ def force_sdpa_kernel(transformer: Any, name: str) -> None:
     transformer.forward = forward
 
 
-#: 8-bit self-attention (local_engine/sage.py): config name -> (Q·Kᵀ in int8 (else fp8), P·V in fp8 (else bf16)).
-SAGE_KERNELS = {"sage_triton": (True, True), "sage_triton_fp8": (False, True), "sage_triton_bf16_pv": (True, False)}
+#: 8-bit self-attention: config name -> (Q·Kᵀ in int8 (else fp8), P·V in fp8 (else bf16)) for our
+#: Triton kernel (local_engine/sage.py); None for cuDNN's fp8 kernel (local_engine/cudnn_fp8.py).
+SAGE_KERNELS: dict[str, tuple[bool, bool] | None] = {
+    "sage_triton": (True, True),
+    "sage_triton_fp8": (False, True),
+    "sage_triton_bf16_pv": (True, False),
+    "cudnn_fp8": None,
+}
 _MARK = "i2v:"  # processors carrying "i2v:<name>" as their backend run on our kernel
 _MARKED = {_MARK + name: flags for name, flags in SAGE_KERNELS.items()}
 
@@ -184,7 +191,7 @@ def sage_self_attention(transformer: Any, name: str = "sage_triton") -> int:
         raise ValueError(f"unknown 8-bit attention {name!r}; choose one of {sorted(SAGE_KERNELS)}")
     from diffusers.models.transformers import transformer_wan
 
-    from local_engine import sage
+    from local_engine import cudnn_fp8, sage
 
     inner = transformer_wan.dispatch_attention_fn
     if not getattr(inner, "i2v_sage", False):
@@ -194,8 +201,10 @@ def sage_self_attention(transformer: Any, name: str = "sage_triton") -> int:
             # call string methods on; ours are plain strings.
             ours = type(backend) is str and backend in _MARKED
             if ours and kwargs.get("attn_mask") is None:
-                qk_int8, pv_fp8 = _MARKED[backend]
-                return sage.sage_attention(query, key, value, qk_int8=qk_int8, pv_fp8=pv_fp8)
+                flags = _MARKED[backend]
+                if flags is None:
+                    return cudnn_fp8.fp8_attention(query, key, value)
+                return sage.sage_attention(query, key, value, qk_int8=flags[0], pv_fp8=flags[1])
             return inner(query, key, value, *args, backend=None if ours else backend, **kwargs)
 
         dispatch.i2v_sage = True  # type: ignore[attr-defined]

@@ -82,3 +82,25 @@ def test_sage_kernel_matches_its_torch_twin(qk_int8: bool, pv_fp8: bool) -> None
     assert accel.relative_error(out, exact) < 0.1
     compiled = torch.compile(sage.sage_attention, fullgraph=True)(q, k, v, qk_int8=qk_int8, pv_fp8=pv_fp8)
     assert accel.relative_error(compiled, out) < 1e-2  # same kernel, quantization fused by inductor
+
+
+def test_cudnn_fp8_attention_matches_its_torch_twin() -> None:
+    """cuDNN's fp8 kernel does what the CPU-tested twin does (same quantization; the twin keeps
+    P exact, the kernel rounds it to fp8), and stays near exact attention, compiled or not."""
+    from local_engine import accel, cudnn_fp8, sage
+
+    if not cudnn_fp8.available():
+        pytest.skip("nvidia-cudnn-frontend not installed, or no Hopper GPU")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    shape = (2, 1000, 4, 128)
+    q, k, v = (torch.randn(*shape, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    k = k + 2 * torch.randn(1, 1, 4, 128, generator=g, device="cuda", dtype=torch.bfloat16)
+    q = 2 * q
+    qz = cudnn_fp8.quantize(q, k, v)
+    out = cudnn_fp8.kernel(qz, torch.float32)
+    assert accel.relative_error(out, cudnn_fp8.reference(qz, torch.float32)) < 3e-2
+    out = cudnn_fp8.fp8_attention(q, k, v)
+    assert out.dtype == torch.bfloat16
+    assert accel.relative_error(out, sage.exact(q, k, v)) < 0.1
+    compiled = torch.compile(cudnn_fp8.fp8_attention, fullgraph=True)(q, k, v)
+    assert accel.relative_error(compiled, out) < 1e-2

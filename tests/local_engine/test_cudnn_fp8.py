@@ -1,0 +1,46 @@
+"""fp8 self-attention through cuDNN (local_engine/cudnn_fp8.py): its quantization, run by the
+float32 twin on CPU, against exact attention. The cuDNN kernel itself is checked against the twin
+on the GPU (tests/local_engine/test_gpu.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from local_engine import accel, cudnn_fp8, sage
+from tests.local_engine.test_sage import _qkv
+
+
+def test_the_twin_is_within_bound_of_exact_attention() -> None:
+    """One scale per tensor in e4m3 (3 mantissa bits): a few percent on sharp rows."""
+    q, k, v = _qkv()
+    out = cudnn_fp8.fp8_attention(q, k, v)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    err = accel.relative_error(out, sage.exact(q, k, v))
+    assert 1e-3 < err < 5e-2, err  # quantized (not exact), and close
+
+
+def test_smoothing_takes_the_key_offset_out_of_the_scale() -> None:
+    """A large per-channel key offset does not change softmax; subtracting the keys' mean keeps
+    it from eating the one fp8 scale. Without the smoothing the same inputs lose far more."""
+    q, k, v = _qkv()
+    k = k + 40.0  # an offset 20x the keys' spread
+    exact = sage.exact(q, k, v)
+    smoothed = accel.relative_error(cudnn_fp8.fp8_attention(q, k, v), exact)
+
+    def cast(x: torch.Tensor) -> torch.Tensor:
+        s = x.abs().amax() / cudnn_fp8.FP8_MAX
+        return (x / s).to(cudnn_fp8.FP8).float() * s
+
+    plain = accel.relative_error(sage.exact(cast(q), cast(k), cast(v)), exact)
+    assert smoothed < 5e-2 < plain, (smoothed, plain)
+
+
+def test_the_fp8_output_cannot_overflow() -> None:
+    """O is scaled by 448 / max|V|: a row attending to one key only returns that key's value
+    exactly at the top of e4m3's range, never beyond it (a NaN in e4m3fn)."""
+    q, k, v = _qkv(seq=64, heads=1, dim=16)
+    q = q * 0 + 50 * k[:, 7:8]  # every query picks key 7
+    v[:, 7] = v.abs().amax() * 1.0 * torch.sign(v[:, 7])
+    out = cudnn_fp8.fp8_attention(q, k, v)
+    assert torch.isfinite(out).all()
+    assert accel.relative_error(out, sage.exact(q, k, v)) < 6e-2
