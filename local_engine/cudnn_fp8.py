@@ -22,6 +22,7 @@ tests use it; the GPU test checks the cuDNN path against it and against exact at
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -30,9 +31,27 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8).max)
 
 
+#: Memory order of the fp8 tensors handed to cuDNN (their logical shape stays diffusers'
+#: (B, S, H, D)): "bshd" as diffusers holds them, "bhsd" heads first, "bhsd_vt" heads first with
+#: V's tokens innermost (the layout fp8 tensor cores read P·V's operand in). The cast writes new
+#: tensors anyway, so any order costs the same there; `bench/engine.py --part attention` times each.
+LAYOUTS = ("bshd", "bhsd", "bhsd_vt")
+LAYOUT = "bshd"
+
+
+def _in_layout(x: torch.Tensor, layout: str, is_v: bool) -> torch.Tensor:
+    """`x` (B, S, H, D), copied into `layout`'s memory order, same logical shape."""
+    if layout == "bshd":
+        return x.contiguous()
+    if layout == "bhsd_vt" and is_v:
+        return x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    return x.transpose(1, 2).contiguous().transpose(1, 2)
+
+
 class Quantized(NamedTuple):
-    """(B, S, H, D) fp8 Q, K (smoothed), V (centred); their float32 dequantization scales as
-    one-element tensors; V's mean over the tokens, (B, 1, H, D) float32."""
+    """(B, S, H, D) fp8 Q, K (smoothed), V (centred), in one of `LAYOUTS`' memory orders; their
+    float32 dequantization scales as one-element tensors; V's mean over the tokens, (B, 1, H, D)
+    float32."""
 
     q: torch.Tensor
     k: torch.Tensor
@@ -43,17 +62,18 @@ class Quantized(NamedTuple):
     v_mean: torch.Tensor
 
 
-def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Quantized:
+def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str | None = None) -> Quantized:
     """Plain torch ops, so that inside a compiled block inductor fuses them with the RoPE."""
+    layout = layout or LAYOUT
     k = k.float() - k.float().mean(dim=1, keepdim=True)
     v_mean = v.float().mean(dim=1, keepdim=True)
     v = v.float() - v_mean
 
-    def cast(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def cast(x: torch.Tensor, is_v: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         scale = (x.abs().amax().float() / FP8_MAX).clamp(min=1e-12).reshape(1, 1, 1, 1)
-        return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+        return _in_layout((x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), layout, is_v), scale
 
-    (q8, qs), (k8, ks), (v8, vs) = cast(q), cast(k), cast(v)
+    (q8, qs), (k8, ks), (v8, vs) = cast(q), cast(k), cast(v, is_v=True)
     return Quantized(q8, k8, v8, qs, ks, vs, v_mean)
 
 
@@ -77,34 +97,47 @@ def available() -> bool:
     return cudnn is not None and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
 
 
-class _Plan(NamedTuple):
+@dataclass
+class _Plan:
     graph: Any
     handle: Any
-    tensors: tuple[Any, ...]  # q, k, v, descale q/k/v/s, scale s/o, o
+    tensors: tuple[Any, ...]  # q, k, v, descale q/k/v/s, scale s/o, o, amax s/o
     workspace: torch.Tensor
     buffers: tuple[torch.Tensor, ...]  # descale_s, scale_s; amax_s, amax_o (written, not read)
+    count: int  # execution plans (cuDNN engines) built for the graph
+    best: int | None = None  # the fastest, timed on the first real call
+    timings_ms: list[float] = field(default_factory=list)
 
 
 _PLANS: dict[tuple[Any, ...], _Plan] = {}
 
 
-def _plan(shape: tuple[int, ...], device: torch.device) -> _Plan:
-    """Build (once per shape and device) the cuDNN graph for (B, S, H, D) tensors."""
-    key = (shape, device.index)
+def _cudnn_order(x: torch.Tensor) -> tuple[list[int], list[int]]:
+    """cuDNN's (B, H, S, D) dims and the strides of `x`, a (B, S, H, D) tensor in any layout."""
+    (b, s, h, d), (sb, ss, sh, sd) = x.shape, x.stride()
+    return [b, h, s, d], [sb, sh, ss, sd]
+
+
+def _plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> _Plan:
+    """Build (once per shape, layout and device) the cuDNN graph for these tensors."""
+    device = q.device
+    key = (tuple(q.shape), q.stride(), k.stride(), v.stride(), device.index)
     if key in _PLANS:
         return _PLANS[key]
-    batch, seq, heads, dim = shape
+    dim = q.shape[-1]
     e4m3, fp32 = cudnn.data_type.FP8_E4M3, cudnn.data_type.FLOAT
     with torch.cuda.device(device):
         handle = cudnn.create_handle()
         graph = cudnn.pygraph(io_data_type=e4m3, intermediate_data_type=fp32, compute_data_type=fp32, handle=handle)
-        dims = [batch, heads, seq, dim]  # cuDNN's order; the strides keep diffusers' (B, S, H, D) memory
-        strides = [seq * heads * dim, dim, heads * dim, 1]
-        q, k, v = (graph.tensor(name=n, dim=dims, stride=strides, data_type=e4m3) for n in "qkv")
+        tq, tk, tv = (
+            graph.tensor(name=n, dim=dims, stride=strides, data_type=e4m3)
+            for n, (dims, strides) in zip("qkv", map(_cudnn_order, (q, k, v)), strict=True)
+        )
+        dims, strides = _cudnn_order(q)  # O is written in Q's layout
         scalar = {"dim": [1, 1, 1, 1], "stride": [1, 1, 1, 1], "data_type": fp32}
         dq, dk, dv, ds, ss, so = (graph.tensor(name=n, **scalar) for n in ("dq", "dk", "dv", "ds", "ss", "so"))
         o, _, amax_s, amax_o = graph.sdpa_fp8(
-            q=q, k=k, v=v, descale_q=dq, descale_k=dk, descale_v=dv, descale_s=ds, scale_s=ss, scale_o=so,
+            q=tq, k=tk, v=tv, descale_q=dq, descale_k=dk, descale_v=dv, descale_s=ds, scale_s=ss, scale_o=so,
             generate_stats=False, attn_scale=1.0 / math.sqrt(dim), use_causal_mask=False, name="self_attention",
         )  # fmt: skip
         o.set_output(True).set_dim(dims).set_stride(strides).set_data_type(e4m3)
@@ -114,8 +147,10 @@ def _plan(shape: tuple[int, ...], device: torch.device) -> _Plan:
         graph.build_operation_graph()
         graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
         graph.check_support()
-        graph.build_plans()
-        workspace = torch.empty(max(graph.get_workspace_size(), 1), device=device, dtype=torch.uint8)
+        graph.build_plans(cudnn.build_plan_policy.ALL)  # every engine that supports it: timed below
+        count = graph.get_execution_plan_count()
+        size = max(graph.get_workspace_size_plan_at_index(i) for i in range(count))
+        workspace = torch.empty(max(size, 1), device=device, dtype=torch.uint8)
         # P <= 1 (the running row max maps to 1), so it is scaled to e4m3's largest value.
         buffers = (
             torch.full((1, 1, 1, 1), 1.0 / FP8_MAX, device=device),
@@ -123,9 +158,29 @@ def _plan(shape: tuple[int, ...], device: torch.device) -> _Plan:
             torch.empty(1, 1, 1, 1, device=device),
             torch.empty(1, 1, 1, 1, device=device),
         )
-    plan = _Plan(graph, handle, (q, k, v, dq, dk, dv, ds, ss, so, o, amax_s, amax_o), workspace, buffers)
+    plan = _Plan(graph, handle, (tq, tk, tv, dq, dk, dv, ds, ss, so, o, amax_s, amax_o), workspace, buffers, count)
     _PLANS[key] = plan
     return plan
+
+
+def _choose(plan: _Plan, pack: dict[Any, torch.Tensor]) -> int:
+    """Time every built engine on the first real inputs (3 runs each, after one warm-up) and
+    keep the fastest, as `torch.backends.cudnn.benchmark` does for convolutions."""
+    if plan.best is None:
+        if plan.count == 1:
+            plan.best = 0
+            return 0
+        for i in range(plan.count):
+            plan.graph.execute_plan_at_index(pack, plan.workspace, i, handle=plan.handle)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(3):
+                plan.graph.execute_plan_at_index(pack, plan.workspace, i, handle=plan.handle)
+            end.record()
+            end.synchronize()
+            plan.timings_ms.append(start.elapsed_time(end) / 3)
+        plan.best = min(range(plan.count), key=plan.timings_ms.__getitem__)
+    return plan.best
 
 
 @torch.library.custom_op("i2v::cudnn_fp8_sdpa", mutates_args=())
@@ -139,9 +194,8 @@ def _cudnn_fp8_sdpa(
 ) -> torch.Tensor:
     """The cuDNN call as a custom op: `torch.compile(fullgraph=True)` keeps it as one opaque call
     and fuses the quantization around it. Returns O in fp8 at scale `v_scale`."""
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # the graph's strides
-    plan = _plan(tuple(q.shape), q.device)
-    out = torch.empty_like(q)
+    plan = _plan(q, k, v)
+    out = torch.empty_like(q)  # Q's layout (dense tensors keep their strides)
     scale_o = 1.0 / v_scale  # |O| <= max|V| (a convex combination of V's rows): O * 448 / max|V| fits
     tq, tk, tv, dq, dk, dv, ds, ss, so, to, amax_s, amax_o = plan.tensors
     cudnn.set_stream(handle=plan.handle, stream=torch.cuda.current_stream(q.device).cuda_stream)
@@ -150,7 +204,7 @@ def _cudnn_fp8_sdpa(
         tq: q, tk: k, tv: v, dq: q_scale, dk: k_scale, dv: v_scale, ds: descale_s, ss: scale_s,
         so: scale_o, to: out, amax_s: amax_s_out, amax_o: amax_o_out,
     }  # fmt: skip
-    plan.graph.execute(pack, plan.workspace, handle=plan.handle)
+    plan.graph.execute_plan_at_index(pack, plan.workspace, _choose(plan, pack), handle=plan.handle)
     return out
 
 
@@ -165,10 +219,10 @@ def kernel(qz: Quantized, out_dtype: torch.dtype) -> torch.Tensor:
     return (o8.float() * qz.v_scale + qz.v_mean).to(out_dtype)
 
 
-def fp8_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def fp8_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str | None = None) -> torch.Tensor:
     """Attention over (B, S, H, D) tensors in fp8, in q's dtype: cuDNN's kernel on a Hopper GPU
     with the frontend installed, the float32 twin elsewhere."""
-    qz = quantize(q, k, v)
+    qz = quantize(q, k, v, layout)
     if q.is_cuda and available() and q.shape[-1] % 16 == 0:
         return kernel(qz, q.dtype)
     return reference(qz, q.dtype)

@@ -44,3 +44,18 @@ def test_the_fp8_output_cannot_overflow() -> None:
     out = cudnn_fp8.fp8_attention(q, k, v)
     assert torch.isfinite(out).all()
     assert accel.relative_error(out, sage.exact(q, k, v)) < 6e-2
+
+
+def test_every_layout_holds_the_same_values_in_its_own_memory_order() -> None:
+    """The layout is only the memory order handed to cuDNN: same logical (B, S, H, D) tensors,
+    same result, and the strides the name promises (heads first; V's tokens innermost)."""
+    q, k, v = _qkv()
+    outs = []
+    for layout in cudnn_fp8.LAYOUTS:
+        qz = cudnn_fp8.quantize(q, k, v, layout)
+        assert qz.q.shape == q.shape
+        heads_first = qz.q.stride(2) > qz.q.stride(1)
+        assert heads_first == (layout != "bshd")
+        assert (qz.v.stride(1) == 1) == (layout == "bhsd_vt")
+        outs.append(cudnn_fp8.reference(qz, torch.float32))
+    assert all(torch.equal(outs[0], o) for o in outs[1:])

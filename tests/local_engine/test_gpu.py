@@ -84,7 +84,8 @@ def test_sage_kernel_matches_its_torch_twin(qk_int8: bool, pv_fp8: bool) -> None
     assert accel.relative_error(compiled, out) < 1e-2  # same kernel, quantization fused by inductor
 
 
-def test_cudnn_fp8_attention_matches_its_torch_twin() -> None:
+@pytest.mark.parametrize("layout", ["bshd", "bhsd", "bhsd_vt"])
+def test_cudnn_fp8_attention_matches_its_torch_twin(layout: str) -> None:
     """cuDNN's fp8 kernel does what the CPU-tested twin does (same quantization; the twin keeps
     P exact, the kernel rounds it to fp8), and stays near exact attention, compiled or not."""
     from local_engine import accel, cudnn_fp8, sage
@@ -96,11 +97,11 @@ def test_cudnn_fp8_attention_matches_its_torch_twin() -> None:
     q, k, v = (torch.randn(*shape, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     k = k + 2 * torch.randn(1, 1, 4, 128, generator=g, device="cuda", dtype=torch.bfloat16)
     q = 2 * q
-    qz = cudnn_fp8.quantize(q, k, v)
+    qz = cudnn_fp8.quantize(q, k, v, layout)
     out = cudnn_fp8.kernel(qz, torch.float32)
     assert accel.relative_error(out, cudnn_fp8.reference(qz, torch.float32)) < 3e-2
-    out = cudnn_fp8.fp8_attention(q, k, v)
+    out = cudnn_fp8.fp8_attention(q, k, v, layout)
     assert out.dtype == torch.bfloat16
     assert accel.relative_error(out, sage.exact(q, k, v)) < 0.1
-    compiled = torch.compile(cudnn_fp8.fp8_attention, fullgraph=True)(q, k, v)
+    compiled = torch.compile(cudnn_fp8.fp8_attention, fullgraph=True)(q, k, v, layout)
     assert accel.relative_error(compiled, out) < 1e-2
