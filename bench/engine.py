@@ -4,6 +4,7 @@
     python bench/engine.py --part accuracy    # final latents after N steps, each option vs eager
     python bench/engine.py --part e2e         # 40 guided steps end to end (+ VAE), best config
     python bench/engine.py --part onnx        # ONNX Runtime (CUDA provider) beside torch, same run
+    python bench/engine.py --part profile     # one forward of the fast path by kernel family
 
 Every row is measured in the same run as the baseline (plain diffusers eager bf16, PyTorch SDPA).
 A guided step is two transformer forwards (cond and uncond), as diffusers and the official code
@@ -517,6 +518,66 @@ def measure_forward(
     return out.float().clone()
 
 
+def part_profile(args: argparse.Namespace) -> None:
+    """Where one forward of the configured fast path spends its GPU time: torch.profiler over one
+    forward after warm-up, kernels grouped by family (attention, fp8 GEMM, other GEMM, fused
+    elementwise/reduction, copies), then the 15 heaviest kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = make_transformer()
+    cond = inputs(args.frames, args.height, args.width, seed=0)
+    if args.fuse:
+        accel.fuse_qkv(model)
+    accel.fp8_linears(model, scaling=args.fp8_scaling)
+    if args.fp8_scaling == "static":
+        accel.calibrate(model, lambda: forward(model, cond))
+    for name in args.sage or []:
+        accel.sage_self_attention(model, name)
+    model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
+    forward(model, cond)
+    per_forward, _ = sync_time(lambda: forward(model, cond), 2)
+    on_gpu = DEV == "cuda"
+    with profile(activities=[ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU]) as prof:
+        forward(model, cond)
+        sync()
+    kernels = [e for e in prof.key_averages() if e.device_type.name == ("CUDA" if on_gpu else "CPU")]
+
+    def took(e: Any) -> float:  # µs on the device (GPU kernels; CPU ops' own time for --tiny)
+        return float(e.device_time_total if on_gpu else e.self_cpu_time_total)
+
+    total = sum(took(e) for e in kernels)
+
+    def family(name: str) -> str:
+        n = name.lower()
+        if "sdpa" in n or "fmha" in n or "flash" in n or "attention" in n or "cudnn" in n or "_fwd" in n:
+            return "attention (self: cuDNN/Triton; cross: SDPA)"
+        if "e4m3" in n or "fp8" in n or "f8" in n:
+            return "fp8 GEMM (linears)"
+        if "gemm" in n or "cutlass" in n or "sm90_xmma" in n or "nvjet" in n:
+            return "other GEMM"
+        if "triton" in n:
+            return "compiled elementwise / reductions"
+        if "copy" in n or "memcpy" in n or "memset" in n:
+            return "copies"
+        return "other"
+
+    groups: dict[str, float] = {}
+    for e in kernels:
+        groups[family(e.key)] = groups.get(family(e.key), 0.0) + took(e)
+    rows = [
+        {"kernels": g, "ms per forward": round(t / 1000, 1), "share": f"{t / total:.1%}"}
+        for g, t in sorted(groups.items(), key=lambda kv: -kv[1])
+    ]
+    rows.append({"kernels": "all (GPU busy)", "ms per forward": round(total / 1000, 1), "share": "100%"})
+    rows.append({"kernels": "wall clock per forward", "ms per forward": round(per_forward * 1000, 1), "share": "-"})
+    table(f"One forward, {args.height}x{args.width}, by kernel family ({', '.join(args.sage or ['SDPA'])})", rows)
+    top = sorted(kernels, key=lambda e: -took(e))[:15]
+    table(
+        "Heaviest kernels",
+        [{"kernel": e.key[:90], "calls": e.count, "ms": round(e.device_time_total / 1000, 1)} for e in top],
+    )
+
+
 def part_e2e(args: argparse.Namespace) -> None:
     """Guided steps through WanImageToVideoPipeline.__call__ (CLIP, VAE encode of the first
     frame, denoising, VAE decode) with the full-size transformer and VAE. The text encoder is
@@ -730,7 +791,9 @@ def table(title: str, rows: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["attention", "gemm", "forward", "accuracy", "e2e", "onnx"], required=True)
+    ap.add_argument(
+        "--part", choices=["attention", "gemm", "forward", "accuracy", "e2e", "onnx", "profile"], required=True
+    )
     ap.add_argument(
         "--onnx-parts", nargs="*", default=["forward", "vae", "e2e"], choices=["attention", "forward", "vae", "e2e"]
     )
@@ -802,6 +865,7 @@ def main() -> None:
         "accuracy": part_accuracy,
         "e2e": part_e2e,
         "onnx": part_onnx,
+        "profile": part_profile,
     }
     parts[args.part](args)
 

@@ -32,19 +32,18 @@ FP8_MAX = float(torch.finfo(FP8).max)
 
 
 #: Memory order of the fp8 tensors handed to cuDNN (their logical shape stays diffusers'
-#: (B, S, H, D)): "bshd" as diffusers holds them, "bhsd" heads first, "bhsd_vt" heads first with
-#: V's tokens innermost (the layout fp8 tensor cores read P·V's operand in). The cast writes new
-#: tensors anyway, so any order costs the same there; `bench/engine.py --part attention` times each.
-LAYOUTS = ("bshd", "bhsd", "bhsd_vt")
-LAYOUT = "bshd"
+#: (B, S, H, D)): "bshd" as diffusers holds them, "bhsd" heads first. The cast writes new tensors
+#: anyway, so either order costs the same there; `bench/engine.py --part attention` times both
+#: (H200: 26.8 ms heads first, 27.1 as diffusers holds them). V with its tokens innermost (what
+#: fp8 tensor cores read P·V's operand as) is refused by cuDNN 9.19: D must be V's inner axis.
+LAYOUTS = ("bshd", "bhsd")
+LAYOUT = "bhsd"
 
 
-def _in_layout(x: torch.Tensor, layout: str, is_v: bool) -> torch.Tensor:
+def _in_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
     """`x` (B, S, H, D), copied into `layout`'s memory order, same logical shape."""
     if layout == "bshd":
         return x.contiguous()
-    if layout == "bhsd_vt" and is_v:
-        return x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     return x.transpose(1, 2).contiguous().transpose(1, 2)
 
 
@@ -69,11 +68,11 @@ def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str | No
     v_mean = v.float().mean(dim=1, keepdim=True)
     v = v.float() - v_mean
 
-    def cast(x: torch.Tensor, is_v: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def cast(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scale = (x.abs().amax().float() / FP8_MAX).clamp(min=1e-12).reshape(1, 1, 1, 1)
-        return _in_layout((x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), layout, is_v), scale
+        return _in_layout((x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), layout), scale
 
-    (q8, qs), (k8, ks), (v8, vs) = cast(q), cast(k), cast(v, is_v=True)
+    (q8, qs), (k8, ks), (v8, vs) = cast(q), cast(k), cast(v)
     return Quantized(q8, k8, v8, qs, ks, vs, v_mean)
 
 
