@@ -209,6 +209,8 @@ def sage_self_attention(transformer: Any, name: str = "sage_triton") -> int:
 
         dispatch.i2v_sage = True  # type: ignore[attr-defined]
         transformer_wan.dispatch_attention_fn = dispatch
+    if SAGE_KERNELS[name] is None:
+        cudnn_fp8.require(next(transformer.parameters()).device)
     for block in transformer.blocks:
         block.attn1.processor._attention_backend = _MARK + name
     return len(transformer.blocks)

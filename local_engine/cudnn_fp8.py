@@ -96,6 +96,16 @@ def available() -> bool:
     return cudnn is not None and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
 
 
+def require(device: torch.device) -> None:
+    """Refuse at load, not in the first job: on a GPU without the frontend (or older than Hopper)
+    `cudnn_fp8` would quietly run its float32 twin, correct but far slower than plain SDPA."""
+    if device.type == "cuda" and not available():
+        raise ValueError(
+            "attention: cudnn_fp8 needs cuDNN's Python frontend and a Hopper or newer GPU: "
+            "pip install 'i2v-gateway[cudnn-fp8]', or set attention: sage_triton"
+        )
+
+
 @dataclass
 class _Plan:
     graph: Any

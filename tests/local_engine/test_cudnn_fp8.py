@@ -4,6 +4,7 @@ on the GPU (tests/local_engine/test_gpu.py)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from local_engine import accel, cudnn_fp8, sage
@@ -58,3 +59,14 @@ def test_every_layout_holds_the_same_values_in_its_own_memory_order() -> None:
         assert heads_first == (layout != "bshd")
         outs.append(cudnn_fp8.reference(qz, torch.float32))
     assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_a_gpu_without_the_frontend_is_refused_at_load_not_run_on_the_twin() -> None:
+    """On CUDA without `nvidia-cudnn-frontend` the option would run the float32 twin: refused
+    with what to install. On the CPU the twin is the intended path."""
+    cudnn_fp8.require(torch.device("cpu"))
+    if cudnn_fp8.available():
+        cudnn_fp8.require(torch.device("cuda"))
+        return
+    with pytest.raises(ValueError, match=r"i2v-gateway\[cudnn-fp8\]"):
+        cudnn_fp8.require(torch.device("cuda"))
