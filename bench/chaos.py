@@ -27,6 +27,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,7 +148,7 @@ def _gateway_env(cfg: Config, data: Path, emus: dict[str, str], port: int, **ext
         "I2V_OUTBOX_BACKOFF_S": "0.5",
         "I2V_JOB_TIMEOUT_S": str(cfg.timeout_s),
         "I2V_RULES_RELOAD_S": "0",
-        "I2V_LOG_LEVEL": "WARNING",
+        "I2V_LOG_LEVEL": os.environ.get("I2V_CHAOS_LOG_LEVEL", "WARNING"),
         "I2V_ADAPTERS__WAN__BASE_URL": emus["wan"],
         "I2V_ADAPTERS__WAN__API_KEY": KEY,
         "I2V_ADAPTERS__KLING__BASE_URL": emus["kling"],
@@ -363,8 +364,19 @@ def figures(
             a for a in attempts if family.get(a.adapter) == fam and a.status == "unconfirmed" and not a.provider_task_id
         ]
         succeeded_uncounted = [t for t in unreferenced if t["phase"] == "succeeded"]
-        for t in unreferenced:  # say which, for whoever reads a failing run
-            print(f"{fam} task {t['id']} held by no attempt: {t['phase']}", file=sys.stderr)
+        for t in unreferenced:  # say which, and the attempts made near it, for whoever reads a failing run
+            print(f"{fam} task {t['id']} held by no attempt: {t['phase']}, made at {t['created']:.3f}", file=sys.stderr)
+            for a in attempts:
+                near = a.submitted_at is not None and abs(a.submitted_at - t["created"]) < 15
+                if family.get(a.adapter) == fam and (near or (a.status == "unconfirmed" and not a.provider_task_id)):
+                    print(
+                        f"  job {a.job_id} attempt {a.seq} {a.status} task {a.provider_task_id} submitted "
+                        f"{a.submitted_at} finished {a.finished_at} error {a.error} cost {a.cost_usd}",
+                        file=sys.stderr,
+                    )
+            for o in outbox:
+                if o.kind == "trail" and o.payload.get("task_id") == t["id"]:
+                    print(f"  trail {o.id} {o.status} {o.payload}", file=sys.stderr)
         for t in book:
             for a in referenced.get((fam, t["id"]), []):
                 job = next((j for j in jobs if j.id == a.job_id), None)
@@ -470,6 +482,7 @@ def main() -> None:
     parser.add_argument("--run-s", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the processes' logs in this folder")
     args = parser.parse_args()
     cfg = Config(jobs=args.jobs, database=args.database, kills=args.kills, run_s=args.run_s, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="i2v-chaos-") as tmp, ExitStack() as stack:
@@ -479,6 +492,8 @@ def main() -> None:
 
             cfg.pg_url = stack.enter_context(temporary_database())
         report = run(cfg, Path(tmp))
+        if args.keep is not None:
+            shutil.copytree(Path(tmp) / "logs", args.keep, dirs_exist_ok=True)
     print(table(report))
     if args.json:
         print(json.dumps(report, indent=2))
