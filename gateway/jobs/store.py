@@ -9,6 +9,7 @@ outbox rows that must go out with the change. A write that finds the lease gone 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.jobs.ids import new_id
 from gateway.jobs.tables import AttemptRow, ComparisonRow, JobRow, OutboxRow, webhook_row
 from gateway.status import ACTIVE_JOB, TERMINAL_JOB, AttemptStatus, JobStatus
 
@@ -511,25 +513,59 @@ class JobStore:
             )
 
     async def account_trail(self, attempt_id: str, task_id: str, cost_usd: float, usage: dict[str, Any]) -> str:
-        """A trailed provider task ended: put its cost on its attempt, once.
+        """A trailed provider task ended: put its cost on its job, once.
 
-        Returns "counted"; "followed" when the attempt adopted the task and counts it itself;
-        "pending" while the attempt is still `submitting` (a runner may yet adopt the task)."""
+        On its attempt when that attempt ended without a task of its own. When the attempt went on
+        with another task (a runner that lost its lease sent its submit late, after the runner that
+        took the job over had found nothing and sent again), this task is an extra one of that
+        submit: it is added after the job's attempts as a `cancelled` attempt holding it, once the
+        job has ended, so that a live job's last attempt stays its live one.
+
+        Returns "counted"; "followed" when an attempt holds the task and counts it itself;
+        "pending" while the attempt is still `submitting` (a runner may yet adopt the task) or,
+        for an extra task, while its job runs."""
         ended = (AttemptStatus.FAILED, AttemptStatus.CANCELLED, AttemptStatus.UNCONFIRMED)
         async with self.sessions.begin() as s:
             row = await s.get(AttemptRow, attempt_id, with_for_update=True)
             if row is None:
                 return "followed"  # the job was deleted with its attempts
+            held = AttemptRow.adapter == row.adapter, AttemptRow.provider_task_id == task_id
+            if await s.scalar(select(AttemptRow.id).where(*held)):
+                return "followed"  # an attempt holds this task and counts it: never twice
             if row.status == AttemptStatus.SUBMITTING:
                 return "pending"
-            if row.status not in ended or row.cost_usd is not None or row.provider_task_id not in (None, task_id):
+            if row.status in ended and row.provider_task_id is None and row.cost_usd is None:
+                row.provider_task_id = task_id
+                row.cost_usd = cost_usd
+                row.usage = {**(row.usage or {}), **usage, "cost_source": "trail"}
+                return "counted"
+            job = await s.get(JobRow, row.job_id, with_for_update=True)
+            if job is None:
                 return "followed"
-            other = select(AttemptRow.id).where(
-                AttemptRow.adapter == row.adapter, AttemptRow.provider_task_id == task_id, AttemptRow.id != row.id
+            if job.status not in TERMINAL_JOB:
+                return "pending"
+            last = await s.scalar(select(func.max(AttemptRow.seq)).where(AttemptRow.job_id == row.job_id))
+            s.add(
+                AttemptRow(
+                    id=new_id("att"),
+                    job_id=row.job_id,
+                    seq=(last or 0) + 1,
+                    model=row.model,
+                    adapter=row.adapter,
+                    provider_model=row.provider_model,
+                    status=AttemptStatus.CANCELLED,
+                    provider_task_id=task_id,
+                    task_data={},
+                    usage={**usage, "cost_source": "trail", "extra_task_of": row.id},
+                    cost_usd=cost_usd,
+                    finished_at=time.time(),
+                    error={
+                        "code": "duplicate_task",
+                        "message": "a runner that had lost this job sent its submit late, after the job was "
+                        "sent again: the provider made and billed a second task; counted here, its result "
+                        "dropped",
+                        "provider": row.adapter,
+                    },
+                )
             )
-            if await s.scalar(other):
-                return "followed"  # another attempt holds this task and counts it: never twice
-            row.provider_task_id = task_id
-            row.cost_usd = cost_usd
-            row.usage = {**(row.usage or {}), **usage, "cost_source": "trail"}
         return "counted"

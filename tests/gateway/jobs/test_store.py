@@ -480,3 +480,44 @@ async def test_ping_asks_the_async_engine_that_writes_take(tmp_path: Path) -> No
     finally:
         broken.close()
         await broken.engine.dispose()
+
+
+async def test_a_late_task_of_an_attempt_that_went_on_with_another_is_counted_once(store: JobStore) -> None:
+    """The chaos run's case (PostgreSQL, a replica frozen mid-submit): the runner that took the
+    job over found no task, sent again and finished with task B; the frozen runner's submit then
+    made task A, and its trail reached A's end. A is counted once, on an extra `cancelled`
+    attempt appended after the job's attempts once the job has ended; never while it runs (the
+    last attempt must stay the live one). Before the fix A was "followed" and counted nowhere."""
+    j, _ = await store.create(job())
+    (row,) = [await store.get(i) for i in await store.claim("r2", 1, lease_s=30)]
+    assert row is not None
+    attempt = submitting(j.id)
+    await store.transition(row, "r2", {"status": "in_progress"}, new_attempt=attempt)
+    await store.transition(row, "r2", attempt=(attempt.id, {"status": "in_progress", "provider_task_id": "task-B"}))
+    assert await store.account_trail(attempt.id, "task-A", 0.25, {"seconds": 5}) == "pending"  # the job runs
+    done = {"status": "completed", "cost_usd": 0.25, "finished_at": time.time()}
+    await store.transition(row, "r2", {"status": "completed"}, attempt=(attempt.id, done), release=True)
+    assert await store.account_trail(attempt.id, "task-A", 0.25, {"seconds": 5}) == "counted"
+    assert await store.account_trail(attempt.id, "task-A", 0.25, {"seconds": 5}) == "followed"  # once
+    _, attempts = await store.get_with_attempts(j.id)
+    assert [(a.seq, a.status, a.provider_task_id, a.cost_usd) for a in attempts] == [
+        (0, "completed", "task-B", 0.25),
+        (1, "cancelled", "task-A", 0.25),
+    ]
+    assert attempts[1].error is not None and attempts[1].error["code"] == "duplicate_task"
+    assert sum(a.cost_usd or 0 for a in attempts) == 0.5
+
+
+async def test_a_trailed_task_goes_on_the_attempt_that_ended_without_one(store: JobStore) -> None:
+    """The usual trail: an `unconfirmed` attempt with no task takes the task it trailed, once."""
+    j, _ = await store.create(job())
+    (row,) = [await store.get(i) for i in await store.claim("r", 1, lease_s=30)]
+    assert row is not None
+    attempt = submitting(j.id)
+    await store.transition(row, "r", {"status": "in_progress"}, new_attempt=attempt)
+    assert await store.account_trail(attempt.id, "task-A", 0.5, {}) == "pending"  # still submitting
+    await store.transition(row, "r", attempt=(attempt.id, {"status": "unconfirmed"}))
+    assert await store.account_trail(attempt.id, "task-A", 0.5, {}) == "counted"
+    assert await store.account_trail(attempt.id, "task-A", 0.5, {}) == "followed"
+    _, attempts = await store.get_with_attempts(j.id)
+    assert [(a.status, a.provider_task_id, a.cost_usd) for a in attempts] == [("unconfirmed", "task-A", 0.5)]
