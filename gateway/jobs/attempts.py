@@ -177,12 +177,23 @@ class Attempts:
                     return await self._unknown(job, attempt, why, code=code)
             if verdict.kind == "absent":
                 if exc is None:
-                    return await self._send(job, attempt, request)
+                    return await self._resend(job, attempt, request)
                 return await self.end(job, attempt, AttemptStatus.FAILED, provider_error(exc, attempt.adapter))
             why = f"{why}; {verdict.why}"
         await self._unknown(job, attempt, why, code=code)
         if verdict is not None and verdict.candidates:
             await self._claim_one(job, attempt, verdict.candidates)
+
+    async def _resend(self, job: JobRow, attempt: AttemptRow, request: ProviderRequest) -> None:
+        """Send a submit that surely never made a task, under a fresh `opened_at`: if this send's
+        answer is lost too, the search must look where its task can be (made after now), not
+        around the first send (found in the PostgreSQL chaos run: a resend's task fell outside
+        that window, the search said "absent", the job failed and the task billed uncounted).
+        Written first, which also checks the lease: a runner that lost the job does not resend."""
+        task_data = {**(attempt.task_data or {}), "opened_at": time.time()}
+        await self.ctx.transition(job, attempt=(attempt.id, {"task_data": task_data}))
+        attempt.task_data = task_data
+        await self._send(job, attempt, request)
 
     async def _claim_one(self, job: JobRow, attempt: AttemptRow, tasks: list[ProviderTask]) -> None:
         """Several unheld tasks carry this prompt, made too close together to tell whose is whose

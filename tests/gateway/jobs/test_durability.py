@@ -340,6 +340,40 @@ def test_a_restart_mid_submit_on_wan_adopts_the_task_or_sends_it_once(
         assert after["submits"] - before.get("submits", 0) == 1  # ours, made before the restart
 
 
+def test_a_resend_whose_answer_is_lost_too_is_found_where_it_was_made(tmp_path: Path, emulators: Sandbox) -> None:
+    """A runner died mid-submit long ago (a replica frozen past its lease, in the PostgreSQL
+    chaos run); the one that resumes finds no task and sends again, and that send's answer is
+    lost as well (task made, 5xx returned). The second search must look around the resend, not
+    the first send: the resend's task is adopted and the job completes on it. Before the fix the
+    search said "absent", the job failed `provider_unavailable` and the task billed uncounted."""
+    settings: dict[str, Any] = {
+        "rules_file": ROOT / "router_rules.yaml",
+        "adapters": emulators.adapters,
+        "poll_interval_s": 0.1,
+        "reconcile_settle_s": 0.2,
+        "reconcile_every_s": 0.3,
+    }
+    with serve_in_thread(create_app(make_settings(tmp_path, "", runner_enabled=False, **settings))) as url:
+        body = {"prompt": "gulls on a pier", "image": IMAGE, "model": "wan-2.6-i2v"}
+        video_id = httpx.post(f"{url}/v1/videos", json=body).json()["id"]
+    before = emu(emulators, "wan", "stats")
+    emu(emulators, "wan", "faults", script={"submit": ["accepted_error"]})
+    asyncio.run(
+        _leave_submitting(tmp_path / "gateway.db", video_id, "wan-2.6-i2v", "wan", "wan2.6-i2v", opened_ago_s=600)
+    )
+    try:
+        with serve_in_thread(create_app(make_settings(tmp_path, "", **settings))) as url:
+            final = wait_ended(url, video_id)
+    finally:
+        emu(emulators, "wan", "faults")
+    after = emu(emulators, "wan", "stats")
+    attempts = final["route"]["attempts"]
+    assert after["fault.accepted_error"] - before.get("fault.accepted_error", 0) == 1
+    assert after["tasks"] - before.get("tasks", 0) == 1
+    assert final["status"] == "completed", final
+    assert [(a["model"], a["status"]) for a in attempts] == [("wan-2.6-i2v", "completed")]
+
+
 def test_a_restart_mid_submit_on_kling_looks_it_up_until_kling_answers(tmp_path: Path, emulators: Sandbox) -> None:
     """The gateway died mid-submit to Kling; on restart the lookup by our id first gets a
     malformed answer, is asked again, learns the task was never made and sends it: one task, no
@@ -368,7 +402,9 @@ def test_a_restart_mid_submit_on_kling_looks_it_up_until_kling_answers(tmp_path:
     assert after["fault.malformed"] - before.get("fault.malformed", 0) == 1
 
 
-async def _leave_submitting(db: Path, job_id: str, model: str, adapter: str, provider_model: str) -> None:
+async def _leave_submitting(
+    db: Path, job_id: str, model: str, adapter: str, provider_model: str, opened_ago_s: float = 1.0
+) -> None:
     """The rows a crash mid-submit leaves: the attempt written, the provider's answer never read."""
     engine = make_engine(f"sqlite+aiosqlite:///{db}")
     store = JobStore(engine)
@@ -383,7 +419,7 @@ async def _leave_submitting(db: Path, job_id: str, model: str, adapter: str, pro
                     adapter=adapter,
                     provider_model=provider_model,
                     status="submitting",
-                    task_data={"opened_at": time.time() - 1},
+                    task_data={"opened_at": time.time() - opened_ago_s},
                     usage={"seconds": 5, "resolution": "720p"},
                 )
             )
