@@ -405,6 +405,11 @@ def figures(
                     f"error {(a.error or {}).get('code')} cost {a.cost_usd} task_data {a.task_data}",
                     file=sys.stderr,
                 )
+    for j in jobs:  # say which jobs the gateway's own restart failed, and how, for whoever reads a failing run
+        if j.status == "failed" and (j.error or {}).get("code") in ("interrupted", "internal_error"):
+            print(f"job {j.id} ({j.requested_model}) failed by a restart: {j.error}", file=sys.stderr)
+            for a in by_job.get(j.id, []):
+                print(f"  attempt {a.seq} {a.model} {a.status} {a.provider_task_id} {a.error}", file=sys.stderr)
     statuses: dict[str, int] = {}
     for j in jobs:
         key = j.status if j.status != "failed" else f"failed:{(j.error or {}).get('code')}"
