@@ -1,5 +1,4 @@
-"""What one status read costs: `GET /v1/videos/{id}` end to end, and its database read alone;
-and what one of a runner's writes (`JobStore.transition`) costs.
+"""What one status read costs: `GET /v1/videos/{id}` end to end, and its database read alone.
 
     python bench/status_read.py --reads 1000
 
@@ -10,8 +9,6 @@ and what one of a runner's writes (`JobStore.transition`) costs.
    calling thread) against the same statement through the async engine (aiosqlite), that
    statement built on every call (the code before), and SQLAlchemy Core through the async
    engine: CPU per call, alternating rounds.
-3. `JobStore.transition` (an attempt update under the lease check, one transaction) inline on
-   the SQLite file against the same call through the async engine, alternating rounds.
 Prints one table.
 """
 
@@ -131,47 +128,6 @@ async def in_process(calls: int, rounds: int) -> list[tuple[str, str]]:
     return [(name, " / ".join(f"{us:.0f}" for us in values) + " µs CPU") for name, values in spent.items()]
 
 
-STATES = ("queued", "in_progress")
-
-
-async def writes(calls: int, rounds: int) -> list[tuple[str, str]]:
-    engine = make_engine(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db")
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    inline = jobstore.JobStore(engine)
-    through_async = jobstore.JobStore(engine)
-    through_async.inline = None  # the same store with its writes (and reads) on the async engine
-    job = JobRow(
-        id="vid_bench", owner="", status="queued", progress=0, requested_model="auto", model="m", prompt="p",
-        request={}, route={}, metrics={}, warnings=[], cancel_requested=False, created_at=time.time(),
-    )  # fmt: skip
-    await inline.create(job)
-    (job_id,) = await inline.claim("runner", 1, lease_s=3600)
-    row = await inline.get(job_id)
-    assert row is not None
-    attempt = AttemptRow(
-        id="att_bench", job_id=job_id, seq=0, model="m", adapter="toy", provider_model="p", status="submitting",
-        task_data={}, usage={},
-    )  # fmt: skip
-    await inline.transition(row, "runner", {"status": "in_progress"}, new_attempt=attempt)
-    variants = {
-        "transition (the code: inline on a SQLite file)": inline,
-        "transition through the async engine": through_async,
-    }
-    spent: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, store in variants.items():
-            for i in range(calls // 10):
-                await store.transition(row, "runner", attempt=(attempt.id, {"status": STATES[i % 2]}))
-            t0 = time.process_time()
-            for i in range(calls):
-                await store.transition(row, "runner", attempt=(attempt.id, {"status": STATES[i % 2]}))
-            spent[name].append((time.process_time() - t0) / calls * 1e6)
-    inline.close()
-    await engine.dispose()
-    return [(name, " / ".join(f"{us:.0f}" for us in values) + " µs CPU") for name, values in spent.items()]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reads", type=int, default=1000)
@@ -181,8 +137,7 @@ def main() -> None:
     table = Table(title=f"One status read ({os.cpu_count()} CPUs)")
     table.add_column("what")
     table.add_column("per read / call")
-    local = asyncio.run(in_process(args.calls, args.rounds)) + asyncio.run(writes(args.calls // 3, args.rounds))
-    for row in local + over_http(args.reads, args.rounds):
+    for row in asyncio.run(in_process(args.calls, args.rounds)) + over_http(args.reads, args.rounds):
         table.add_row(*row)
     Console(width=140).print(table)
 
