@@ -294,14 +294,9 @@ def test_a_minimax_task_behind_a_lost_answer_is_counted_when_its_callback_names_
     assert after["polls"] - before.get("polls", 0) >= 1  # the callback's word was checked
 
 
-@pytest.mark.parametrize("made", [True, False], ids=["task-made", "never-sent"])
-def test_a_restart_mid_submit_on_wan_adopts_the_task_or_sends_it_once(
-    tmp_path: Path, emulators: Sandbox, made: bool
-) -> None:
-    """The gateway died between writing the `submitting` row and reading DashScope's answer.
-    On restart the runner searches the task list: the task is adopted if it was made, else the
-    submit is sent now; either way one task and no job failed by the gateway's own restart
-    (before: the attempt ended `unconfirmed` and the job paid a fallback)."""
+def _wan_job_not_run(tmp_path: Path, emulators: Sandbox, prompt: str) -> tuple[dict[str, Any], str]:
+    """Settings for a gateway on the emulators with quick searches, and a wan-2.6-i2v job that a
+    gateway with its runner off accepted (for the test to leave its rows as a crash would)."""
     settings: dict[str, Any] = {
         "rules_file": ROOT / "router_rules.yaml",
         "adapters": emulators.adapters,
@@ -310,8 +305,32 @@ def test_a_restart_mid_submit_on_wan_adopts_the_task_or_sends_it_once(
         "reconcile_every_s": 0.3,
     }
     with serve_in_thread(create_app(make_settings(tmp_path, "", runner_enabled=False, **settings))) as url:
-        video = httpx.post(f"{url}/v1/videos", json={"prompt": "reeds in wind", "image": IMAGE, "model": "wan-2.6-i2v"})
-        video_id = video.json()["id"]
+        body = {"prompt": prompt, "image": IMAGE, "model": "wan-2.6-i2v"}
+        return settings, httpx.post(f"{url}/v1/videos", json=body).json()["id"]
+
+
+def _resume_until_ended(
+    tmp_path: Path, settings: dict[str, Any], emulators: Sandbox, family: str, video_id: str
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Start a gateway on the same data to resume the job; its final state and the emulator's
+    counters once it ended (the emulator's scripted faults cleared either way)."""
+    try:
+        with serve_in_thread(create_app(make_settings(tmp_path, "", **settings))) as url:
+            final = wait_ended(url, video_id)
+    finally:
+        emu(emulators, family, "faults")
+    return final, emu(emulators, family, "stats")
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["task-made", "never-sent"])
+def test_a_restart_mid_submit_on_wan_adopts_the_task_or_sends_it_once(
+    tmp_path: Path, emulators: Sandbox, made: bool
+) -> None:
+    """The gateway died between writing the `submitting` row and reading DashScope's answer.
+    On restart the runner searches the task list: the task is adopted if it was made, else the
+    submit is sent now; either way one task and no job failed by the gateway's own restart
+    (before: the attempt ended `unconfirmed` and the job paid a fallback)."""
+    settings, video_id = _wan_job_not_run(tmp_path, emulators, "reeds in wind")
     before = emu(emulators, "wan", "stats")
     made_id = None
     if made:  # what DashScope holds when the answer was lost to the crash
@@ -346,27 +365,13 @@ def test_a_resend_whose_answer_is_lost_too_is_found_where_it_was_made(tmp_path: 
     lost as well (task made, 5xx returned). The second search must look around the resend, not
     the first send: the resend's task is adopted and the job completes on it. Before the fix the
     search said "absent", the job failed `provider_unavailable` and the task billed uncounted."""
-    settings: dict[str, Any] = {
-        "rules_file": ROOT / "router_rules.yaml",
-        "adapters": emulators.adapters,
-        "poll_interval_s": 0.1,
-        "reconcile_settle_s": 0.2,
-        "reconcile_every_s": 0.3,
-    }
-    with serve_in_thread(create_app(make_settings(tmp_path, "", runner_enabled=False, **settings))) as url:
-        body = {"prompt": "gulls on a pier", "image": IMAGE, "model": "wan-2.6-i2v"}
-        video_id = httpx.post(f"{url}/v1/videos", json=body).json()["id"]
+    settings, video_id = _wan_job_not_run(tmp_path, emulators, "gulls on a pier")
     before = emu(emulators, "wan", "stats")
     emu(emulators, "wan", "faults", script={"submit": ["accepted_error"]})
     asyncio.run(
         _leave_submitting(tmp_path / "gateway.db", video_id, "wan-2.6-i2v", "wan", "wan2.6-i2v", opened_ago_s=600)
     )
-    try:
-        with serve_in_thread(create_app(make_settings(tmp_path, "", **settings))) as url:
-            final = wait_ended(url, video_id)
-    finally:
-        emu(emulators, "wan", "faults")
-    after = emu(emulators, "wan", "stats")
+    final, after = _resume_until_ended(tmp_path, settings, emulators, "wan", video_id)
     attempts = final["route"]["attempts"]
     assert after["fault.accepted_error"] - before.get("fault.accepted_error", 0) == 1
     assert after["tasks"] - before.get("tasks", 0) == 1
@@ -390,12 +395,7 @@ def test_a_restart_mid_submit_on_kling_looks_it_up_until_kling_answers(tmp_path:
     before = emu(emulators, "kling", "stats")
     emu(emulators, "kling", "faults", script={"poll": ["malformed"]})
     asyncio.run(_leave_submitting(tmp_path / "gateway.db", video_id, "kling-v2.1", "kling", "kling-v2-1"))
-    try:
-        with serve_in_thread(create_app(make_settings(tmp_path, "", **settings))) as url:
-            final = wait_ended(url, video_id)
-    finally:
-        emu(emulators, "kling", "faults")
-    after = emu(emulators, "kling", "stats")
+    final, after = _resume_until_ended(tmp_path, settings, emulators, "kling", video_id)
     assert final["status"] == "completed", final
     assert [(a["model"], a["status"]) for a in final["route"]["attempts"]] == [("kling-v2.1", "completed")]
     assert after["tasks"] - before.get("tasks", 0) == 1
