@@ -490,12 +490,16 @@ class JobStore:
             row = await s.get(AttemptRow, attempt_id, with_for_update=True)
             if row is None:
                 return "followed"  # the job was deleted with its attempts
-            held = AttemptRow.adapter == row.adapter, AttemptRow.provider_task_id == task_id
-            if await s.scalar(select(AttemptRow.id).where(*held)):
-                return "followed"  # an attempt holds this task and counts it: never twice
             if row.status == AttemptStatus.SUBMITTING:
                 return "pending"
-            if row.status in ended and row.provider_task_id is None and row.cost_usd is None:
+            elsewhere = select(AttemptRow.id).where(
+                AttemptRow.adapter == row.adapter, AttemptRow.provider_task_id == task_id, AttemptRow.id != row.id
+            )
+            if await s.scalar(elsewhere):
+                return "followed"  # another attempt holds this task and counts it: never twice
+            if row.provider_task_id in (None, task_id):  # the attempt's own task (or none yet)
+                if row.status not in ended or row.cost_usd is not None:
+                    return "followed"  # it follows the task, or counted it, itself
                 row.provider_task_id = task_id
                 row.cost_usd = cost_usd
                 row.usage = {**(row.usage or {}), **usage, "cost_source": "trail"}

@@ -441,3 +441,19 @@ async def test_a_trailed_task_goes_on_the_attempt_that_ended_without_one(store: 
     assert await store.account_trail(attempt.id, "task-A", 0.5, {}) == "followed"
     _, attempts = await store.get_with_attempts(j.id)
     assert [(a.status, a.provider_task_id, a.cost_usd) for a in attempts] == [("unconfirmed", "task-A", 0.5)]
+
+
+async def test_a_trail_of_an_attempts_own_task_is_counted_on_it(store: JobStore) -> None:
+    """An attempt that let go of its own task (deadline, lease) trails it: the task it holds is
+    counted on it once it ends (a check for "some attempt holds it" must not mistake the
+    attempt itself for another holder)."""
+    j, _ = await store.create(job())
+    (row,) = [await store.get(i) for i in await store.claim("r", 1, lease_s=30)]
+    assert row is not None
+    attempt = submitting(j.id)
+    await store.transition(row, "r", {"status": "in_progress"}, new_attempt=attempt)
+    await store.transition(row, "r", attempt=(attempt.id, {"status": "cancelled", "provider_task_id": "task-A"}))
+    assert await store.account_trail(attempt.id, "task-A", 0.4, {}) == "counted"
+    assert await store.account_trail(attempt.id, "task-A", 0.4, {}) == "followed"
+    _, attempts = await store.get_with_attempts(j.id)
+    assert [(a.status, a.provider_task_id, a.cost_usd) for a in attempts] == [("cancelled", "task-A", 0.4)]
