@@ -402,17 +402,24 @@ async def test_ping_asks_the_async_engine_that_writes_take(tmp_path: Path) -> No
         await broken.engine.dispose()
 
 
+async def _submitting_job(store: JobStore, runner: str) -> tuple[JobRow, JobRow, AttemptRow]:
+    """A job claimed by `runner` with its first attempt written `submitting`: (job as created,
+    job as claimed, attempt)."""
+    j, _ = await store.create(job())
+    (row,) = [await store.get(i) for i in await store.claim(runner, 1, lease_s=30)]
+    assert row is not None
+    attempt = submitting(j.id)
+    await store.transition(row, runner, {"status": "in_progress"}, new_attempt=attempt)
+    return j, row, attempt
+
+
 async def test_a_late_task_of_an_attempt_that_went_on_with_another_is_counted_once(store: JobStore) -> None:
     """The chaos run's case (PostgreSQL, a replica frozen mid-submit): the runner that took the
     job over found no task, sent again and finished with task B; the frozen runner's submit then
     made task A, and its trail reached A's end. A is counted once, on an extra `cancelled`
     attempt appended after the job's attempts once the job has ended; never while it runs (the
     last attempt must stay the live one). Before the fix A was "followed" and counted nowhere."""
-    j, _ = await store.create(job())
-    (row,) = [await store.get(i) for i in await store.claim("r2", 1, lease_s=30)]
-    assert row is not None
-    attempt = submitting(j.id)
-    await store.transition(row, "r2", {"status": "in_progress"}, new_attempt=attempt)
+    j, row, attempt = await _submitting_job(store, "r2")
     await store.transition(row, "r2", attempt=(attempt.id, {"status": "in_progress", "provider_task_id": "task-B"}))
     assert await store.account_trail(attempt.id, "task-A", 0.25, {"seconds": 5}) == "pending"  # the job runs
     done = {"status": "completed", "cost_usd": 0.25, "finished_at": time.time()}
@@ -430,11 +437,7 @@ async def test_a_late_task_of_an_attempt_that_went_on_with_another_is_counted_on
 
 async def test_a_trailed_task_goes_on_the_attempt_that_ended_without_one(store: JobStore) -> None:
     """The usual trail: an `unconfirmed` attempt with no task takes the task it trailed, once."""
-    j, _ = await store.create(job())
-    (row,) = [await store.get(i) for i in await store.claim("r", 1, lease_s=30)]
-    assert row is not None
-    attempt = submitting(j.id)
-    await store.transition(row, "r", {"status": "in_progress"}, new_attempt=attempt)
+    j, row, attempt = await _submitting_job(store, "r")
     assert await store.account_trail(attempt.id, "task-A", 0.5, {}) == "pending"  # still submitting
     await store.transition(row, "r", attempt=(attempt.id, {"status": "unconfirmed"}))
     assert await store.account_trail(attempt.id, "task-A", 0.5, {}) == "counted"
@@ -447,11 +450,7 @@ async def test_a_trail_of_an_attempts_own_task_is_counted_on_it(store: JobStore)
     """An attempt that let go of its own task (deadline, lease) trails it: the task it holds is
     counted on it once it ends (a check for "some attempt holds it" must not mistake the
     attempt itself for another holder)."""
-    j, _ = await store.create(job())
-    (row,) = [await store.get(i) for i in await store.claim("r", 1, lease_s=30)]
-    assert row is not None
-    attempt = submitting(j.id)
-    await store.transition(row, "r", {"status": "in_progress"}, new_attempt=attempt)
+    j, row, attempt = await _submitting_job(store, "r")
     await store.transition(row, "r", attempt=(attempt.id, {"status": "cancelled", "provider_task_id": "task-A"}))
     assert await store.account_trail(attempt.id, "task-A", 0.4, {}) == "counted"
     assert await store.account_trail(attempt.id, "task-A", 0.4, {}) == "followed"
