@@ -130,7 +130,9 @@ def part_forward(args: argparse.Namespace) -> None:
     measure(f"regional compile + {'fused qkv + ' if args.fuse else ''}fp8 linears ({args.fp8_scaling} scales)")
     if args.sage:
         for name in args.sage:
-            accel.sage_self_attention(model, name)
+            install_attention(model, name)
+            if args.fp8_scaling == "static":  # cudnn_fp8's V scales, calibrated as the linears' were
+                accel.calibrate(model, lambda: (forward(model, cond), forward(model, uncond)))
             model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
             measure(ROWS[-1]["config"].split(" + 8-bit")[0] + f" + 8-bit self-attention ({name})")
     # Classifier-free guidance as one batch of two (cond, uncond) instead of two calls.
@@ -151,6 +153,28 @@ def part_forward(args: argparse.Namespace) -> None:
     say(json.dumps(row))
     tokens = ((F - 1) // 4 + 1) * (H // 16) * (W // 16)
     table(f"Wan 2.1 I2V-14B transformer, {H}x{W}, {F} frames ({tokens:,} tokens), bf16", ROWS)
+
+
+#: Bench-only variants of `cudnn_fp8`: its module switches for the run of one row.
+CUDNN_VARIANTS = {
+    "cudnn_fp8_dynamic": {"STATIC_SCALES": False},  # Q, K, V scales measured per call (as before)
+    "cudnn_fp8_fixed_means": {"FIXED_MEANS": True},  # K and V means fixed by calibration too
+}
+
+
+def install_attention(model: Any, name: str) -> None:
+    """`accel.sage_self_attention`, or one of `CUDNN_VARIANTS`."""
+    from local_engine import cudnn_fp8
+
+    switches = CUDNN_VARIANTS.get(name, {})
+    saved = {key: getattr(cudnn_fp8, key) for key in switches}
+    for key, value in switches.items():
+        setattr(cudnn_fp8, key, value)
+    try:
+        accel.sage_self_attention(model, "cudnn_fp8" if switches else name)
+    finally:
+        for key, value in saved.items():
+            setattr(cudnn_fp8, key, value)
 
 
 def part_attention(args: argparse.Namespace) -> None:
@@ -528,11 +552,11 @@ def part_profile(args: argparse.Namespace) -> None:
     cond = inputs(args.frames, args.height, args.width, seed=0)
     if args.fuse:
         accel.fuse_qkv(model)
+    for name in args.sage or []:
+        install_attention(model, name)
     accel.fp8_linears(model, scaling=args.fp8_scaling)
     if args.fp8_scaling == "static":
         accel.calibrate(model, lambda: forward(model, cond))
-    for name in args.sage or []:
-        accel.sage_self_attention(model, name)
     model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
     forward(model, cond)
     per_forward, _ = sync_time(lambda: forward(model, cond), 2)
@@ -614,12 +638,12 @@ def part_e2e(args: argparse.Namespace) -> None:
     model.set_attention_backend(CUDNN)
     if args.fuse:
         accel.fuse_qkv(model)
+    if args.sage:
+        install_attention(model, args.sage[0])
     if args.fp8:
         accel.fp8_linears(model, scaling=args.fp8_scaling)
         if args.fp8_scaling == "static":
             accel.calibrate(model, lambda: run("calibration (first and last step)", 2))
-    if args.sage:
-        accel.sage_self_attention(model, args.sage[0])
     model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
     run("warm-up (compile)", 2)
     label = "compile" + (" + fused qkv" if args.fuse else "") + (f" + fp8 ({args.fp8_scaling})" if args.fp8 else "")
@@ -811,7 +835,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--fp8", action="store_true")
     ap.add_argument(
-        "--sage", nargs="*", choices=sorted(accel.SAGE_KERNELS), help="8-bit self-attention rows (e2e: the first)"
+        "--sage",
+        nargs="*",
+        choices=[*sorted(accel.SAGE_KERNELS), *CUDNN_VARIANTS],
+        help="8-bit self-attention rows (e2e: the first)",
     )
     ap.add_argument("--vae-bf16", action="store_true")
     ap.add_argument("--cache", type=float, default=None)

@@ -92,16 +92,23 @@ class Fp8Linear(nn.Module):
 
 
 def calibrate(transformer: nn.Module, run: Any) -> None:
-    """Fix the activation scales of `static` Fp8Linear layers from the calls `run()` makes
-    (e.g. one guided step at the start and one at the end of the schedule)."""
+    """Fix the activation scales of `static` Fp8Linear layers and the V scales of `cudnn_fp8`
+    attention from the calls `run()` makes (e.g. one guided step at the start and one at the end
+    of the schedule). It runs eager (`torch.compiler.disable`): a compiled block would otherwise
+    be traced once for calibrating and again for the fixed scales."""
+    from local_engine import cudnn_fp8
+
     layers = [m for m in transformer.modules() if isinstance(m, Fp8Linear) and m.scaling == "static"]
-    for m in layers:
+    scales = [m for m in transformer.modules() if isinstance(m, cudnn_fp8.Scales) and m.calibratable]
+    for m in [*layers, *scales]:
         m.calibrating = True
     try:
-        run()
+        torch.compiler.disable(run)()
     finally:
         for m in layers:
             m.calibrating = False
+        for m in scales:
+            m.calibrated()
 
 
 def fuse_qkv(transformer: nn.Module) -> int:
@@ -178,7 +185,7 @@ SAGE_KERNELS: dict[str, tuple[bool, bool] | None] = {
     "cudnn_fp8": None,
 }
 _MARK = "i2v:"  # processors carrying "i2v:<name>" as their backend run on our kernel
-_MARKED = {_MARK + name: flags for name, flags in SAGE_KERNELS.items()}
+_MARKED = {_MARK + name: flags for name, flags in SAGE_KERNELS.items() if flags is not None}
 
 
 def sage_self_attention(transformer: Any, name: str = "sage_triton") -> int:
@@ -202,8 +209,6 @@ def sage_self_attention(transformer: Any, name: str = "sage_triton") -> int:
             ours = type(backend) is str and backend in _MARKED
             if ours and kwargs.get("attn_mask") is None:
                 flags = _MARKED[backend]
-                if flags is None:
-                    return cudnn_fp8.fp8_attention(query, key, value)
                 return sage.sage_attention(query, key, value, qk_int8=flags[0], pv_fp8=flags[1])
             return inner(query, key, value, *args, backend=None if ours else backend, **kwargs)
 
@@ -212,7 +217,11 @@ def sage_self_attention(transformer: Any, name: str = "sage_triton") -> int:
     if SAGE_KERNELS[name] is None:
         cudnn_fp8.require(next(transformer.parameters()).device)
     for block in transformer.blocks:
-        block.attn1.processor._attention_backend = _MARK + name
+        cudnn_fp8.uninstall(block.attn1)
+        if SAGE_KERNELS[name] is None:  # its own processor: the block's fixed scales ride along
+            cudnn_fp8.install(block.attn1)
+        else:
+            block.attn1.processor._attention_backend = _MARK + name
     return len(transformer.blocks)
 
 

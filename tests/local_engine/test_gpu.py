@@ -105,3 +105,41 @@ def test_cudnn_fp8_attention_matches_its_torch_twin(layout: str) -> None:
     assert accel.relative_error(out, sage.exact(q, k, v)) < 0.1
     compiled = torch.compile(cudnn_fp8.fp8_attention, fullgraph=True)(q, k, v, layout)
     assert accel.relative_error(compiled, out) < 1e-2
+
+
+def test_cudnn_fp8_in_a_compiled_transformer_is_one_graph_for_every_block() -> None:
+    """Installed in a transformer (fixed Q/K scales, calibrated V), compiled per block: the
+    blocks' scales are inputs of one graph, not constants that recompile it per block, and the
+    output stays near plain bf16's."""
+    from diffusers import WanTransformer3DModel
+    from torch._dynamo.utils import counters
+
+    from local_engine import accel, cudnn_fp8
+    from local_engine.tiny import TEXT_TOKENS, TINY_I2V
+
+    if not cudnn_fp8.available():
+        pytest.skip("nvidia-cudnn-frontend not installed, or no Hopper GPU")
+    heads = {"num_attention_heads": 2, "attention_head_dim": 128, "added_kv_proj_dim": 256}  # cuDNN's head size
+    arch = TINY_I2V | heads | {"num_layers": 3, "ffn_dim": 512}
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(**arch).to("cuda", torch.bfloat16).eval()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = {
+        "hidden_states": torch.randn(1, arch["in_channels"], 3, 16, 24, generator=g, device="cuda"),
+        "timestep": torch.tensor([500.0], device="cuda"),
+        "encoder_hidden_states": torch.randn(1, TEXT_TOKENS, arch["text_dim"], generator=g, device="cuda"),
+        "encoder_hidden_states_image": torch.randn(1, 257, arch["image_dim"], generator=g, device="cuda"),
+    }
+    x = {k: v.to(torch.bfloat16) if v.dim() > 1 else v for k, v in x.items()}
+    with torch.inference_mode():
+        reference = model(**x, return_dict=False)[0]
+        accel.apply(model, attention="cudnn_fp8", fp8=True, fuse=True, fp8_scaling="static", compile=False,
+                    cache_threshold=None)  # fmt: skip
+        accel.calibrate(model, lambda: model(**x))
+        assert all(b.attn1.i2v_fp8_scales.v_static for b in model.blocks)
+        torch._dynamo.reset()
+        counters.clear()
+        model.compile_repeated_blocks(fullgraph=True)
+        out = model(**x, return_dict=False)[0]
+        assert counters["stats"]["unique_graphs"] == 1
+    assert accel.relative_error(out, reference) < 0.1
