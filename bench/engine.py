@@ -157,8 +157,8 @@ def part_forward(args: argparse.Namespace) -> None:
 
 #: Bench-only variants of `cudnn_fp8`: its module switches for the run of one row.
 CUDNN_VARIANTS = {
-    "cudnn_fp8_dynamic": {"STATIC_SCALES": False},  # Q, K, V scales measured per call (as before)
-    "cudnn_fp8_fixed_means": {"FIXED_MEANS": True},  # K and V means fixed by calibration too
+    "cudnn_fp8_dynamic": {"STATIC_SCALES": False},  # Q, K, V scales and K, V means measured per call
+    "cudnn_fp8_measured_means": {"FIXED_MEANS": False},  # fixed scales, K and V means measured per call
 }
 
 
@@ -573,9 +573,11 @@ def part_profile(args: argparse.Namespace) -> None:
 
     def family(name: str) -> str:
         n = name.lower()
+        if n.startswith("triton_"):  # inductor names kernels after the ops they fuse ("cudnn_fp8_sdpa", ...)
+            return "compiled elementwise / reductions"
         if "sdpa" in n or "fmha" in n or "flash" in n or "attention" in n or "cudnn" in n or "_fwd" in n:
             return "attention (self: cuDNN/Triton; cross: SDPA)"
-        if "e4m3" in n or "fp8" in n or "f8" in n:
+        if "e4m3" in n or "fp8" in n or "f8" in n or "_qq" in n:  # cuBLASLt's nvjet_sm90_qq...: fp8 inputs
             return "fp8 GEMM (linears)"
         if "gemm" in n or "cutlass" in n or "sm90_xmma" in n or "nvjet" in n:
             return "other GEMM"

@@ -130,7 +130,7 @@ def _load_pipeline(config: EngineConfig, device: str) -> Any:
             compile=False,
             cache_threshold=config.cache_threshold,
         )
-        if fp8 and config.fp8_scaling == "static":
+        if (fp8 and config.fp8_scaling == "static") or config.attention == "cudnn_fp8":
             accel.calibrate(pipe.transformer, lambda: _calibration_run(pipe))
         if config.compile:  # after calibration, so the compiled graphs see fixed scales
             pipe.transformer.compile_repeated_blocks(fullgraph=config.cache_threshold is None)
