@@ -35,6 +35,10 @@ _CODES = {
     1027: "content_policy",
     2013: "invalid_request",
 }
+#: Codes of a failure inside MiniMax (unknown error, request timeout, internal and system errors):
+#: answered to a submit, the task may have been made before it (HTTP 200 all the same), so the
+#: submit is never simply repeated. Refusals (rate limit, auth, balance, policy, params) made none.
+_SERVER_SIDE = frozenset({1000, 1001, 1024, 1033})
 #: Camera commands the Hailuo 02/2.3 and Director models read from brackets in the prompt.
 _CAMERA = {
     "push_in": "Push in",
@@ -58,7 +62,12 @@ def _parse(resp: httpx.Response) -> dict[str, Any]:
     base = body.get("base_resp") or {}
     code = int(base.get("status_code", 0))
     if code and body.get("status") != "Fail":  # a failed *task* is an answer, not a failed call
-        raise ProviderError(_CODES.get(code, "provider_error"), str(base.get("status_msg", "")), provider_code=code)
+        raise ProviderError(
+            _CODES.get(code, "provider_error"),
+            str(base.get("status_msg", "")),
+            provider_code=code,
+            maybe_submitted=code in _SERVER_SIDE,
+        )
     return body
 
 

@@ -178,6 +178,13 @@ class Settings(BaseSettings):
         description="How long the search may wait for a task that may be the lost one to finish (and show its "
         "prompt) before the attempt ends `unconfirmed`.",
     )
+    callback_wait_s: float = Field(
+        default=3.0,
+        ge=0,
+        description="A submit whose outcome is unknown on a provider that neither finds tasks by our id nor lists "
+        "them (MiniMax) waits this long for the provider's callback naming the task, and adopts it; else the "
+        "attempt ends `unconfirmed` (needs public_url).",
+    )
     outbox_enabled: bool = Field(
         default=True, description="Deliver the outbox (webhooks, provider cancels) from this process."
     )

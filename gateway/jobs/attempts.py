@@ -16,6 +16,8 @@ Money rules kept here (the caller holds the adapter's slot for the whole attempt
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -138,17 +140,22 @@ class Attempts:
 
     async def _send(self, job: JobRow, attempt: AttemptRow, request: ProviderRequest) -> None:
         adapter = self.ctx.adapters[attempt.adapter]
+        self.ctx.sending.setdefault(attempt.id, asyncio.Event())  # a callback may name the task first
         try:
-            task = await adapter.submit(request)
-        except ProviderError as exc:
-            if exc.maybe_submitted:
-                return await self._unsure(job, attempt, request, f"{exc.code}: {exc.message}", exc)
-            log.info("submit refused", extra={"model": attempt.model, "code": exc.code})
-            return await self.end(job, attempt, AttemptStatus.FAILED, provider_error(exc, attempt.adapter))
-        except Exception as exc:  # an unmapped transport failure mid-request: the outcome is unknown
-            err = ProviderError("provider_error", repr(exc), retryable=True, maybe_submitted=True)
-            return await self._unsure(job, attempt, request, repr(exc), err)
-        await self._accepted(job, attempt, task)
+            try:
+                task = await adapter.submit(request)
+            except ProviderError as exc:
+                if exc.maybe_submitted:
+                    return await self._unsure(job, attempt, request, f"{exc.code}: {exc.message}", exc)
+                log.info("submit refused", extra={"model": attempt.model, "code": exc.code})
+                return await self.end(job, attempt, AttemptStatus.FAILED, provider_error(exc, attempt.adapter))
+            except Exception as exc:  # an unmapped transport failure mid-request: the outcome is unknown
+                err = ProviderError("provider_error", repr(exc), retryable=True, maybe_submitted=True)
+                return await self._unsure(job, attempt, request, repr(exc), err)
+            await self._accepted(job, attempt, task)
+        finally:
+            self.ctx.sending.pop(attempt.id, None)
+            self.ctx.named.pop(attempt.id, None)
 
     async def _unsure(
         self, job: JobRow, attempt: AttemptRow, request: ProviderRequest, why: str, exc: ProviderError | None
@@ -160,7 +167,14 @@ class Attempts:
         adapter = self.ctx.adapters[attempt.adapter]
         code = exc.code if exc else "interrupted"
         verdict = None
-        if isinstance(adapter, TaskLookup):
+        if not isinstance(adapter, TaskLookup | TaskSearch):
+            named = await self._named(attempt, request)
+            if named is not None:
+                try:
+                    return await self._accepted(job, attempt, named)
+                except IntegrityError:  # another attempt holds it: the callback's word was wrong
+                    why = f"{why}; the task a callback named is another attempt's"
+        elif isinstance(adapter, TaskLookup):
             verdict = await look_up(self.ctx, adapter, request, self.ctx.limit_at(job))
         elif isinstance(adapter, TaskSearch):
             since = float((attempt.task_data or {}).get("opened_at") or job.started_at or job.created_at)
@@ -183,6 +197,26 @@ class Attempts:
         await self._unknown(job, attempt, why, code=code)
         if verdict is not None and verdict.candidates:
             await self._claim_one(job, attempt, verdict.candidates)
+
+    async def _named(self, attempt: AttemptRow, request: ProviderRequest) -> ProviderTask | None:
+        """The task a provider callback named for this attempt, where the protocol can neither find
+        nor list tasks (MiniMax): its one way to say which task a submit with a lost answer made.
+        Waits up to `callback_wait_s` for it (a callback comes when the task is made), then looks in
+        memory (this process had the submit in flight) and in the trails (another process took the
+        callback, or it came while the attempt was left `submitting`). Unheld tasks only: a callback
+        names a task, it never takes one from another job."""
+        if request.callback_url:
+            sending = self.ctx.sending.get(attempt.id)
+            if sending is not None and attempt.id not in self.ctx.named:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sending.wait(), self.ctx.settings.callback_wait_s)
+        if (task_id := self.ctx.named.get(attempt.id)) is not None:
+            if await self.ctx.store.held_tasks(attempt.adapter, [task_id]):
+                return None
+        elif (task_id := await self.ctx.store.trailed_task(attempt.job_id, attempt.id)) is None:
+            return None
+        log.info("lost submit named by a callback", extra={"model": attempt.model, "provider_task_id": task_id})
+        return ProviderTask(task_id=task_id, provider_model=attempt.provider_model)
 
     async def _resend(self, job: JobRow, attempt: AttemptRow, request: ProviderRequest) -> None:
         """Send a submit that surely never made a task, under a fresh `opened_at`: if this send's
@@ -245,11 +279,10 @@ class Attempts:
 
     async def resume_submitting(self, job: JobRow, attempt: AttemptRow) -> None:
         """An attempt found `submitting`: a runner stopped between writing it and recording the
-        task id. Where the protocol finds or lists tasks, look for it (`_unsure`); elsewhere the
-        attempt ends `unconfirmed`."""
-        adapter = self.ctx.adapters[attempt.adapter]
+        task id. Look for it (`_unsure`: found by our id, in the task list, or named by a provider
+        callback that came meanwhile); else the attempt ends `unconfirmed`."""
         spec = self.ctx.rules().models.get(attempt.model)
-        if spec is not None and isinstance(adapter, TaskLookup | TaskSearch):
+        if spec is not None:  # found, listed, or named by a callback that came meanwhile
             request = self.request_for(job, attempt, spec)
             return await self.ctx.shielded(
                 self._unsure(job, attempt, request, "the gateway stopped while submitting", None)

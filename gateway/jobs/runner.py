@@ -126,12 +126,21 @@ class JobRunner:
         return False
 
     async def reported(self, attempt_id: str, task_id: str) -> bool:
-        """A provider callback names the task an attempt made whose submit answer never arrived
-        (the attempt is `unconfirmed`). Trail that task so that its cost is counted when it ends.
+        """A provider callback names the task of an attempt that holds none: its submit's answer is
+        not read yet or never came. While this process has the submit in flight, the name waits in
+        memory for it (`Attempts._unsure` adopts the task if the answer is lost). Otherwise (an
+        `unconfirmed` attempt, or one left `submitting` by a crash or held by another process) the
+        task is trailed, so that its cost is counted when it ends (a resume adopts it instead).
         The body is not trusted: the trail queries the task under our key (a task the provider does
         not know ends it), and a task another attempt or trail holds is left alone."""
         attempt = await self.store.attempt(attempt_id)
-        if attempt is None or attempt.provider_task_id is not None or attempt.status != AttemptStatus.UNCONFIRMED:
+        if attempt is None or attempt.provider_task_id is not None:
+            return False
+        if attempt.status == AttemptStatus.SUBMITTING and (sending := self.ctx.sending.get(attempt_id)):
+            self.ctx.named.setdefault(attempt_id, task_id)
+            sending.set()
+            return True
+        if attempt.status not in (AttemptStatus.UNCONFIRMED, AttemptStatus.SUBMITTING):
             return False
         reason = "a provider callback named the task of a submit whose answer was lost"
         if not await self.store.claim_task(claim_row(attempt.job_id, attempt, task_id, reason)):

@@ -453,6 +453,16 @@ class JobStore:
         held |= {t["task_id"] for t in trails if t.get("adapter") == adapter and t.get("task_id") in wanted}
         return {t for t in held if t is not None}
 
+    async def trailed_task(self, job_id: str, attempt_id: str) -> str | None:
+        """The task a pending trail follows for this attempt (a callback named it), if any."""
+        async with self.sessions() as s:
+            trails = await s.scalars(
+                select(OutboxRow.payload).where(
+                    OutboxRow.job_id == job_id, OutboxRow.kind == "trail", OutboxRow.done_at.is_(None)
+                )
+            )
+            return next((t["task_id"] for t in trails if t.get("attempt_id") == attempt_id), None)
+
     async def claim_task(self, row: OutboxRow) -> bool:
         """Add the trail `row` unless an attempt or a pending trail already holds its task.
         `row.id` is made from the task (`claim_row`): two claims of one task at the same moment

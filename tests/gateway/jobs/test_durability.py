@@ -266,32 +266,59 @@ def test_minimax_submit_with_unknown_outcome_is_never_resent(gw: Gateway, emulat
     assert after["submits"] - before.get("submits", 0) == len(minimax_attempts)
 
 
-def test_a_minimax_task_behind_a_lost_answer_is_counted_when_its_callback_names_it(
-    tmp_path: Path, emulators: Sandbox
+@pytest.mark.parametrize("fault", ["accepted_error", "accepted_timeout"])
+def test_a_minimax_task_behind_a_lost_answer_is_adopted_when_its_callback_names_it(
+    tmp_path: Path, emulators: Sandbox, fault: str
 ) -> None:
-    """MiniMax made the task, then answered 500: the attempt is `unconfirmed` and the job moves on.
-    The task's callback (to that attempt's URL) names it; the gateway re-queries it and, when it
-    ends, puts its cost on the unconfirmed attempt (before: it succeeded and was never counted)."""
+    """MiniMax made the task, then answered 502 (or held the answer past the task's own end, so
+    that both callbacks naming the task arrive while the attempt is still `submitting`). MiniMax
+    can neither find a task by our id nor list tasks: its callback is the one word on which task
+    the submit made. The attempt waits for it and adopts the task: the job completes on it, one
+    task, nothing paid twice (before: the attempt ended `unconfirmed` and a fallback paid again;
+    with the stalled answer both callbacks were dropped and the task was counted nowhere)."""
     before = emu(emulators, "minimax", "stats")
-    emu(emulators, "minimax", "faults", script={"submit": ["accepted_error"]})
+    emu(emulators, "minimax", "faults", script={"submit": [fault]}, hang_s=3.0)
     fast = {"poll_interval_s": 0.1, "outbox_backoff_s": 0.2, "poll_interval_max_s": 0.5}
-    with callback_gateway(tmp_path, emulators, **fast) as client:
-        video = client.post("/v1/videos", json={"prompt": "leaves sway", "image": IMAGE, "model": "hailuo-2.3-fast"})
-        video_id = video.json()["id"]
-
-        def counted() -> dict[str, Any] | None:
-            v = client.get(f"/v1/videos/{video_id}").json()
-            first = (v["route"]["attempts"] or [{}])[0]
-            return v if v["status"] == "completed" and first.get("cost_usd") else None
-
-        final = wait_for(counted, 30)
+    try:
+        with callback_gateway(tmp_path, emulators, **fast) as client:
+            body = {"prompt": "leaves sway", "image": IMAGE, "model": "hailuo-2.3-fast"}
+            video_id = client.post("/v1/videos", json=body).json()["id"]
+            final = wait_for(lambda: (v := client.get(f"/v1/videos/{video_id}").json())["status"] in ENDED and v, 30)
+    finally:
+        emu(emulators, "minimax", "faults")
     after = emu(emulators, "minimax", "stats")
+    attempts = final["route"]["attempts"]
+    assert final["status"] == "completed", final
+    assert [(a["model"], a["status"]) for a in attempts] == [("hailuo-2.3-fast", "completed")]
+    assert attempts[0]["provider_task_id"] and attempts[0]["cost_usd"] > 0
+    assert after["tasks"] - before.get("tasks", 0) == 1
+    assert after["polls"] - before.get("polls", 0) >= 1  # the callback's word was checked by a query
+
+
+def test_a_minimax_task_behind_a_lost_answer_is_counted_when_a_late_callback_names_it(
+    gw: Gateway, emulators: Sandbox
+) -> None:
+    """With no callback in time (here: none was asked for) the attempt ends `unconfirmed` and the
+    job moves on. A callback that names the task later, to that attempt's URL, puts the task on a
+    trail: the gateway queries it and, when it ends, puts its cost on the unconfirmed attempt."""
+    known = {t["id"] for t in emu(emulators, "minimax", "tasks")}
+    emu(emulators, "minimax", "faults", script={"submit": ["accepted_error"]})
+    final = gw.wait(create(gw, model="hailuo-2.3-fast")["id"])
     first = final["route"]["attempts"][0]
-    assert (first["model"], first["status"]) == ("hailuo-2.3-fast", "unconfirmed")
-    assert first["provider_task_id"] and first["cost_usd"] > 0
-    minimax = [a for a in final["route"]["attempts"] if a["adapter"] in ("hailuo", "live")]
-    assert after["tasks"] - before.get("tasks", 0) == len(minimax)  # one task per attempt, none resent
-    assert after["polls"] - before.get("polls", 0) >= 1  # the callback's word was checked
+    assert (first["model"], first["status"], first["provider_task_id"]) == ("hailuo-2.3-fast", "unconfirmed", None)
+    (made,) = [t["id"] for t in emu(emulators, "minimax", "tasks") if t["id"] not in known]
+    db = sqlite3.connect(gw.settings.resolved_database_url.split("///", 1)[1])
+    query = "SELECT id FROM attempts WHERE job_id = ? ORDER BY seq LIMIT 1"
+    (attempt_id,) = db.execute(query, (final["id"],)).fetchone()
+    db.close()
+    gw.client.post(f"/v1/provider-callbacks/{attempt_id}", json={"task_id": made, "status": "success"})
+
+    def counted() -> dict[str, Any] | None:
+        first = gw.client.get(f"/v1/videos/{final['id']}").json()["route"]["attempts"][0]
+        return first if first.get("cost_usd") else None
+
+    first = wait_for(counted, 30)
+    assert (first["status"], first["provider_task_id"]) == ("unconfirmed", made) and first["cost_usd"] > 0
 
 
 def _wan_job_not_run(tmp_path: Path, emulators: Sandbox, prompt: str) -> tuple[dict[str, Any], str]:
