@@ -34,6 +34,7 @@ Fault = Literal[
     "accepted_error",
     "accepted_timeout",
     "accepted_malformed",
+    "accepted_slow",
     "expired_url_once",
     "cancel_late",
 ]
@@ -52,6 +53,7 @@ FAULT_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "accepted_error": ("submit",),
     "accepted_timeout": ("submit",),
     "accepted_malformed": ("submit",),
+    "accepted_slow": ("submit",),
     "expired_url_once": ("submit",),
     "cancel_late": ("submit",),
 }
@@ -62,6 +64,9 @@ LATE_FAULTS = {"moderation_late", "task_fail", "expired_url", "unknown", "expire
 #: The task is created, then the answer is lost as the named fault: the submit's outcome is
 #: unknown to the caller (what a dropped connection or a proxy's 5xx after the fact looks like).
 ACCEPTED_FAULTS = {"accepted_error": "server_error", "accepted_timeout": "timeout", "accepted_malformed": "malformed"}
+#: The task is created and its answer comes, but only after `hang_s` (a slow network or proxy):
+#: meanwhile the task exists and no attempt holds it.
+SLOW_ANSWER = "accepted_slow"
 
 
 class FaultPlan(BaseModel):

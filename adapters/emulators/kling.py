@@ -29,6 +29,7 @@ from adapters.emulators.common import (
     LATE_FAULTS,
     MALFORMED,
     SHARED_ROUTES,
+    SLOW_ANSWER,
     EmulatorConfig,
     EmuTask,
     TaskBook,
@@ -226,6 +227,8 @@ async def _new_task(
         },
     )
     book.add(task, external_id=external)
+    if fault == SLOW_ANSWER:
+        await hang(book)
     if fault in ACCEPTED_FAULTS:
         return await _fault_response(book, ACCEPTED_FAULTS[fault]) or MALFORMED
     return Response(_task_body(book, task, request))

@@ -24,6 +24,7 @@ from adapters.emulators.common import (
     LATE_FAULTS,
     MALFORMED,
     SHARED_ROUTES,
+    SLOW_ANSWER,
     EmulatorConfig,
     EmuTask,
     TaskBook,
@@ -140,6 +141,8 @@ async def create(request: Request[Any, Any, Any], state: State) -> Response[Any]
         extra={"file_id": 361721749176519 + book.next_seq(), "callback_url": body.get("callback_url")},
     )
     book.add(task)
+    if fault == SLOW_ANSWER:
+        await hang(book)
     if fault in ACCEPTED_FAULTS:
         return await _fault_response(book, ACCEPTED_FAULTS[fault]) or MALFORMED
     return _base(task_id=task.id)

@@ -26,6 +26,7 @@ from adapters.emulators.common import (
     ACCEPTED_FAULTS,
     MALFORMED,
     SHARED_ROUTES,
+    SLOW_ANSWER,
     EmulatorConfig,
     EmuTask,
     TaskBook,
@@ -176,6 +177,8 @@ async def create_task(request: Request[Any, Any, Any], state: State) -> Response
         extra={"model": body["model"], "era": era, "resolution": resolution},
     )
     book.add(task)
+    if fault == SLOW_ANSWER:
+        await hang(book)
     if fault in ACCEPTED_FAULTS:
         return await _fault_response(book, ACCEPTED_FAULTS[fault]) or MALFORMED
     return Response({"output": {"task_status": "PENDING", "task_id": task.id}, "request_id": str(uuid.uuid4())})

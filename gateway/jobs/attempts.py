@@ -40,7 +40,7 @@ from gateway.jobs.cancel import CancelWatch, cancelled_error
 from gateway.jobs.context import RunContext
 from gateway.jobs.ids import new_id
 from gateway.jobs.present import shown_progress
-from gateway.jobs.reconcile import look_up, reconcile
+from gateway.jobs.reconcile import Lost, look_up, reconcile
 from gateway.jobs.store import LeaseLost
 from gateway.jobs.tables import AttemptRow, JobRow, cancel_row, claim_row, trail_row
 from gateway.routing.catalog import ModelSpec
@@ -152,7 +152,12 @@ class Attempts:
             except Exception as exc:  # an unmapped transport failure mid-request: the outcome is unknown
                 err = ProviderError("provider_error", repr(exc), retryable=True, maybe_submitted=True)
                 return await self._unsure(job, attempt, request, repr(exc), err)
-            await self._accepted(job, attempt, task)
+            try:
+                await self._accepted(job, attempt, task)
+            except IntegrityError:  # a search elsewhere took our task for its own: it holds and counts it
+                log.error("a searching attempt adopted this submit's task", extra={"provider_task_id": task.task_id})
+                why = f"the provider answered with task {task.task_id}, which another attempt had already adopted"
+                await self._unknown(job, attempt, why, code="provider_error")
         finally:
             self.ctx.sending.pop(attempt.id, None)
             self.ctx.named.pop(attempt.id, None)
@@ -178,7 +183,12 @@ class Attempts:
             verdict = await look_up(self.ctx, adapter, request, self.ctx.limit_at(job))
         elif isinstance(adapter, TaskSearch):
             since = float((attempt.task_data or {}).get("opened_at") or job.started_at or job.created_at)
-            verdict = await reconcile(self.ctx, adapter, attempt.adapter, request, since, self.ctx.limit_at(job))
+            # searching now, not waiting for an answer: other searches need not wait for this one
+            task_data = {**(attempt.task_data or {}), "lost_at": time.time()}
+            await self.ctx.transition(job, attempt=(attempt.id, {"task_data": task_data}))
+            attempt.task_data = task_data
+            lost = Lost(attempt.id, job.prompt, since)
+            verdict = await reconcile(self.ctx, adapter, attempt.adapter, request, lost, self.ctx.limit_at(job))
         if verdict is not None:
             log.info(
                 "lost submit searched", extra={"model": attempt.model, "verdict": verdict.kind, "why": verdict.why}
@@ -225,6 +235,7 @@ class Attempts:
         that window, the search said "absent", the job failed and the task billed uncounted).
         Written first, which also checks the lease: a runner that lost the job does not resend."""
         task_data = {**(attempt.task_data or {}), "opened_at": time.time()}
+        task_data.pop("lost_at", None)  # waiting for an answer again
         await self.ctx.transition(job, attempt=(attempt.id, {"task_data": task_data}))
         attempt.task_data = task_data
         await self._send(job, attempt, request)

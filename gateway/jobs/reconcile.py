@@ -9,7 +9,11 @@ nothing: it is asked again until `reconcile_timeout_s` or the job's time is up, 
 Why each answer of the task-list search is safe:
 - a task is adopted only when it is the one task of that model, made while the submit was in
   flight (where the provider says when), held by no attempt or trail, whose fingerprint (the
-  prompt) matches, and no other unheld task could still turn out to match;
+  prompt) matches, and no other unheld task could still turn out to match, nor a later submit of
+  the same prompt still waiting for its answer have made it (`JobStore.later_submits`; found in a
+  chaos run: a resumed search took the task of a live submit sent after the restart, and that
+  submit's answer then crashed its job). Submits whose answers were lost too (`lost_at`, a burst)
+  do not hold a search back: they are searching themselves;
 - "absent" is said only after the list had `reconcile_settle_s` to show the task and no unheld
   task in the window matches or may yet match: then sending it (again) cannot pay twice;
 - anything else stays unknown, and the attempt ends `unconfirmed`, never sent again. Where the
@@ -56,8 +60,17 @@ async def look_up(ctx: RunContext, adapter: TaskLookup, request: ProviderRequest
         return Verdict("found", task) if task is not None else Verdict("absent")
 
 
+@dataclass
+class Lost:
+    """The submit being searched for: its attempt, the job's prompt and when it was sent."""
+
+    attempt_id: str
+    prompt: str
+    since: float
+
+
 async def reconcile(
-    ctx: RunContext, adapter: TaskSearch, adapter_name: str, request: ProviderRequest, since: float, until: float
+    ctx: RunContext, adapter: TaskSearch, adapter_name: str, request: ProviderRequest, lost: Lost, until: float
 ) -> Verdict:
     """Search until the answer is sure, `reconcile_timeout_s` has passed or the job's time is up."""
     settings = ctx.settings
@@ -65,7 +78,7 @@ async def reconcile(
     await asyncio.sleep(settings.reconcile_settle_s)
     ambiguous = 0
     while True:
-        verdict = await _look(ctx, adapter, adapter_name, request, since)
+        verdict = await _look(ctx, adapter, adapter_name, request, lost)
         # several matches resolve only if other attempts adopt theirs: a few looks, not the deadline
         ambiguous = ambiguous + 1 if verdict.candidates else 0
         if verdict.kind != "unknown" or ambiguous >= _AMBIGUOUS_LOOKS:
@@ -76,17 +89,18 @@ async def reconcile(
 
 
 async def _look(
-    ctx: RunContext, adapter: TaskSearch, adapter_name: str, request: ProviderRequest, since: float
+    ctx: RunContext, adapter: TaskSearch, adapter_name: str, request: ProviderRequest, lost: Lost
 ) -> Verdict:
     try:
-        return await _decide(ctx, adapter, adapter_name, request, since)
+        return await _decide(ctx, adapter, adapter_name, request, lost)
     except ProviderError as exc:
         return Verdict("unknown", why=f"the task search failed: {exc.message}")
 
 
 async def _decide(
-    ctx: RunContext, adapter: TaskSearch, adapter_name: str, request: ProviderRequest, since: float
+    ctx: RunContext, adapter: TaskSearch, adapter_name: str, request: ProviderRequest, lost: Lost
 ) -> Verdict:
+    since = lost.since
     # only tasks made while the submit was in flight are asked about in the database
     found = _near(ctx, adapter_name, await adapter.search(request, since), since)
     held = await ctx.retrying(lambda: ctx.store.held_tasks(adapter_name, [f.task.task_id for f in found]), "held tasks")
@@ -96,6 +110,12 @@ async def _decide(
     sure = [f for f in read if f.matches]
     # an unheld task still running may be ours (a failed one costs nothing and is never adopted)
     maybe = [f for f in read if f.matches is None and f.state in ("queued", "in_progress")]
+    if sure or maybe:  # a later submit of this prompt, still waiting for its answer, may have made them
+        later = await ctx.retrying(
+            lambda: ctx.store.later_submits(adapter_name, lost.attempt_id, lost.prompt, since), "later submits"
+        )
+        if later:
+            return Verdict("unknown", why=f"{later} later submit(s) of this prompt still wait for their answer")
     if len(sure) > 1:
         ranked = sorted(sure, key=lambda f: abs((f.created_at or since) - since))
         nearest = _nearest(ranked, since)

@@ -453,6 +453,25 @@ class JobStore:
         held |= {t["task_id"] for t in trails if t.get("adapter") == adapter and t.get("task_id") in wanted}
         return {t for t in held if t is not None}
 
+    async def later_submits(self, adapter: str, attempt_id: str, prompt: str, after: float) -> int:
+        """Other attempts on this adapter still waiting for their submit's answer (`submitting`,
+        the answer not lost: no `lost_at`), opened after `after`, for a job with this prompt: a
+        task made for one of them looks like this attempt's to a search by prompt until that
+        attempt records it."""
+        async with self.sessions() as s:
+            rows = await s.execute(
+                select(AttemptRow.task_data, JobRow.prompt)
+                .join(JobRow, JobRow.id == AttemptRow.job_id)
+                .where(
+                    AttemptRow.adapter == adapter,
+                    AttemptRow.status == AttemptStatus.SUBMITTING,
+                    AttemptRow.provider_task_id.is_(None),
+                    AttemptRow.id != attempt_id,
+                )
+            )
+            waiting = [data or {} for data, other in rows if other == prompt]
+            return sum(1 for data in waiting if float(data.get("opened_at") or 0.0) > after and "lost_at" not in data)
+
     async def trailed_task(self, job_id: str, attempt_id: str) -> str | None:
         """The task a pending trail follows for this attempt (a callback named it), if any."""
         async with self.sessions() as s:

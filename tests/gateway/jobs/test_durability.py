@@ -349,6 +349,36 @@ def _resume_until_ended(
     return final, emu(emulators, family, "stats")
 
 
+def test_a_resumed_wan_search_leaves_the_task_of_a_live_submit_of_the_same_prompt_alone(
+    tmp_path: Path, emulators: Sandbox
+) -> None:
+    """Job A's submit was cut by a crash before it reached DashScope; after the restart job B,
+    same prompt, sends its own: DashScope makes B's task at once, B's answer is slow. A's search
+    of the task list sees that task unheld, with A's prompt, in A's window. It must not take it
+    while a later submit of the prompt still waits for its answer: A looks again once B holds its
+    task, finds none of its own and sends. Each job completes on its own task (before: A adopted
+    B's task, and B's answer, arriving, hit the unique task id and crashed B's job)."""
+    settings, video_a = _wan_job_not_run(tmp_path, emulators, "a kite over dunes")
+    settings["reconcile_settle_s"] = 1.0  # A's first look comes after B's task exists
+    asyncio.run(_leave_submitting(tmp_path / "gateway.db", video_a, "wan-2.6-i2v", "wan", "wan2.6-i2v"))
+    before = emu(emulators, "wan", "stats")
+    emu(emulators, "wan", "faults", script={"submit": ["accepted_slow"]}, hang_s=2.0)
+    try:
+        with serve_in_thread(create_app(make_settings(tmp_path, "", **settings))) as url:
+            body = {"prompt": "a kite over dunes", "image": IMAGE, "model": "wan-2.6-i2v"}
+            video_b = httpx.post(f"{url}/v1/videos", json=body).json()["id"]
+            final_a, final_b = wait_ended(url, video_a), wait_ended(url, video_b)
+    finally:
+        emu(emulators, "wan", "faults")
+    after = emu(emulators, "wan", "stats")
+    assert (final_a["status"], final_b["status"]) == ("completed", "completed"), (final_a, final_b)
+    assert [a["status"] for a in final_a["route"]["attempts"]] == ["completed"]
+    assert [a["status"] for a in final_b["route"]["attempts"]] == ["completed"]
+    task_a, task_b = (f["route"]["attempts"][0]["provider_task_id"] for f in (final_a, final_b))
+    assert task_a and task_b and task_a != task_b
+    assert after["tasks"] - before.get("tasks", 0) == 2
+
+
 @pytest.mark.parametrize("made", [True, False], ids=["task-made", "never-sent"])
 def test_a_restart_mid_submit_on_wan_adopts_the_task_or_sends_it_once(
     tmp_path: Path, emulators: Sandbox, made: bool
