@@ -155,26 +155,22 @@ def part_forward(args: argparse.Namespace) -> None:
     table(f"Wan 2.1 I2V-14B transformer, {H}x{W}, {F} frames ({tokens:,} tokens), bf16", ROWS)
 
 
-#: Bench-only variants of `cudnn_fp8`: its module switches for the run of one row.
+#: Bench-only variants of `cudnn_fp8`: `cudnn_fp8.install`'s switches for the run of one row.
 CUDNN_VARIANTS = {
-    "cudnn_fp8_dynamic": {"STATIC_SCALES": False},  # Q, K, V scales and K, V means measured per call
-    "cudnn_fp8_measured_means": {"FIXED_MEANS": False},  # fixed scales, K and V means measured per call
+    "cudnn_fp8_dynamic": {"static": False},  # Q, K, V scales and K, V means measured per call
+    "cudnn_fp8_measured_means": {"fixed_means": False},  # fixed scales, K and V means measured per call
 }
 
 
 def install_attention(model: Any, name: str) -> None:
-    """`accel.sage_self_attention`, or one of `CUDNN_VARIANTS`."""
+    """`accel.sage_self_attention`, or one of `CUDNN_VARIANTS` (installed again with its switches)."""
     from local_engine import cudnn_fp8
 
-    switches = CUDNN_VARIANTS.get(name, {})
-    saved = {key: getattr(cudnn_fp8, key) for key in switches}
-    for key, value in switches.items():
-        setattr(cudnn_fp8, key, value)
-    try:
-        accel.sage_self_attention(model, "cudnn_fp8" if switches else name)
-    finally:
-        for key, value in saved.items():
-            setattr(cudnn_fp8, key, value)
+    switches = CUDNN_VARIANTS.get(name)
+    accel.sage_self_attention(model, "cudnn_fp8" if switches else name)
+    if switches:
+        for block in model.blocks:
+            cudnn_fp8.install(block.attn1, **switches)
 
 
 def part_attention(args: argparse.Namespace) -> None:

@@ -358,16 +358,12 @@ class SelfAttention:
         return attn.to_out[1](attn.to_out[0](out))
 
 
-#: Whether `install` fixes Q's and K's scales (False: measured per call) and, once calibrated,
-#: the K and V means (False: measured per call); `bench/engine.py` measures each variant. Fixed
-#: means took 40 guided steps from 151.2 to 148.3 s on the H200 (docs/benchmarks.md).
-STATIC_SCALES = True
-FIXED_MEANS = True
-
-
-def install(attn: torch.nn.Module) -> None:
-    """Run this self-attention module on cuDNN's fp8 kernel with fixed scales."""
-    attn.i2v_fp8_scales = Scales(attn, static=STATIC_SCALES, fixed_means=FIXED_MEANS)
+def install(attn: torch.nn.Module, static: bool = True, fixed_means: bool = True) -> None:
+    """Run this self-attention module on cuDNN's fp8 kernel with fixed scales. `static=False`
+    measures Q's and K's scales per call, `fixed_means=False` the K and V means (`Scales`);
+    `bench/engine.py` measures each variant: fixed means took 40 guided steps from 151.2 to
+    148.3 s on the H200 (docs/benchmarks.md)."""
+    attn.i2v_fp8_scales = Scales(attn, static=static, fixed_means=fixed_means)
     attn.set_processor(SelfAttention())
 
 

@@ -17,7 +17,6 @@ Money rules kept here (the caller holds the adapter's slot for the whole attempt
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -140,7 +139,8 @@ class Attempts:
 
     async def _send(self, job: JobRow, attempt: AttemptRow, request: ProviderRequest) -> None:
         adapter = self.ctx.adapters[attempt.adapter]
-        self.ctx.sending.setdefault(attempt.id, asyncio.Event())  # a callback may name the task first
+        # a callback may name the task first
+        self.ctx.sending.setdefault(attempt.id, asyncio.get_running_loop().create_future())
         try:
             try:
                 task = await adapter.submit(request)
@@ -160,7 +160,6 @@ class Attempts:
                 await self._unknown(job, attempt, why, code="provider_error")
         finally:
             self.ctx.sending.pop(attempt.id, None)
-            self.ctx.named.pop(attempt.id, None)
 
     async def _unsure(
         self, job: JobRow, attempt: AttemptRow, request: ProviderRequest, why: str, exc: ProviderError | None
@@ -215,12 +214,11 @@ class Attempts:
         memory (this process had the submit in flight) and in the trails (another process took the
         callback, or it came while the attempt was left `submitting`). Unheld tasks only: a callback
         names a task, it never takes one from another job."""
-        if request.callback_url:
-            sending = self.ctx.sending.get(attempt.id)
-            if sending is not None and attempt.id not in self.ctx.named:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sending.wait(), self.ctx.settings.callback_wait_s)
-        if (task_id := self.ctx.named.get(attempt.id)) is not None:
+        named = self.ctx.sending.get(attempt.id)
+        if named is not None and request.callback_url:
+            await asyncio.wait([named], timeout=self.ctx.settings.callback_wait_s)
+        if named is not None and named.done():
+            task_id = named.result()
             if await self.ctx.store.held_tasks(attempt.adapter, [task_id]):
                 return None
         elif (task_id := await self.ctx.store.trailed_task(attempt.job_id, attempt.id)) is None:

@@ -65,10 +65,9 @@ class RunContext:
     critical: set[asyncio.Task[Any]] = field(default_factory=set)
     #: The nudge event of each attempt this process is following, by attempt id.
     nudges: dict[str, asyncio.Event] = field(default_factory=dict)
-    #: Attempts whose submit this process has in flight: set when a provider callback names the
-    #: task (`named`) before the submit's answer is read, or when that answer never comes.
-    sending: dict[str, asyncio.Event] = field(default_factory=dict)
-    named: dict[str, str] = field(default_factory=dict)
+    #: Attempts whose submit this process has in flight, each with the task id a provider callback
+    #: named for it (resolved when a callback comes before the submit's answer is read).
+    sending: dict[str, asyncio.Future[str]] = field(default_factory=dict)
     #: Set when an outbox row was written, so the deliverer looks at once.
     outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
     #: When to poll each model next (learned from the tasks this process followed).

@@ -136,9 +136,9 @@ class JobRunner:
         attempt = await self.store.attempt(attempt_id)
         if attempt is None or attempt.provider_task_id is not None:
             return False
-        if attempt.status == AttemptStatus.SUBMITTING and (sending := self.ctx.sending.get(attempt_id)):
-            self.ctx.named.setdefault(attempt_id, task_id)
-            sending.set()
+        if attempt.status == AttemptStatus.SUBMITTING and (named := self.ctx.sending.get(attempt_id)):
+            if not named.done():
+                named.set_result(task_id)
             return True
         if attempt.status not in (AttemptStatus.UNCONFIRMED, AttemptStatus.SUBMITTING):
             return False

@@ -460,16 +460,17 @@ class JobStore:
         attempt records it."""
         async with self.sessions() as s:
             rows = await s.execute(
-                select(AttemptRow.task_data, JobRow.prompt)
+                select(AttemptRow.task_data)
                 .join(JobRow, JobRow.id == AttemptRow.job_id)
                 .where(
                     AttemptRow.adapter == adapter,
                     AttemptRow.status == AttemptStatus.SUBMITTING,
                     AttemptRow.provider_task_id.is_(None),
                     AttemptRow.id != attempt_id,
+                    JobRow.prompt == prompt,
                 )
             )
-            waiting = [data or {} for data, other in rows if other == prompt]
+            waiting = [data or {} for (data,) in rows]
             return sum(1 for data in waiting if float(data.get("opened_at") or 0.0) > after and "lost_at" not in data)
 
     async def trailed_task(self, job_id: str, attempt_id: str) -> str | None:

@@ -159,15 +159,14 @@ def test_q_and_k_take_fixed_scales_and_v_a_calibrated_one() -> None:
     assert accel.relative_error(after, reference) < 1.05 * accel.relative_error(before, reference)
 
 
-def test_calibration_can_fix_the_means_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With `FIXED_MEANS` the K and V means come from calibration (averaged over its calls) and
+def test_calibration_can_fix_the_means_too() -> None:
+    """With `fixed_means` the K and V means come from calibration (averaged over its calls) and
     nothing is reduced per call. Subtracting any mean is exact; only the rounding grows a little
     where the fixed means are off this input's own (here they average in another input)."""
-    monkeypatch.setattr(cudnn_fp8, "FIXED_MEANS", True)
     attn, x, rope = _attention_module(seed=2)
     with torch.no_grad():
         reference = attn(x, rotary_emb=rope)
-    cudnn_fp8.install(attn)
+    cudnn_fp8.install(attn, fixed_means=True)
     scales = attn.i2v_fp8_scales
     other = torch.randn(2, 200, 128, generator=torch.Generator().manual_seed(3))  # a batch of two
     with torch.no_grad():
