@@ -159,6 +159,7 @@ def part_forward(args: argparse.Namespace) -> None:
 CUDNN_VARIANTS = {
     "cudnn_fp8_dynamic": {"static": False},  # Q, K, V scales and K, V means measured per call
     "cudnn_fp8_measured_means": {"fixed_means": False},  # fixed scales, K and V means measured per call
+    "cudnn_fp8_unfused": {"fused": False},  # all fixed; Q/K norm + RoPE + cast left to inductor
 }
 
 

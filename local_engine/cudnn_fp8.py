@@ -34,6 +34,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from local_engine import qk_fp8
+
 FP8 = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8).max)
 
@@ -94,7 +96,9 @@ class Scales(torch.nn.Module):
     `fixed_means`, calibration also fixes the K and V means that are subtracted (any vector may
     be: softmax and the rows' unit sum make it exact), leaving no reduction before the kernel."""
 
-    def __init__(self, attn: torch.nn.Module, static: bool = True, fixed_means: bool = False) -> None:
+    def __init__(
+        self, attn: torch.nn.Module, static: bool = True, fixed_means: bool = False, fused: bool = True
+    ) -> None:
         super().__init__()
         q, k = (rms_bound(attn.norm_q), rms_bound(attn.norm_k)) if static else (None, None)
         self.q_static, self.k_static = q is not None, k is not None
@@ -107,6 +111,7 @@ class Scales(torch.nn.Module):
         self.register_buffer("v_mean", torch.zeros(mean_shape, device=device))
         self.calibratable = static
         self.fixed_means = static and fixed_means
+        self.fused = fused  # Q and K through `qk_fp8`'s one-pass kernel once everything is fixed
         self.calibrating = False
         self.v_static = False
         self.calls = 0  # calibration calls, for the means' average
@@ -118,6 +123,10 @@ class Scales(torch.nn.Module):
         self.k_mean.add_((k_mean.mean(dim=0, keepdim=True) - self.k_mean) / self.calls)
         self.v_mean.add_((v_mean.mean(dim=0, keepdim=True) - self.v_mean) / self.calls)
         self.v_scale.copy_(torch.maximum(self.v_scale, v_scale.reshape(()) * V_HEADROOM))
+
+    def all_fixed(self) -> bool:
+        """Every scale and mean is fixed: the quantization needs nothing from the data."""
+        return self.q_static and self.k_static and self.v_static and self.fixed_means and not self.calibrating
 
     def calibrated(self) -> None:
         """After calibration: V's recorded scale (and the means) are used from now on."""
@@ -141,15 +150,29 @@ def quantize(
     def amax_scale(x: torch.Tensor) -> torch.Tensor:
         return (x.abs().amax().float() / FP8_MAX).clamp(min=1e-12).reshape(1, 1, 1, 1)
 
-    def cast(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return _in_layout((x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), layout)
-
     qs = scales.q_scale.reshape(1, 1, 1, 1) if scales is not None and scales.q_static else amax_scale(q)
     ks = scales.k_scale.reshape(1, 1, 1, 1) if scales is not None and scales.k_static else amax_scale(k)
     vs = scales.v_scale.reshape(1, 1, 1, 1) if fixed else amax_scale(v)
     if scales is not None and scales.calibrating:
         scales.record(k_mean, v_mean, vs)
-    return Quantized(cast(q, qs), cast(k, ks), cast(v, vs), qs, ks, vs, v_mean)
+    return Quantized(_cast(q, qs, layout), _cast(k, ks, layout), _cast(v, vs, layout), qs, ks, vs, v_mean)
+
+
+def _cast(x: torch.Tensor, scale: torch.Tensor, layout: str) -> torch.Tensor:
+    return _in_layout((x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), layout)
+
+
+def quantize_fused(
+    attn: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rotary_emb: Any
+) -> Quantized:
+    """`quantize` of the normed, rotated Q and K, with every scale and mean fixed, where Q's and
+    K's norm, RoPE, smoothing and cast run as one pass each (`qk_fp8`): (B, S, H*D) projections in."""
+    scales: Scales = attn.i2v_fp8_scales
+    qs, ks, vs = (x.reshape(1, 1, 1, 1) for x in (scales.q_scale, scales.k_scale, scales.v_scale))
+    q = qk_fp8.norm_rope_fp8(query, attn.norm_q, rotary_emb, scales.q_scale, attn.heads)
+    k = qk_fp8.norm_rope_fp8(key, attn.norm_k, rotary_emb, scales.k_scale, attn.heads, scales.k_mean)
+    v = _cast(value.unflatten(2, (attn.heads, -1)).float() - scales.v_mean, vs, "bhsd")
+    return Quantized(q, k, v, qs, ks, vs, scales.v_mean)
 
 
 def reference(qz: Quantized, out_dtype: torch.dtype) -> torch.Tensor:
@@ -350,6 +373,16 @@ class SelfAttention:
         from diffusers.models.transformers.transformer_wan import _get_qkv_projections
 
         query, key, value = _get_qkv_projections(attn, hidden_states, None)
+        scales: Scales = attn.i2v_fp8_scales
+        if (
+            rotary_emb is not None
+            and scales.fused
+            and scales.all_fixed()
+            and LAYOUT == "bhsd"
+            and qk_fp8.usable(query, attn.heads)
+        ):
+            out = kernel(quantize_fused(attn, query, key, value, rotary_emb), query.dtype)
+            return attn.to_out[1](attn.to_out[0](out.flatten(2, 3)))
         query, key = attn.norm_q(query), attn.norm_k(key)
         q, k, v = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
         if rotary_emb is not None:
@@ -358,12 +391,13 @@ class SelfAttention:
         return attn.to_out[1](attn.to_out[0](out))
 
 
-def install(attn: torch.nn.Module, static: bool = True, fixed_means: bool = True) -> None:
+def install(attn: torch.nn.Module, static: bool = True, fixed_means: bool = True, fused: bool = True) -> None:
     """Run this self-attention module on cuDNN's fp8 kernel with fixed scales. `static=False`
-    measures Q's and K's scales per call, `fixed_means=False` the K and V means (`Scales`);
-    `bench/engine.py` measures each variant: fixed means took 40 guided steps from 151.2 to
-    148.3 s on the H200 (docs/benchmarks.md)."""
-    attn.i2v_fp8_scales = Scales(attn, static=static, fixed_means=fixed_means)
+    measures Q's and K's scales per call, `fixed_means=False` the K and V means, `fused=False`
+    leaves Q's and K's norm and RoPE to inductor (`Scales`); `bench/engine.py` measures each
+    variant: fixed means took 40 guided steps from 151.2 to 148.3 s on the H200
+    (docs/benchmarks.md)."""
+    attn.i2v_fp8_scales = Scales(attn, static=static, fixed_means=fixed_means, fused=fused)
     attn.set_processor(SelfAttention())
 
 

@@ -142,4 +142,39 @@ def test_cudnn_fp8_in_a_compiled_transformer_is_one_graph_for_every_block() -> N
         model.compile_repeated_blocks(fullgraph=True)
         out = model(**x, return_dict=False)[0]
         assert counters["stats"]["unique_graphs"] == 1
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            model(**x)
+    kernels = [e.name for e in prof.events()]
+    assert sum("_norm_rope_fp8" in name for name in kernels) == 2 * arch["num_layers"]  # Q and K, one pass each
     assert accel.relative_error(out, reference) < 0.1
+
+
+def test_the_one_pass_q_k_kernel_matches_its_reference() -> None:
+    """local_engine/qk_fp8.py's Triton kernel against its torch reference (both float32 inside):
+    the same fp8 codes but for rare rounding ties one step apart, heads first, eager and compiled,
+    on a strided view of a fused QKV projection as the engine hands it over."""
+    from local_engine import qk_fp8
+
+    if not torch.cuda.is_available() or qk_fp8.triton is None:
+        pytest.skip("needs CUDA and Triton")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    heads, dim, seq = 4, 128, 1000
+    qkv = torch.randn(2, seq, 3 * heads * dim, generator=g, device="cuda").to(torch.bfloat16)
+    x = qkv[..., heads * dim : 2 * heads * dim]  # a view, rows 3x wider than its own
+    norm = torch.nn.RMSNorm(heads * dim, eps=1e-6).to("cuda", torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(heads * dim, generator=g, device="cuda") + 0.5)
+    angles = torch.rand(1, seq, 1, dim // 2, generator=g, device="cuda") * 6.3
+    rope = (angles.cos().repeat_interleave(2, -1), angles.sin().repeat_interleave(2, -1))  # diffusers' tables
+    mean = 0.1 * torch.randn(1, 1, heads, dim, generator=g, device="cuda")
+    scale = torch.tensor(1.5 * (heads * dim) ** 0.5 / 448, device="cuda")
+    args = (x, norm.weight, *rope, mean, scale.reshape(1), heads, 1e-6)
+    expected = qk_fp8.reference(*args)
+    for out in (
+        qk_fp8.norm_rope_fp8(x, norm, rope, scale, heads, mean),
+        torch.compile(qk_fp8.norm_rope_fp8, fullgraph=True)(x, norm, rope, scale, heads, mean),
+    ):
+        assert out.shape == expected.shape and out.stride() == expected.stride()
+        a, b = out.float(), expected.float()
+        assert (a == b).float().mean() > 0.99
+        assert ((a - b).abs() <= (b.abs() / 8).clamp(min=2**-9) * 1.01).all()
