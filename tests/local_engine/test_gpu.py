@@ -161,7 +161,7 @@ def test_the_one_pass_q_k_kernel_matches_its_reference() -> None:
     heads, dim, seq = 4, 128, 1000
     qkv = torch.randn(2, seq, 3 * heads * dim, generator=g, device="cuda").to(torch.bfloat16)
     x = qkv[..., heads * dim : 2 * heads * dim]  # a view, rows 3x wider than its own
-    norm = torch.nn.RMSNorm(heads * dim, eps=1e-6).to("cuda", torch.bfloat16)
+    norm = torch.nn.RMSNorm(heads * dim, eps=1e-6).to("cuda", torch.bfloat16).requires_grad_(False)
     with torch.no_grad():
         norm.weight.copy_(torch.rand(heads * dim, generator=g, device="cuda") + 0.5)
     angles = torch.rand(1, seq, 1, dim // 2, generator=g, device="cuda") * 6.3

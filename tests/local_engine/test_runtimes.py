@@ -209,6 +209,7 @@ def test_fp8_tensor_and_static_scales_within_bound(transformer, scaling: str) ->
         accel.calibrate(quantized, lambda: [_forward(quantized, _inputs(s)) for s in (10, 11)])
         layer = quantized.blocks[0].ffn.net[2]
         assert float(layer.x_scale) > 0 and layer.calibrating is False
+        assert float(layer.x_scale_inv) == pytest.approx(1 / float(layer.x_scale), rel=1e-6)  # the cast's factor
     for seed in range(3):
         inputs = _inputs(seed)
         err = accel.relative_error(_forward(quantized, inputs), _forward(transformer, inputs))
