@@ -126,8 +126,16 @@ def part_forward(args: argparse.Namespace) -> None:
     gc.collect()
     torch.cuda.empty_cache()
     say(f"fp8: {n} linear layers swapped")
+    linears = f"regional compile + {'fused qkv + ' if args.fuse else ''}fp8 linears ({args.fp8_scaling} scales)"
+    if args.one_row:  # baseline and the full config only: one compile, no CFG batch (the error check)
+        install_attention(model, args.sage[0])
+        accel.calibrate(model, lambda: (forward(model, cond), forward(model, uncond)))
+        model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
+        measure(f"{linears} + 8-bit self-attention ({args.sage[0]})")
+        table("Wan 2.1 I2V-14B transformer, one row against eager", ROWS)
+        return
     model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
-    measure(f"regional compile + {'fused qkv + ' if args.fuse else ''}fp8 linears ({args.fp8_scaling} scales)")
+    measure(linears)
     if args.sage:
         for name in args.sage:
             install_attention(model, name)
@@ -831,6 +839,7 @@ def main() -> None:
     ap.add_argument("--cache-thresholds", type=float, nargs="*", default=[0.05, 0.1])
     ap.add_argument("--fp8-only", action="store_true", help="forward: baseline, then straight to compile + fp8")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--one-row", action="store_true", help="forward: eager, then the full config (first --sage)")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--fp8", action="store_true")
     ap.add_argument(
