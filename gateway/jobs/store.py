@@ -445,12 +445,20 @@ class JobStore:
                     )
                 )
             )
-            # a trail that ended put its task on its attempt: the pending ones are enough
-            trails = await s.scalars(
-                select(OutboxRow.payload).where(OutboxRow.kind == "trail", OutboxRow.done_at.is_(None))
+            # a trail that ended put its task on its attempt: the pending ones are enough. Matched
+            # in SQL (JSON_EXTRACT on SQLite, ->> on PostgreSQL): only the held ids come back, not
+            # every pending trail's payload
+            trailed = OutboxRow.payload["task_id"].as_string()
+            held |= set(
+                await s.scalars(
+                    select(trailed).where(
+                        OutboxRow.kind == "trail",
+                        OutboxRow.done_at.is_(None),
+                        OutboxRow.payload["adapter"].as_string() == adapter,
+                        trailed.in_(list(task_ids)),
+                    )
+                )
             )
-        wanted = set(task_ids)
-        held |= {t["task_id"] for t in trails if t.get("adapter") == adapter and t.get("task_id") in wanted}
         return {t for t in held if t is not None}
 
     async def later_submits(self, adapter: str, attempt_id: str, prompt: str, after: float) -> int:

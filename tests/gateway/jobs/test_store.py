@@ -17,7 +17,7 @@ from sqlalchemy import event
 from gateway.jobs.ids import new_id
 from gateway.jobs.migrate import migrate
 from gateway.jobs.store import IdempotencyConflict, JobStore, LeaseLost
-from gateway.jobs.tables import AttemptRow, JobRow, make_engine, webhook_row
+from gateway.jobs.tables import AttemptRow, JobRow, claim_row, make_engine, webhook_row
 
 PG_ADMIN = os.environ.get("I2V_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -456,3 +456,17 @@ async def test_a_trail_of_an_attempts_own_task_is_counted_on_it(store: JobStore)
     assert await store.account_trail(attempt.id, "task-A", 0.4, {}) == "followed"
     _, attempts = await store.get_with_attempts(j.id)
     assert [(a.status, a.provider_task_id, a.cost_usd) for a in attempts] == [("cancelled", "task-A", 0.4)]
+
+
+async def test_held_tasks_are_those_of_attempts_and_of_pending_trails_of_that_adapter(store: JobStore) -> None:
+    """What a search or a callback may not take: a task an attempt holds, or one a pending trail
+    follows on the same adapter (matched inside the database's JSON, not by reading every trail)."""
+    j, row, attempt = await _submitting_job(store, "r")
+    assert await store.claim_task(claim_row(j.id, attempt, "task-A", "callback"))
+    assert not await store.claim_task(claim_row(j.id, attempt, "task-A", "callback"))  # once
+    other = submitting(j.id)
+    other.seq, other.provider_task_id, other.status = 1, "task-C", "in_progress"
+    await store.transition(row, "r", attempt=(attempt.id, {"status": "unconfirmed"}), new_attempt=other)
+    assert await store.held_tasks("toy", ["task-A", "task-B", "task-C"]) == {"task-A", "task-C"}
+    assert await store.held_tasks("wan", ["task-A", "task-C"]) == set()  # another adapter's ids
+    assert await store.held_tasks("toy", []) == set()
