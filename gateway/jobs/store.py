@@ -13,7 +13,20 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Float, and_, bindparam, cast, create_engine, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    and_,
+    bindparam,
+    cast,
+    create_engine,
+    event,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -37,16 +50,26 @@ WITH_ATTEMPTS = (
 
 
 def _inline_engine(engine: AsyncEngine) -> Engine | None:
-    """For a SQLite file, a plain (sync) engine whose reads run on the calling thread. Why: through
-    aiosqlite and SQLAlchemy's async layer one status read cost ~1.4 ms of CPU (six thread hops,
-    greenlet switches), the same read inline ~0.25 ms (bench/status_read.py) -- less than the
-    hops alone. Under WAL a reader never waits for the writer; `timeout=0` makes the rare busy
-    case (a checkpoint, recovery) fail at once, and the caller falls back to the async engine
-    instead of holding the event loop."""
+    """For a SQLite file, a plain (sync) engine whose statements run on the calling thread. Why:
+    through aiosqlite and SQLAlchemy's async layer one status read cost ~1.4 ms of CPU (six thread
+    hops, greenlet switches), the same read inline ~0.25 ms (bench/status_read.py) -- less than
+    the hops alone. `timeout=0`: a file another connection is writing (or checkpointing) fails at
+    once instead of holding the event loop, and the caller goes through the async engine, which
+    waits its turn. Its connections never checkpoint the WAL (an fsync): the async engine's do."""
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or "memory" in str(url.query):
         return None
-    return create_engine(url.set(drivername="sqlite+pysqlite"), connect_args={"timeout": 0})
+    inline = create_engine(url.set(drivername="sqlite+pysqlite"), connect_args={"timeout": 0})
+
+    @event.listens_for(inline, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA synchronous=NORMAL")  # as the async engine's (WAL: no fsync per commit)
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA wal_autocheckpoint=0")
+        cur.close()
+
+    return inline
 
 
 class LeaseLost(Exception):
@@ -135,6 +158,19 @@ class JobStore:
                 pass
         async with self.sessions() as s:
             return await s.run_sync(query)
+
+    async def write(self, work: Callable[[Session], T]) -> T:
+        """Run `work` as one transaction: inline on a SQLite file when the write lock is free at
+        once, else through the async engine (which waits for it). `work` must touch nothing but
+        its session, since a busy first try is rolled back and `work` runs again."""
+        if self.inline is not None:
+            try:
+                with self.inline.begin() as s:
+                    return work(s)
+            except OperationalError:  # the file is busy: another connection writes
+                pass
+        async with self.sessions.begin() as s:
+            return await s.run_sync(work)
 
     async def ping(self) -> None:
         """Raise unless the database answers on the path every write takes (the async engine)."""
@@ -331,16 +367,19 @@ class JobStore:
             else and_(JobRow.id == job.id, JobRow.lease_owner == runner_id)
         )
         guard = update(JobRow).where(held, JobRow.version == job.version).values(**values)
-        async with self.sessions.begin() as s:
-            res = await s.execute(guard.execution_options(synchronize_session=False))
+
+        def work(s: Session) -> None:
+            res = s.execute(guard.execution_options(synchronize_session=False))
             if not res.rowcount:  # type: ignore[attr-defined]
                 raise LeaseLost(job.id)
             if new_attempt is not None:
                 s.add(new_attempt)
             if attempt is not None:
                 attempt_id, changes = attempt
-                await s.execute(update(AttemptRow).where(AttemptRow.id == attempt_id).values(**changes))
+                s.execute(update(AttemptRow).where(AttemptRow.id == attempt_id).values(**changes))
             s.add_all(outbox)
+
+        await self.write(work)
         job.version += 1
 
     async def annotate(self, job: JobRow, metrics: dict[str, Any]) -> bool:
@@ -352,13 +391,13 @@ class JobStore:
             update(JobRow)
             .where(JobRow.id == job.id, JobRow.version == job.version, JobRow.status.in_(TERMINAL_JOB))
             .values(metrics=metrics, version=JobRow.version + 1)
+            .execution_options(synchronize_session=False)
         )
-        async with self.sessions.begin() as s:
-            res = await s.execute(guard.execution_options(synchronize_session=False))
-        if res.rowcount:  # type: ignore[attr-defined]
+        written = await self.write(lambda s: bool(s.execute(guard).rowcount))  # type: ignore[attr-defined]
+        if written:
             job.version += 1
             job.metrics = metrics
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+        return written
 
     # --- provider callbacks across processes ---------------------------------------------
 

@@ -598,8 +598,9 @@ def test_a_stop_just_after_the_submitting_row_is_written_still_sends_it(tmp_path
                 task.cancel()
 
     with serve_in_thread(app) as url:
-        engine = app.state.services.store.engine.sync_engine
-        event.listen(engine, "after_cursor_execute", note_insert)
+        engines = app.state.services.store.sync_engines  # writes run inline on SQLite
+        for engine in engines:
+            event.listen(engine, "after_cursor_execute", note_insert)
         event.listen(Session, "after_commit", stop_jobs)
         try:
             video = httpx.post(f"{url}/v1/videos", json=body("[run=30] reeds bend"), timeout=10).json()
@@ -607,7 +608,8 @@ def test_a_stop_just_after_the_submitting_row_is_written_still_sends_it(tmp_path
             time.sleep(0.3)  # let the task id be written
         finally:
             event.remove(Session, "after_commit", stop_jobs)
-            event.remove(engine, "after_cursor_execute", note_insert)
+            for engine in engines:
+                event.remove(engine, "after_cursor_execute", note_insert)
     assert wrote == ["attempt", "stopped"]
     attempts = asyncio.run(_attempts(tmp_path / "gateway.db"))
     assert [(a.job_id, a.status, bool(a.provider_task_id)) for a in attempts] == [(video["id"], "queued", True)]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from gateway.jobs.ids import new_id
 from gateway.jobs.migrate import migrate
@@ -371,6 +371,86 @@ async def test_an_inline_read_of_a_locked_file_waits_on_the_async_engine_not_on_
         assert fresh is not None and fresh.progress == 7  # read after the lock's commit
         assert waited >= 0.3
         assert ticks >= 10, ticks  # ~40 expected; an inline wait would have frozen the loop
+    finally:
+        store.close()
+        await store.engine.dispose()
+
+
+async def test_transitions_on_a_sqlite_file_run_inline_with_the_async_engines_guarantees(tmp_path: Path) -> None:
+    """A runner's writes go inline too (nothing through the async engine), on connections set up
+    as the async engine's are (foreign keys on, no fsync per commit) that leave WAL checkpoints
+    (an fsync) to the async engine; the lease check still refuses a stale writer."""
+    store = await _sqlite_store(tmp_path / "db.sqlite")
+    try:
+        assert store.inline_engine is not None
+        with store.inline_engine.connect() as conn:
+            pragmas = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("foreign_keys", "synchronous")]
+            assert pragmas == [1, 1]  # on, NORMAL
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        j, _ = await store.create(job())
+        (row,) = [await store.get(i) for i in await store.claim("a", 1, lease_s=30)]
+        assert row is not None
+        stale = JobRow(id=row.id, version=row.version)
+        through_async: list[str] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            through_async.append(statement)
+
+        event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+        attempt = submitting(j.id)
+        await store.transition(row, "a", {"status": "in_progress"}, new_attempt=attempt)
+        await store.transition(row, "a", attempt=(attempt.id, {"status": "queued", "provider_task_id": "t-1"}))
+        with pytest.raises(LeaseLost):
+            await store.transition(stale, "a", {"progress": 99})
+        event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
+        assert through_async == []
+        async with store.sessions() as s:  # what the async engine sees
+            fresh = await s.get(JobRow, j.id)
+            rows = list(await s.scalars(select(AttemptRow).where(AttemptRow.job_id == j.id)))
+        assert fresh is not None and (fresh.status, fresh.progress, fresh.version) == ("in_progress", 0, row.version)
+        assert [(a.status, a.provider_task_id) for a in rows] == [("queued", "t-1")]
+    finally:
+        store.close()
+        await store.engine.dispose()
+
+
+async def test_a_transition_while_another_connection_writes_waits_on_the_async_engine(tmp_path: Path) -> None:
+    """Another connection holds the write lock for 0.4 s: the inline write fails at once and is
+    rolled back, the transition lands once through the async engine after the lock is gone, and
+    the event loop kept running meanwhile."""
+    import sqlite3
+    import threading
+
+    db = tmp_path / "db.sqlite"
+    store = await _sqlite_store(db)
+    try:
+        j, _ = await store.create(job())
+        (row,) = [await store.get(i) for i in await store.claim("a", 1, lease_s=30)]
+        assert row is not None
+        version = row.version
+        locker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        locker.execute("BEGIN IMMEDIATE")  # the write lock; WAL readers still read
+        locker.execute("UPDATE jobs SET progress = 7 WHERE id = ?", (j.id,))
+        threading.Timer(0.4, lambda: (locker.execute("COMMIT"), locker.close())).start()
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        started = time.monotonic()
+        attempt = submitting(j.id)
+        await store.transition(row, "a", {"status": "in_progress"}, new_attempt=attempt)
+        waited = time.monotonic() - started
+        ticker.cancel()
+        assert waited >= 0.3
+        assert ticks >= 10, ticks  # an inline wait for the lock would have frozen the loop
+        fresh, attempts = await store.get_with_attempts(j.id)
+        assert fresh is not None and (fresh.status, fresh.progress, fresh.version) == ("in_progress", 7, version + 1)
+        assert [a.id for a in attempts] == [attempt.id]  # written once
     finally:
         store.close()
         await store.engine.dispose()
