@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from gateway.jobs.store import Guard
 from gateway.jobs.tables import ApiKeyRow, AttemptRow, JobRow, RateWindowRow
@@ -106,16 +107,16 @@ class Limits:
         if key is None or (key.concurrency is None and key.budget_usd is None):
             return None
 
-        async def check(s: AsyncSession) -> None:
+        def check(s: Session) -> None:
             now = time.time()
-            await s.execute(update(ApiKeyRow).where(ApiKeyRow.id == key.id).values(used_at=now))  # take turns
+            s.execute(update(ApiKeyRow).where(ApiKeyRow.id == key.id).values(used_at=now))  # take turns
             if key.concurrency is not None:
                 q = (
                     select(func.count())
                     .select_from(JobRow)
                     .where(JobRow.owner == key.id, JobRow.status.in_(ACTIVE_JOB))
                 )
-                running = int(await s.scalar(q) or 0)
+                running = int(s.scalar(q) or 0)
                 if running + new_jobs > key.concurrency:
                     raise LimitReached(
                         "concurrency",
@@ -134,7 +135,7 @@ class Limits:
                 reserved = select(func.coalesce(func.sum(JobRow.estimate_usd), 0.0)).where(
                     JobRow.owner == key.id, JobRow.created_at >= start, JobRow.status.in_(ACTIVE_JOB)
                 )
-                used = float(await s.scalar(settled) or 0.0) + float(await s.scalar(reserved) or 0.0)
+                used = float(s.scalar(settled) or 0.0) + float(s.scalar(reserved) or 0.0)
                 if used + new_estimate_usd > key.budget_usd + 1e-9:
                     wait = int(period_end(key.period, now) - now) + 1
                     raise LimitReached(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.jobs.ids import new_id
@@ -37,7 +37,8 @@ from gateway.jobs.tables import AttemptRow, ComparisonRow, JobRow, OutboxRow, we
 from gateway.status import ACTIVE_JOB, TERMINAL_JOB, AttemptStatus, JobStatus
 
 POKE_CHANNEL = "i2v_poke"
-Guard = Callable[[AsyncSession], Awaitable[None]]
+#: A check that runs inside a create's transaction (a key's limits) and refuses by raising.
+Guard = Callable[[Session], None]
 T = TypeVar("T")
 #: A status read's one statement, built once: building a select (column comparisons, joins,
 #: its cache key) on every call cost about a fifth of a read through the async engine.
@@ -124,11 +125,14 @@ class JobStore:
             existing = await self.by_idempotency_key(job.owner, job.idempotency_key)
             if existing is not None:
                 return self._replay(existing, job)
+
+        def work(s: Session) -> None:
+            if guard is not None:
+                guard(s)
+            s.add(job)
+
         try:
-            async with self.sessions.begin() as s:
-                if guard is not None:
-                    await guard(s)
-                s.add(job)
+            await self.write(work)
         except IntegrityError:
             # Lost a race with the same key: the winner's row is the answer.
             existing = await self.by_idempotency_key(job.owner, job.idempotency_key or "")
@@ -231,39 +235,42 @@ class JobStore:
     async def update(self, job_id: str, held_by: str | None = None, **values: Any) -> bool:
         """Update a job; with `held_by`, only while that runner's lease is live."""
         q = update(JobRow).where(self._held(job_id, held_by) if held_by is not None else JobRow.id == job_id)
-        async with self.sessions.begin() as s:
-            res = await s.execute(q.values(**values))
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+        return await self.write(lambda s: bool(s.execute(q.values(**values)).rowcount))  # type: ignore[attr-defined]
 
     async def request_cancel(self, job_id: str, now: float) -> tuple[JobRow | None, bool]:
         """Flag a job for cancel, only while it is not finished (compare-and-set on its status).
 
         A queued job that never reached a provider ends at once, with its webhook in the outbox,
         in the same transaction. Returns (the job as it is now, whether this call ended it)."""
-        async with self.sessions.begin() as s:
-            job = await s.get(JobRow, job_id, with_for_update=True)
-            if job is None or job.status in TERMINAL_JOB:
-                return job, False
-            has_attempts = await s.scalar(select(AttemptRow.id).where(AttemptRow.job_id == job_id).limit(1))
-            job.cancel_requested = True
-            if job.status == JobStatus.QUEUED and not has_attempts:
-                # A runner may hold the lease, about to submit: the version bump fences it off,
-                # so its submitting attempt is never written.
-                job.status = JobStatus.CANCELLED
-                job.completed_at = now
-                job.error = {"code": "cancelled", "message": "Cancelled before it reached a provider."}
-                job.lease_owner, job.lease_until = None, None
-                job.version += 1
-                if job.webhook_url:
-                    s.add(webhook_row(job, now))
-                return job, True
+        return await self.write(lambda s: self._request_cancel(s, job_id, now))
+
+    @staticmethod
+    def _request_cancel(s: Session, job_id: str, now: float) -> tuple[JobRow | None, bool]:
+        job = s.get(JobRow, job_id, with_for_update=True)
+        if job is None or job.status in TERMINAL_JOB:
+            return job, False
+        has_attempts = s.scalar(select(AttemptRow.id).where(AttemptRow.job_id == job_id).limit(1))
+        job.cancel_requested = True
+        if job.status == JobStatus.QUEUED and not has_attempts:
+            # A runner may hold the lease, about to submit: the version bump fences it off,
+            # so its submitting attempt is never written.
+            job.status = JobStatus.CANCELLED
+            job.completed_at = now
+            job.error = {"code": "cancelled", "message": "Cancelled before it reached a provider."}
+            job.lease_owner, job.lease_until = None, None
+            job.version += 1
+            if job.webhook_url:
+                s.add(webhook_row(job, now))
+            return job, True
         return job, False
 
     async def delete(self, job_id: str) -> None:
-        async with self.sessions.begin() as s:
-            job = await s.get(JobRow, job_id)
+        def work(s: Session) -> None:
+            job = s.get(JobRow, job_id)
             if job is not None:
-                await s.delete(job)
+                s.delete(job)
+
+        await self.write(work)
 
     async def other_jobs_use_blob(self, sha256: str, job_id: str) -> bool:
         async with self.sessions() as s:
@@ -305,8 +312,7 @@ class JobStore:
             .returning(JobRow.id)
             .execution_options(synchronize_session=False)
         )
-        async with self.sessions.begin() as s:
-            return list((await s.execute(stmt)).scalars())
+        return await self.write(lambda s: list(s.execute(stmt).scalars()))
 
     async def renew(self, runner_id: str, job_ids: Sequence[str], lease_s: float) -> set[str]:
         """Extend this runner's leases; returns the ids it no longer holds (another runner claimed
@@ -322,22 +328,24 @@ class JobStore:
             .returning(JobRow.id)
             .execution_options(synchronize_session=False)
         )
-        async with self.sessions.begin() as s:
-            kept = set((await s.execute(stmt)).scalars())
+
+        def work(s: Session) -> set[str]:
+            kept = set(s.execute(stmt).scalars())
             rest = set(job_ids) - kept
             if not rest:
                 return set()
             # Jobs this runner just finished or handed back hold no lease either: not lost.
             taken = select(JobRow.id).where(JobRow.id.in_(list(rest)), JobRow.lease_owner.is_not(None))
-            return set((await s.execute(taken)).scalars())
+            return set(s.execute(taken).scalars())
+
+        return await self.write(work)
 
     async def release(self, runner_id: str, job_ids: Sequence[str] | None = None) -> None:
         """Free this runner's leases (all, or `job_ids`) so another runner resumes them at once."""
         q = update(JobRow).where(JobRow.lease_owner == runner_id)
         if job_ids is not None:
             q = q.where(JobRow.id.in_(list(job_ids)))
-        async with self.sessions.begin() as s:
-            await s.execute(q.values(lease_owner=None, lease_until=None, version=JobRow.version + 1))
+        await self.write(lambda s: s.execute(q.values(lease_owner=None, lease_until=None, version=JobRow.version + 1)))
 
     async def transition(
         self,
@@ -429,8 +437,7 @@ class JobStore:
 
     async def add_outbox(self, rows: Sequence[OutboxRow]) -> None:
         """Outbox rows that belong to no state change of ours (an orphaned task found late)."""
-        async with self.sessions.begin() as s:
-            s.add_all(rows)
+        await self.write(lambda s: s.add_all(rows))
 
     async def claim_outbox(self, owner: str, limit: int, lease_s: float) -> list[OutboxRow]:
         """Pending outbox rows that are due, leased to `owner` (one deliverer at a time)."""
@@ -454,8 +461,7 @@ class JobStore:
             .returning(OutboxRow)
             .execution_options(synchronize_session=False)
         )
-        async with self.sessions.begin() as s:
-            return list((await s.execute(stmt)).scalars())
+        return await self.write(lambda s: list(s.execute(stmt).scalars()))
 
     async def settle_outbox(self, row: OutboxRow, owner: str, **values: Any) -> bool:
         """Record a delivery try (status, tries, next_at, log...) while `owner` holds the row."""
@@ -464,9 +470,7 @@ class JobStore:
             .where(OutboxRow.id == row.id, OutboxRow.lease_owner == owner)
             .values(lease_owner=None, lease_until=None, **values)
         )
-        async with self.sessions.begin() as s:
-            res = await s.execute(stmt)
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+        return await self.write(lambda s: bool(s.execute(stmt).rowcount))  # type: ignore[attr-defined]
 
     async def attempt(self, attempt_id: str) -> AttemptRow | None:
         async with self.sessions() as s:
@@ -538,8 +542,7 @@ class JobStore:
         if await self.held_tasks(row.payload["adapter"], [row.payload["task_id"]]):
             return False
         try:
-            async with self.sessions.begin() as s:
-                s.add(row)
+            await self.write(lambda s: s.add(row))
         except IntegrityError:
             return False
         return True
@@ -562,52 +565,55 @@ class JobStore:
         Returns "counted"; "followed" when an attempt holds the task and counts it itself;
         "pending" while the attempt is still `submitting` (a runner may yet adopt the task) or,
         for an extra task, while its job runs."""
+        return await self.write(lambda s: self._account_trail(s, attempt_id, task_id, cost_usd, usage))
+
+    @staticmethod
+    def _account_trail(s: Session, attempt_id: str, task_id: str, cost_usd: float, usage: dict[str, Any]) -> str:
         ended = (AttemptStatus.FAILED, AttemptStatus.CANCELLED, AttemptStatus.UNCONFIRMED)
-        async with self.sessions.begin() as s:
-            row = await s.get(AttemptRow, attempt_id, with_for_update=True)
-            if row is None:
-                return "followed"  # the job was deleted with its attempts
-            if row.status == AttemptStatus.SUBMITTING:
-                return "pending"
-            elsewhere = select(AttemptRow.id).where(
-                AttemptRow.adapter == row.adapter, AttemptRow.provider_task_id == task_id, AttemptRow.id != row.id
+        row = s.get(AttemptRow, attempt_id, with_for_update=True)
+        if row is None:
+            return "followed"  # the job was deleted with its attempts
+        if row.status == AttemptStatus.SUBMITTING:
+            return "pending"
+        elsewhere = select(AttemptRow.id).where(
+            AttemptRow.adapter == row.adapter, AttemptRow.provider_task_id == task_id, AttemptRow.id != row.id
+        )
+        if s.scalar(elsewhere):
+            return "followed"  # another attempt holds this task and counts it: never twice
+        if row.provider_task_id in (None, task_id):  # the attempt's own task (or none yet)
+            if row.status not in ended or row.cost_usd is not None:
+                return "followed"  # it follows the task, or counted it, itself
+            row.provider_task_id = task_id
+            row.cost_usd = cost_usd
+            row.usage = {**(row.usage or {}), **usage, "cost_source": "trail"}
+            return "counted"
+        job = s.get(JobRow, row.job_id, with_for_update=True)
+        if job is None:
+            return "followed"
+        if job.status not in TERMINAL_JOB:
+            return "pending"
+        last = s.scalar(select(func.max(AttemptRow.seq)).where(AttemptRow.job_id == row.job_id))
+        s.add(
+            AttemptRow(
+                id=new_id("att"),
+                job_id=row.job_id,
+                seq=(last or 0) + 1,
+                model=row.model,
+                adapter=row.adapter,
+                provider_model=row.provider_model,
+                status=AttemptStatus.CANCELLED,
+                provider_task_id=task_id,
+                task_data={},
+                usage={**usage, "cost_source": "trail", "extra_task_of": row.id},
+                cost_usd=cost_usd,
+                finished_at=time.time(),
+                error={
+                    "code": "duplicate_task",
+                    "message": "a runner that had lost this job sent its submit late, after the job was "
+                    "sent again: the provider made and billed a second task; counted here, its result "
+                    "dropped",
+                    "provider": row.adapter,
+                },
             )
-            if await s.scalar(elsewhere):
-                return "followed"  # another attempt holds this task and counts it: never twice
-            if row.provider_task_id in (None, task_id):  # the attempt's own task (or none yet)
-                if row.status not in ended or row.cost_usd is not None:
-                    return "followed"  # it follows the task, or counted it, itself
-                row.provider_task_id = task_id
-                row.cost_usd = cost_usd
-                row.usage = {**(row.usage or {}), **usage, "cost_source": "trail"}
-                return "counted"
-            job = await s.get(JobRow, row.job_id, with_for_update=True)
-            if job is None:
-                return "followed"
-            if job.status not in TERMINAL_JOB:
-                return "pending"
-            last = await s.scalar(select(func.max(AttemptRow.seq)).where(AttemptRow.job_id == row.job_id))
-            s.add(
-                AttemptRow(
-                    id=new_id("att"),
-                    job_id=row.job_id,
-                    seq=(last or 0) + 1,
-                    model=row.model,
-                    adapter=row.adapter,
-                    provider_model=row.provider_model,
-                    status=AttemptStatus.CANCELLED,
-                    provider_task_id=task_id,
-                    task_data={},
-                    usage={**usage, "cost_source": "trail", "extra_task_of": row.id},
-                    cost_usd=cost_usd,
-                    finished_at=time.time(),
-                    error={
-                        "code": "duplicate_task",
-                        "message": "a runner that had lost this job sent its submit late, after the job was "
-                        "sent again: the provider made and billed a second task; counted here, its result "
-                        "dropped",
-                        "provider": row.adapter,
-                    },
-                )
-            )
+        )
         return "counted"

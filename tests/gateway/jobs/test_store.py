@@ -160,11 +160,13 @@ async def test_claim_is_one_statement_and_takes_only_jobs_for_its_adapters(store
     gpu = [(await store.create(job(adapter="local")))[0].id for _ in range(2)]
     statements: list[str] = []
     listener = lambda *args: statements.append(args[2])  # noqa: E731
-    event.listen(store.engine.sync_engine, "before_cursor_execute", listener)
+    for engine in store.sync_engines:  # writes run inline on a SQLite file
+        event.listen(engine, "before_cursor_execute", listener)
     try:
         got = await store.claim("api-1", 10, lease_s=30, adapters={"toy", "wan"})
     finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", listener)
+        for engine in store.sync_engines:
+            event.remove(engine, "before_cursor_execute", listener)
     assert sorted(got) == sorted(toy)
     assert len([s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]) == 1
     if store.postgres:
