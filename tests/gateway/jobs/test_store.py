@@ -552,3 +552,35 @@ async def test_held_tasks_are_those_of_attempts_and_of_pending_trails_of_that_ad
     assert await store.held_tasks("toy", ["task-A", "task-B", "task-C"]) == {"task-A", "task-C"}
     assert await store.held_tasks("wan", ["task-A", "task-C"]) == set()  # another adapter's ids
     assert await store.held_tasks("toy", []) == set()
+
+
+async def test_inline_writes_keep_the_wal_small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inline connections never checkpoint; the store runs a RESTART checkpoint on a worker
+    thread every `CHECKPOINT_EVERY` commits, so the WAL starts over instead of growing (without
+    it: ~8 KB a transition here, for ever; a passive checkpoint racing the writes did not help)."""
+    from gateway.jobs import store as store_module
+
+    async def wal_after(every: int, writes: int) -> int:
+        monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", every)
+        db = tmp_path / f"every-{every}.sqlite"
+        store = await _sqlite_store(db)
+        try:
+            j, _ = await store.create(job())
+            (row,) = [await store.get(i) for i in await store.claim("a", 1, lease_s=3600)]
+            assert row is not None
+            attempt = submitting(j.id)
+            await store.transition(row, "a", {"status": "in_progress"}, new_attempt=attempt)
+            for i in range(writes):
+                await store.transition(row, "a", attempt=(attempt.id, {"status": ("queued", "in_progress")[i % 2]}))
+                await store.get_with_attempts(j.id)
+                if i % 10 == 0:
+                    await asyncio.sleep(0)  # a loop that serves other work between writes
+            await asyncio.sleep(0.2)
+            return await asyncio.to_thread(os.path.getsize, f"{db}-wal")
+        finally:
+            store.close()
+            await store.engine.dispose()
+
+    bounded = await wal_after(100, 1500)
+    unbounded = await wal_after(10**9, 1500)
+    assert bounded < 2_000_000 < unbounded, (bounded, unbounded)
