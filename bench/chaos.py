@@ -388,6 +388,7 @@ def figures(
             "submit_calls": stats[fam].get("submits", 0),
             "faults": sum(v for k, v in stats[fam].items() if k.startswith("fault.")),
             "lost_answers_injected": stats[fam].get("fault.accepted_error", 0),
+            "callback_challenges_failed": stats[fam].get("callback_challenges_failed", 0),
             "attempts_with_task": sum(1 for (f, _), rows in referenced.items() if f == fam for _ in rows),
             "unconfirmed_attempts": len(unconfirmed),
             "unreferenced_tasks": len(unreferenced),
