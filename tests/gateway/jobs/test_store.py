@@ -7,9 +7,9 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import event, select
@@ -19,6 +19,7 @@ from gateway.jobs.migrate import migrate
 from gateway.jobs.store import IdempotencyConflict, JobStore, LeaseLost
 from gateway.jobs.tables import AttemptRow, JobRow, claim_row, make_engine, webhook_row
 
+T = TypeVar("T")
 PG_ADMIN = os.environ.get("I2V_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -335,6 +336,26 @@ async def test_status_reads_on_a_sqlite_file_run_inline_and_see_every_commit(tmp
         await store.engine.dispose()
 
 
+async def _beside_a_ticking_loop(work: Awaitable[T]) -> tuple[T, float, int]:
+    """Await `work` while a 10 ms ticker runs on the same loop: its result, the seconds it took
+    and how many ticks the loop ran meanwhile (a wait for a lock on the loop's thread shows as none)."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    try:
+        result = await work
+    finally:
+        ticker.cancel()
+    return result, time.monotonic() - started, ticks
+
+
 async def test_an_inline_read_of_a_locked_file_waits_on_the_async_engine_not_on_the_event_loop(
     tmp_path: Path,
 ) -> None:
@@ -357,19 +378,7 @@ async def test_an_inline_read_of_a_locked_file_waits_on_the_async_engine_not_on_
         with pytest.raises(sqlite3.OperationalError):  # what the inline reader meets
             sqlite3.connect(db, timeout=0).execute("SELECT progress FROM jobs").fetchall()
         threading.Timer(0.4, lambda: (locker.execute("COMMIT"), locker.close())).start()
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticker = asyncio.create_task(tick())
-        started = time.monotonic()
-        fresh, _ = await store.get_with_attempts(j.id)
-        waited = time.monotonic() - started
-        ticker.cancel()
+        (fresh, _), waited, ticks = await _beside_a_ticking_loop(store.get_with_attempts(j.id))
         assert fresh is not None and fresh.progress == 7  # read after the lock's commit
         assert waited >= 0.3
         assert ticks >= 10, ticks  # ~40 expected; an inline wait would have frozen the loop
@@ -434,20 +443,10 @@ async def test_a_transition_while_another_connection_writes_waits_on_the_async_e
         locker.execute("BEGIN IMMEDIATE")  # the write lock; WAL readers still read
         locker.execute("UPDATE jobs SET progress = 7 WHERE id = ?", (j.id,))
         threading.Timer(0.4, lambda: (locker.execute("COMMIT"), locker.close())).start()
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticker = asyncio.create_task(tick())
-        started = time.monotonic()
         attempt = submitting(j.id)
-        await store.transition(row, "a", {"status": "in_progress"}, new_attempt=attempt)
-        waited = time.monotonic() - started
-        ticker.cancel()
+        _, waited, ticks = await _beside_a_ticking_loop(
+            store.transition(row, "a", {"status": "in_progress"}, new_attempt=attempt)
+        )
         assert waited >= 0.3
         assert ticks >= 10, ticks  # an inline wait for the lock would have frozen the loop
         fresh, attempts = await store.get_with_attempts(j.id)
