@@ -387,13 +387,16 @@ def test_a_restart_mid_submit_on_wan_adopts_the_task_or_sends_it_once(
     On restart the runner searches the task list: the task is adopted if it was made, else the
     submit is sent now; either way one task and no job failed by the gateway's own restart
     (before: the attempt ended `unconfirmed` and the job paid a fallback)."""
-    settings, video_id = _wan_job_not_run(tmp_path, emulators, "reeds in wind")
+    # a prompt of its own: the emulators outlive the test, and the other case's task, made a
+    # moment ago with the same prompt and held by no attempt of this database, would match
+    prompt = f"reeds in wind ({'made' if made else 'never sent'})"
+    settings, video_id = _wan_job_not_run(tmp_path, emulators, prompt)
     before = emu(emulators, "wan", "stats")
     made_id = None
     if made:  # what DashScope holds when the answer was lost to the crash
         body = {
             "model": "wan2.6-i2v",
-            "input": {"prompt": "reeds in wind", "img_url": IMAGE},
+            "input": {"prompt": prompt, "img_url": IMAGE},
             "parameters": {"resolution": "720P", "duration": 5},
         }
         headers = {"Authorization": f"Bearer {emulators.adapters['wan'].api_key.get_secret_value()}"}  # type: ignore[union-attr]
