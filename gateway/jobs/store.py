@@ -74,6 +74,17 @@ def _inline_engine(engine: AsyncEngine) -> Engine | None:
     return inline
 
 
+#: How long an inline write waits for a busy SQLite file (a checkpoint, another process) before
+#: it raises; the async engine's connections wait as long (`make_engine`'s timeout).
+BUSY_WAIT_S = 30.0
+
+
+def _busy(exc: OperationalError) -> bool:
+    """SQLite's "database is locked" / "database is busy": someone else holds the lock."""
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text
+
+
 #: Inline commits between two WAL checkpoints. The inline connections never checkpoint (an
 #: fsync on the event loop): the store runs one on a worker thread (`JobStore._checkpoint`).
 CHECKPOINT_EVERY = 500
@@ -182,16 +193,30 @@ class JobStore:
             return await s.run_sync(query)
 
     async def write(self, work: Callable[[Session], T]) -> T:
-        """Run `work` as one transaction: inline on a SQLite file when the write lock is free at
-        once, else through the async engine (which waits for it). `work` must touch nothing but
-        its session, since a busy first try is rolled back and `work` runs again."""
+        """Run `work` as one transaction: inline on a SQLite file, else through the async engine.
+        `work` must touch nothing but its session: a busy try is rolled back and runs again.
+
+        A busy file (the checkpoint below, another process) is waited for on the loop, not on a
+        pooled async connection: the write is tried again after a short sleep, for up to
+        `BUSY_WAIT_S`, and only a timeout raises (`OperationalError`, which the runner retries).
+        Falling back to the async engine instead collapsed under 10,000 jobs: an aiosqlite
+        transaction holds the write lock across event-loop turns, so one checkpoint sent every
+        inline write after it to the async engine, where they queued on the lock until the pool
+        of 15 connections timed out (bench/emulator_load.py, docs/benchmarks.md)."""
         if self.inline is not None:
-            try:
-                with self.inline.begin() as s:
-                    out = work(s)
-            except OperationalError:  # the file is busy: another connection writes
-                pass
-            else:
+            delay, deadline = 0.002, time.monotonic() + BUSY_WAIT_S
+            while True:
+                try:
+                    with self.inline.begin() as s:
+                        out = work(s)
+                except OperationalError as exc:
+                    if not _busy(exc):
+                        break  # not a lock: the async engine raises it properly
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                    continue
                 self._commits += 1
                 if self._commits >= CHECKPOINT_EVERY and self._checkpointing is None:
                     self._commits = 0
@@ -204,8 +229,8 @@ class JobStore:
         """Copy the WAL into the database file on a worker thread, so that the WAL stays small
         under inline writes. RESTART, not PASSIVE: a passive checkpoint racing the loop's writes
         never finds the whole WAL copied, so the WAL never starts over and grows without end
-        (41 MB after 5,000 transitions). RESTART holds writers off for its few milliseconds: an
-        inline write then finds the file busy and goes through the async engine, off the loop."""
+        (41 MB after 5,000 transitions). RESTART holds writers off while it runs: inline writes
+        then wait for it on the loop (`write`)."""
         try:
             await asyncio.to_thread(_checkpoint_file, str(self.engine.url.database))
         except Exception:  # a busy or closing database: the next one catches up

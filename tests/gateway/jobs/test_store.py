@@ -425,10 +425,11 @@ async def test_transitions_on_a_sqlite_file_run_inline_with_the_async_engines_gu
         await store.engine.dispose()
 
 
-async def test_a_transition_while_another_connection_writes_waits_on_the_async_engine(tmp_path: Path) -> None:
-    """Another connection holds the write lock for 0.4 s: the inline write fails at once and is
-    rolled back, the transition lands once through the async engine after the lock is gone, and
-    the event loop kept running meanwhile."""
+async def test_a_transition_while_another_connection_writes_waits_beside_the_loop(tmp_path: Path) -> None:
+    """Another connection holds the write lock for 0.4 s: the inline write fails at once, is
+    rolled back and tried again after short sleeps, and lands once after the lock is gone; the
+    event loop kept running meanwhile, and no statement went through the async engine (whose
+    transactions, holding the lock across loop turns, collapsed the 10,000-job bench)."""
     import sqlite3
     import threading
 
@@ -444,9 +445,12 @@ async def test_a_transition_while_another_connection_writes_waits_on_the_async_e
         locker.execute("UPDATE jobs SET progress = 7 WHERE id = ?", (j.id,))
         threading.Timer(0.4, lambda: (locker.execute("COMMIT"), locker.close())).start()
         attempt = submitting(j.id)
+        through_async: list[str] = []
+        event.listen(store.engine.sync_engine, "before_cursor_execute", lambda *a: through_async.append(a[2]))
         _, waited, ticks = await _beside_a_ticking_loop(
             store.transition(row, "a", {"status": "in_progress"}, new_attempt=attempt)
         )
+        assert through_async == []
         assert waited >= 0.3
         assert ticks >= 10, ticks  # an inline wait for the lock would have frozen the loop
         fresh, attempts = await store.get_with_attempts(j.id)
