@@ -56,8 +56,9 @@ def _inline_engine(engine: AsyncEngine) -> Engine | None:
     through aiosqlite and SQLAlchemy's async layer one status read cost ~1.4 ms of CPU (six thread
     hops, greenlet switches), the same read inline ~0.25 ms (bench/status_read.py) -- less than
     the hops alone. `timeout=0`: a file another connection is writing (or checkpointing) fails at
-    once instead of holding the event loop, and the caller goes through the async engine, which
-    waits its turn. Its connections never checkpoint the WAL (an fsync): the async engine's do."""
+    once instead of holding the event loop; a read then goes through the async engine, a write
+    waits beside the loop and tries again (`JobStore.read`, `JobStore.write`). Its connections
+    never checkpoint the WAL (an fsync): the store does, on a worker thread (`_checkpoint`)."""
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or "memory" in str(url.query):
         return None
