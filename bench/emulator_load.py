@@ -81,6 +81,15 @@ def statements(url: str) -> float:
     return metric_sum(httpx.get(f"{url}/metrics", timeout=30).text, "i2v_db_statements_total")
 
 
+def statements_by_verb(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return {
+        line.split('verb="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("i2v_db_statements_total{")
+    }
+
+
 def in_flight(client: httpx.Client) -> int:
     return int(metric_sum(client.get("/metrics").text, "i2v_jobs_in_flight"))
 
@@ -179,7 +188,9 @@ def main() -> None:
         print(f"statuses: {counts}")
         sql = (statements(url) - statements0) / args.jobs
         print(f"gateway CPU {cpu:.1f} s = {cpu / args.jobs * 1000:.1f} ms per job; peak RSS {rss_mb(gw.pid):.0f} MB")
+        verbs = {k: round(v / args.jobs, 1) for k, v in statements_by_verb(url).items() if v}
         print(f"most jobs in flight at once: {peak}; SQL statements per job: {sql:.1f}")
+        print(f"of which this replica's, by verb: {verbs}")
         print(f"emulator saw: {stats}")
     finally:
         for p in (gw, emu):

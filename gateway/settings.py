@@ -41,6 +41,12 @@ class AdapterSettings(BaseModel):
     api_key: SecretStr | None = None
     secret_key: SecretStr | None = None
     max_concurrency: int = Field(default=16, ge=1, description="Provider tasks in flight at once.")
+    max_submitting: int = Field(
+        default=32,
+        ge=1,
+        description="Submit calls on the wire at once (under `max_concurrency`): a job waiting for one "
+        "has not read its image yet, so a burst of claims holds no request bodies in memory.",
+    )
     timeout_s: float = Field(default=30.0, gt=0, description="Per HTTP request to the provider.")
     options: dict[str, Any] = Field(default_factory=dict, description="Adapter-specific extras.")
 
@@ -120,8 +126,8 @@ class Settings(BaseSettings):
     cancel_check_s: float = Field(
         default=5.0,
         gt=0,
-        description="How often a running job re-reads its cancel flag from the database (cancels that "
-        "reach another gateway process); a cancel sent to this process stops the job at once.",
+        description="How often a runner looks for cancels that reached another gateway process (one "
+        "statement for all the jobs it holds); a cancel sent to this process stops the job at once.",
     )
     max_video_bytes: int = 512 * 1024 * 1024
     progress_write_s: float = Field(

@@ -20,6 +20,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -89,15 +90,29 @@ class Attempts:
                 values["warnings"] = [*(job.warnings or []), *fresh]
         if job.started_at is None:
             values["started_at"] = now
-        log.info("submitting", extra={"model": alias, "est_cost_usd": estimate_cost(spec, shape)})
-        # The `submitting` row and the send are one piece that cancelling the job cannot split:
-        # a shutdown between them would leave a row that claims a submit which never happened,
-        # and a protocol that cannot look tasks up would have to end it `unconfirmed`.
-        await self.ctx.shielded(self._open(job, attempts, attempt, values, spec))
+        # A permit to send, taken before the row is written and the image read: a burst of
+        # claimed jobs waits here holding no request body, and a shutdown leaves them untouched.
+        gate = self.ctx.sends[spec.adapter]
+        await gate.acquire()
+        sent = Once(gate.release)
+        try:
+            log.info("submitting", extra={"model": alias, "est_cost_usd": estimate_cost(spec, shape)})
+            # The `submitting` row and the send are one piece that cancelling the job cannot split:
+            # a shutdown between them would leave a row that claims a submit which never happened,
+            # and a protocol that cannot look tasks up would have to end it `unconfirmed`.
+            await self.ctx.shielded(self._open(job, attempts, attempt, values, spec, sent))
+        finally:
+            sent()
         return attempt
 
     async def _open(
-        self, job: JobRow, attempts: list[AttemptRow], attempt: AttemptRow, values: dict[str, Any], spec: ModelSpec
+        self,
+        job: JobRow,
+        attempts: list[AttemptRow],
+        attempt: AttemptRow,
+        values: dict[str, Any],
+        spec: ModelSpec,
+        sent: Once,
     ) -> None:
         await self.ctx.transition(job, values, new_attempt=attempt)
         if "started_at" in values:
@@ -106,7 +121,7 @@ class Attempts:
             setattr(job, key, value)
         attempts.append(attempt)
         # From here the provider may be billing: shutdown waits for the outcome to be written.
-        await self._send(job, attempt, self.request_for(job, attempt, spec))
+        await self._send(job, attempt, self.request_for(job, attempt, spec), sent)
 
     def request_for(self, job: JobRow, attempt: AttemptRow, spec: ModelSpec) -> ProviderRequest:
         req = job.request
@@ -137,13 +152,18 @@ class Attempts:
         allowed = passthrough(self.ctx.adapters.get(adapter))
         return {k: v for k, v in given.items() if k in allowed}
 
-    async def _send(self, job: JobRow, attempt: AttemptRow, request: ProviderRequest) -> None:
+    async def _send(self, job: JobRow, attempt: AttemptRow, request: ProviderRequest, sent: Once | None = None) -> None:
+        """`sent`: gives the send permit back once the provider answered (not after a search)."""
         adapter = self.ctx.adapters[attempt.adapter]
         # a callback may name the task first
         self.ctx.sending.setdefault(attempt.id, asyncio.get_running_loop().create_future())
         try:
             try:
-                task = await adapter.submit(request)
+                try:
+                    task = await adapter.submit(request)
+                finally:
+                    if sent is not None:
+                        sent()
             except ProviderError as exc:
                 if exc.maybe_submitted:
                     return await self._unsure(job, attempt, request, f"{exc.code}: {exc.message}", exc)
@@ -483,3 +503,18 @@ def _status_err(status: ProviderStatus, adapter: str) -> dict[str, Any]:
             "provider": adapter,
         }
     return {"code": e.code, "message": e.message, "provider": adapter, "provider_code": e.provider_code}
+
+
+class Once:
+    """Calls `fn` the first time it is called; later calls do nothing (a permit given back by
+    whichever of the send and its caller ends first)."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._fn: Callable[[], object] | None = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()

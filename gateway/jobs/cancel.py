@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 from gateway.jobs.context import transient
@@ -21,25 +20,23 @@ def cancelled_error() -> dict[str, Any]:
 
 class CancelWatch:
     """One running job's view of its cancel. The database flag is the truth (any process may set
-    it); it is re-read at most every `check_s` seconds, and at once when the job's `nudge` event
-    is set: by a cancel that reached this process, or by a provider callback (then the poll
-    loop looks at the task now too). A failed read is skipped, never fatal."""
+    it); it is read when the job's `nudge` event is set: by a cancel that reached this process,
+    by the runner's sweep (`cancel_check_s`: one statement finds every job it holds whose flag
+    another process set), or by a provider callback (then the poll loop looks at the task now
+    too). A failed read is skipped, never fatal."""
 
-    def __init__(self, store: JobStore, job_id: str, nudge: asyncio.Event, check_s: float) -> None:
+    def __init__(self, store: JobStore, job_id: str, nudge: asyncio.Event) -> None:
         self.store = store
         self.job_id = job_id
         self.nudge = nudge
-        self.check_s = check_s
         self.cancelled = False
-        self._checked_at = time.time()  # the job was read from the database just now
 
     async def requested(self) -> bool:
         nudged = self.nudge.is_set()
         self.nudge.clear()
         if self.cancelled:
             return True
-        if nudged or time.time() - self._checked_at >= self.check_s:
-            self._checked_at = time.time()
+        if nudged:
             try:
                 fresh = await self.store.get(self.job_id)
             except Exception as exc:

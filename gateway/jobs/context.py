@@ -23,7 +23,7 @@ from gateway.jobs.webhooks import WebhookSender
 from gateway.metrics import GatewayMetrics
 from gateway.routing.breaker import Breakers
 from gateway.routing.catalog import RulesFile
-from gateway.settings import Settings
+from gateway.settings import AdapterSettings, Settings
 from gateway.storage.blobs import BlobStore
 
 log = logging.getLogger("i2v.runner")
@@ -57,6 +57,8 @@ class RunContext:
     remote: frozenset[str] = frozenset()
     #: Provider tasks in flight at once, per adapter (its `max_concurrency`).
     slots: dict[str, asyncio.Semaphore] = field(init=False)
+    #: Submit calls on the wire at once, per adapter (`max_submitting`), taken inside a slot.
+    sends: dict[str, asyncio.Semaphore] = field(init=False)
     #: Provider tasks this process is following, per adapter.
     in_flight: dict[str, int] = field(default_factory=dict)
     #: Jobs whose lease the lease loop found gone: their drivers stop at the next step.
@@ -79,6 +81,11 @@ class RunContext:
 
     def __post_init__(self) -> None:
         self.slots = {name: asyncio.Semaphore(a.max_concurrency) for name, a in self.adapters.items()}
+        configured = self.settings.adapters
+        self.sends = {
+            name: asyncio.Semaphore((configured.get(name) or AdapterSettings()).max_submitting)
+            for name in self.adapters
+        }
         self.quality_slots = asyncio.Semaphore(self.settings.quality_concurrency)
         s = self.settings
         key = signing_key(s.url_signing_key.get_secret_value() if s.url_signing_key else None, s.data_dir)

@@ -38,7 +38,7 @@ class JobDriver:
         job, attempts = await self.ctx.retrying(lambda: self.ctx.store.get_with_attempts(job_id), "read job")
         if job is None or job.status in TERMINAL_JOB:
             return
-        watch = CancelWatch(self.ctx.store, job.id, cancel, self.ctx.settings.cancel_check_s)
+        watch = CancelWatch(self.ctx.store, job.id, cancel)
         while True:
             attempt = live(attempts)
             alias = None

@@ -84,7 +84,11 @@ class JobRunner:
         drives no jobs but still delivers what its own writes put in the outbox)."""
         if jobs:
             self._claiming = asyncio.create_task(self._scan_loop())
-            self._tasks += [self._claiming, asyncio.create_task(self._lease_loop())]
+            self._tasks += [
+                self._claiming,
+                asyncio.create_task(self._lease_loop()),
+                asyncio.create_task(self._cancel_loop()),
+            ]
         if outbox:
             self._tasks.append(asyncio.create_task(self.relay.run()))
         if jobs and self.store.postgres:
@@ -208,6 +212,25 @@ class JobRunner:
                 self.ctx.lost.add(job_id)
                 if (t := self._active.get(job_id)) is not None:
                     t.cancel()
+
+    async def _cancel_loop(self) -> None:
+        """Cancels asked through another process: one read finds every held job whose flag is set
+        and nudges its driver, which reads the flag itself (`CancelWatch`). Each job is nudged
+        once; a cancel sent to this process nudges at once (`request_cancel`)."""
+        told: set[str] = set()
+        while True:
+            await asyncio.sleep(self.settings.cancel_check_s)
+            if not self._active:
+                continue
+            try:
+                asked = await self.store.cancels_asked(self.id)
+            except Exception as exc:
+                log.warning("reading cancel flags failed; will read again", extra={"error": repr(exc)})
+                continue
+            for job_id in asked - told:
+                if (event := self._cancel.get(job_id)) is not None:
+                    event.set()
+            told = asked
 
     async def _run(self, job_id: str) -> None:
         token = job_id_var.set(job_id)

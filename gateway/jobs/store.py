@@ -245,8 +245,16 @@ class JobStore:
             await s.execute(select(literal(1)))
 
     async def get(self, job_id: str) -> JobRow | None:
-        """Status reads, cancel-flag checks and downloads run it."""
+        """Status reads, a nudged job's cancel check and downloads run it."""
         return await self.read(lambda s: s.get(JobRow, job_id))
+
+    async def cancels_asked(self, runner_id: str) -> set[str]:
+        """The live jobs this runner holds whose cancel was asked, in any process: one statement
+        per sweep for all of them (a read per job per interval cost 10,000 jobs 10,000 reads)."""
+        stmt = select(JobRow.id).where(
+            JobRow.status.in_(ACTIVE_JOB), JobRow.lease_owner == runner_id, JobRow.cancel_requested.is_(True)
+        )
+        return await self.read(lambda s: set(s.execute(stmt).scalars()))
 
     async def get_with_attempts(self, job_id: str) -> tuple[JobRow | None, list[AttemptRow]]:
         """One statement (a left join): every status poll runs it."""

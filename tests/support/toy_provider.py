@@ -4,7 +4,7 @@ It is not a product emulator (those live in adapters/emulators): it exists so th
 can be tested over real HTTP before any provider family lands. Prompt tags script behaviour:
 `[reject]` content-policy at submit, `[fail-late]` fails after accepting, `[not-video]` serves
 junk, `[slow]` takes 30 s, `[run=N]` takes N seconds, `[submit-delay=N]` answers the submit N seconds
-after creating the task.
+after creating the task (`/stats` keeps the most such answers pending at once).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class ToyState:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.submits = 0
         self.cancels = 0
+        self.sending = 0  # submits being answered now
+        self.most_sending = 0
         self.ids = itertools.count(1)
 
 
@@ -69,7 +71,12 @@ async def submit(data: dict[str, Any], state: State) -> Response[dict[str, Any]]
     task_id = f"toy-{next(toy.ids)}"
     toy.tasks[task_id] = {**data, "t0": time.time(), "cancelled": False}
     if m := re.search(r"\[submit-delay=([\d.]+)\]", data["prompt"]):
-        await asyncio.sleep(float(m.group(1)))  # the task exists; the answer is late
+        toy.sending += 1
+        toy.most_sending = max(toy.most_sending, toy.sending)
+        try:
+            await asyncio.sleep(float(m.group(1)))  # the task exists; the answer is late
+        finally:
+            toy.sending -= 1
     return Response({"id": task_id}, status_code=201)
 
 
@@ -101,7 +108,8 @@ async def cancel(task_id: str, state: State) -> dict[str, Any]:
 
 @get("/stats")
 async def stats(state: State) -> dict[str, Any]:
-    return {"submits": state.toy.submits, "cancels": state.toy.cancels, "tasks": len(state.toy.tasks)}
+    toy: ToyState = state.toy
+    return {"submits": toy.submits, "cancels": toy.cancels, "tasks": len(toy.tasks), "most_sending": toy.most_sending}
 
 
 def create_toy_provider(run_s: float = 0.3) -> Litestar:

@@ -29,6 +29,7 @@ from tests.conftest import Gateway, make_settings, toy_stats
 from tests.support.images import data_uri, image_bytes
 from tests.support.postgres import temporary_database
 from tests.support.servers import free_port, serve_in_thread
+from tests.support.toy_provider import create_toy_provider
 
 ROOT = Path(__file__).resolve().parents[3]
 IMAGE = data_uri(image_bytes(800, 600))
@@ -519,9 +520,33 @@ def body(prompt: str = "gentle pan right", **fields: Any) -> dict[str, Any]:
     return {"prompt": prompt, "image": data_uri(image_bytes()), **fields}
 
 
+def test_cancel_flags_of_all_held_jobs_are_read_in_one_statement_per_sweep(tmp_path: Path, toy_url: str) -> None:
+    """12 jobs followed for ~1.5 s with a 0.1 s cancel check: the flags are read by the runner's
+    sweep (one statement each time for all of them), not per job (before: a read per job per
+    check, ~180 here, 10,000 per interval on a replica holding 10,000 jobs)."""
+    app = create_app(make_settings(tmp_path, toy_url, cancel_check_s=0.1))
+    seen = {"sweep": 0, "per_job": 0}
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "jobs.cancel_requested IS 1" in statement:
+            seen["sweep"] += 1
+        elif "FROM jobs \nWHERE jobs.id = ?" in statement and "JOIN" not in statement:
+            seen["per_job"] += 1
+
+    with serve_in_thread(app) as url:
+        for engine in app.state.services.store.sync_engines:
+            event.listen(engine, "before_cursor_execute", count)
+        with httpx.Client(base_url=url, timeout=10) as client:
+            ids = [client.post("/v1/videos", json=body("[run=1.5] tide")).json()["id"] for _ in range(12)]
+            for vid in ids:
+                wait_for(lambda vid=vid: client.get(f"/v1/videos/{vid}").json()["status"] == "completed", 30, 0.1)
+    assert seen["sweep"] >= 5
+    assert seen["per_job"] <= 12  # at most the read of each finished clip for its download
+
+
 def test_database_errors_while_following_a_task_never_fail_the_job(tmp_path: Path, toy_url: str) -> None:
-    """Progress writes and cancel-flag reads fail three times each mid-poll; the job completes on
-    its one task (before the fix it failed as internal_error while the provider billed)."""
+    """Progress writes and the runner's cancel-flag reads fail three times each mid-poll; the job
+    completes on its one task (before the fix it failed as internal_error while the provider billed)."""
     app = create_app(make_settings(tmp_path, toy_url, cancel_check_s=0.05, progress_write_s=0))
     failures = {"progress": 3, "cancel": 3}
 
@@ -529,7 +554,7 @@ def test_database_errors_while_following_a_task_never_fail_the_job(tmp_path: Pat
         if statement.startswith("UPDATE jobs SET progress") and failures["progress"]:
             failures["progress"] -= 1
             raise sqlite3.OperationalError("database is locked (injected)")
-        if "FROM jobs \nWHERE jobs.id = ?" in statement and "JOIN" not in statement and failures["cancel"]:
+        if "jobs.cancel_requested IS 1" in statement and failures["cancel"]:
             failures["cancel"] -= 1
             raise sqlite3.OperationalError("disk I/O error (injected)")
 
@@ -579,6 +604,27 @@ def test_shutdown_with_jobs_waiting_for_slots_interrupts_none(tmp_path: Path, to
             for vid in ids:
                 wait_for(lambda vid=vid: client.get(f"/v1/videos/{vid}").json()["status"] == "completed", 60, 0.1)
     assert toy_stats(toy_url)["submits"] == submits + 200
+
+
+def test_submits_on_the_wire_are_bounded_by_max_submitting(tmp_path: Path) -> None:
+    """30 jobs with room for all at the provider send at most `max_submitting` (3) submits at once,
+    counted at the provider, and each is sent once. Before, every claimed job read its image and
+    built its body at once: 10,000 claimed jobs held ~60 KB each waiting for a connection."""
+    with serve_in_thread(create_toy_provider()) as toy_url:
+        toy = AdapterSettings(
+            class_path="tests.support.toy_adapter:ToyAdapter", base_url=toy_url, max_concurrency=100, max_submitting=3
+        )
+        with serve_in_thread(create_app(make_settings(tmp_path, toy_url, adapters={"toy": toy}))) as url:
+            with httpx.Client(base_url=url, timeout=10) as client:
+                ids = [
+                    client.post("/v1/videos", json=body("[submit-delay=0.3] [run=0.2] fog")).json()["id"]
+                    for _ in range(30)
+                ]
+                for vid in ids:
+                    wait_for(lambda vid=vid: client.get(f"/v1/videos/{vid}").json()["status"] == "completed", 60, 0.1)
+        stats = toy_stats(toy_url)
+    assert stats["submits"] == 30
+    assert stats["most_sending"] == 3
 
 
 def test_a_stop_just_after_the_submitting_row_is_written_still_sends_it(tmp_path: Path, toy_url: str) -> None:
