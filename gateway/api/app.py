@@ -7,6 +7,7 @@ settings and adapters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -180,7 +181,8 @@ def create_app(
                 if task is not None:
                     task.cancel()
             await runner.stop()
-            await asyncio.to_thread(quality.let_go)
+            with contextlib.suppress(TimeoutError):  # a clip being measured is not waited for long
+                await asyncio.wait_for(asyncio.to_thread(quality.let_go), 10)
             for adapter in live_adapters.values():
                 await adapter.aclose()
             await fetcher.aclose()

@@ -627,6 +627,48 @@ def test_submits_on_the_wire_are_bounded_by_max_submitting(tmp_path: Path) -> No
     assert stats["most_sending"] == 3
 
 
+def test_shutdown_hands_the_leases_back_when_a_job_ignores_cancellation(
+    tmp_path: Path, toy_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver that swallows its cancellation (a bug, or a call that does not yield) cannot hold
+    the shutdown: the runner waits `SETTLE_S` for it, then hands its leases back (before, stop()
+    waited on that task for ever and no lease was released)."""
+    import threading
+
+    from gateway.jobs import runner as runner_module
+    from gateway.jobs.drive import JobDriver
+
+    started, let_go = threading.Event(), threading.Event()
+
+    async def stubborn(self: JobDriver, job_id: str, cancel: asyncio.Event) -> None:
+        started.set()
+        while not let_go.is_set():
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                continue
+
+    monkeypatch.setattr(JobDriver, "drive", stubborn)
+    monkeypatch.setattr(runner_module, "SETTLE_S", 0.3)
+    server = serve_in_thread(create_app(make_settings(tmp_path, toy_url)))
+    url = server.start()
+    httpx.post(f"{url}/v1/videos", json=body("dunes"), timeout=10).raise_for_status()
+    assert started.wait(10)
+
+    def lease_owner() -> str | None:
+        with sqlite3.connect(tmp_path / "gateway.db") as db:
+            return db.execute("SELECT lease_owner FROM jobs").fetchone()[0]
+
+    assert lease_owner() is not None
+    stopping = threading.Thread(target=server.stop)
+    stopping.start()
+    try:
+        assert wait_for(lambda: lease_owner() is None, timeout=8)
+    finally:
+        let_go.set()
+        stopping.join(30)
+
+
 def test_a_stop_just_after_the_submitting_row_is_written_still_sends_it(tmp_path: Path, toy_url: str) -> None:
     """The jobs are cancelled (as a shutdown does) right after an attempt's `submitting` row is
     committed: the submit still goes out once and its task id is recorded. Before the fix the row
