@@ -7,9 +7,8 @@ settings and adapters.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -181,15 +180,15 @@ def create_app(
                 if task is not None:
                     task.cancel()
             await runner.stop()
-            with contextlib.suppress(TimeoutError):  # a clip being measured is not waited for long
-                await asyncio.wait_for(asyncio.to_thread(quality.let_go), 10)
-            for adapter in live_adapters.values():
-                await adapter.aclose()
-            await fetcher.aclose()
-            await downloads.aclose()
-            await runner.webhooks.client.aclose()
-            await limits.aclose()
-            await engine.dispose()
+            # Each step below gets CLOSE_S: a peer that never answers a close cannot hold the exit.
+            await _bounded(asyncio.to_thread(quality.let_go), "the measuring processes")
+            for name, adapter in live_adapters.items():
+                await _bounded(adapter.aclose(), f"adapter {name}")
+            await _bounded(fetcher.aclose(), "the image fetcher")
+            await _bounded(downloads.aclose(), "the download client")
+            await _bounded(runner.webhooks.client.aclose(), "the webhook client")
+            await _bounded(limits.aclose(), "the rate limiter")
+            await _bounded(engine.dispose(), "the database engine")
             store.close()
             if sandbox:
                 sandbox.stop()
@@ -236,3 +235,14 @@ def create_app(
         logging_config=None,  # ours (gateway/logs.py), not Litestar's default handlers
         debug=False,
     )
+
+
+CLOSE_S = 10.0
+
+
+async def _bounded(step: Awaitable[Any], what: str) -> None:
+    """One shutdown step, given at most `CLOSE_S`; past that it is left behind, logged."""
+    try:
+        await asyncio.wait_for(step, CLOSE_S)
+    except TimeoutError:
+        log.warning("shutdown did not wait for a step", extra={"step": what, "after_s": CLOSE_S})

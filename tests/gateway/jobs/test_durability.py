@@ -669,6 +669,27 @@ def test_shutdown_hands_the_leases_back_when_a_job_ignores_cancellation(
         stopping.join(30)
 
 
+def test_shutdown_ends_when_closing_a_provider_client_hangs(
+    tmp_path: Path, toy_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An adapter whose close never returns (a peer that never answers) does not hold the exit:
+    each closing step gets `CLOSE_S`, and the server thread ends (before, it waited for ever)."""
+    from gateway.api import app as app_module
+    from tests.support.toy_adapter import ToyAdapter
+
+    async def hang(self: ToyAdapter) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(ToyAdapter, "aclose", hang)
+    monkeypatch.setattr(app_module, "CLOSE_S", 0.3)
+    server = serve_in_thread(create_app(make_settings(tmp_path, toy_url)))
+    server.start()
+    t0 = time.monotonic()
+    server.stop()
+    assert not server.thread.is_alive()
+    assert time.monotonic() - t0 < 10
+
+
 def test_a_stop_just_after_the_submitting_row_is_written_still_sends_it(tmp_path: Path, toy_url: str) -> None:
     """The jobs are cancelled (as a shutdown does) right after an attempt's `submitting` row is
     committed: the submit still goes out once and its task id is recorded. Before the fix the row
