@@ -81,6 +81,11 @@ def test_deadline_fails_with_timeout_and_cancels_at_provider(gateway: Gateway, t
     video = gateway.client.post("/v1/videos", json=body(prompt="[slow] dusk", deadline_s=0.5)).json()
     final = gateway.wait(video["id"])
     assert final["status"] == "failed" and final["error"]["code"] == "timeout"
+    # the cancel goes out through the outbox, after the terminal write a client already sees
+    deadline = time.time() + 10
+    while toy_stats(toy_url)["cancels"] == cancels and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # and only once
     assert toy_stats(toy_url)["cancels"] == cancels + 1
 
 
