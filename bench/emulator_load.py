@@ -78,10 +78,11 @@ def metric_sum(text: str, name: str) -> float:
 
 
 def statements(url: str) -> float:
-    return metric_sum(httpx.get(f"{url}/metrics", timeout=30).text, "i2v_db_statements_total")
+    return sum(statements_by_verb(url).values())
 
 
 def statements_by_verb(url: str) -> dict[str, float]:
+    """`i2v_db_statements_total` of the gateway at `url`, by verb."""
     text = httpx.get(f"{url}/metrics", timeout=30).text
     return {
         line.split('verb="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
@@ -186,9 +187,10 @@ def main() -> None:
         print(f"\n{args.jobs} jobs, provider latency {args.provider_s:.1f} s, SQLite, CPUs: {os.cpu_count()}")
         print(f"created in {create_wall:.1f} s; all terminal after {wall:.1f} s")
         print(f"statuses: {counts}")
-        sql = (statements(url) - statements0) / args.jobs
+        by_verb = statements_by_verb(url)
+        sql = (sum(by_verb.values()) - statements0) / args.jobs
         print(f"gateway CPU {cpu:.1f} s = {cpu / args.jobs * 1000:.1f} ms per job; peak RSS {rss_mb(gw.pid):.0f} MB")
-        verbs = {k: round(v / args.jobs, 1) for k, v in statements_by_verb(url).items() if v}
+        verbs = {k: round(v / args.jobs, 1) for k, v in by_verb.items() if v}
         print(f"most jobs in flight at once: {peak}; SQL statements per job: {sql:.1f}")
         print(f"of which this replica's, by verb: {verbs}")
         print(f"emulator saw: {stats}")
