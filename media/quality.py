@@ -42,6 +42,11 @@ FROZEN_S = 0.5  #: repeats in a run at least this long are frozen frames; shorte
 #: Lucas-Kanade stops after 10 iterations or a 0.03 px update (OpenCV's default: 30, 0.01 px; on
 #: noisy content the extra iterations cost most of the tracking time and move nothing visible)
 LK_STOP = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.03)
+#: Corners tracked per pair, and the tracking window: 60 corners in 9x9 windows read the same
+#: camera labels as 120 in 15x15 (177 of 180 synthetic moves, bench/quality.py's accuracy table)
+#: for a fifth of the tracking work; the similarity fit needs a few dozen inliers, not more.
+CORNERS = 60
+LK_WINDOW = (9, 9)
 # Whole-clip amounts under which a camera component counts as no move.
 ZOOM_MIN = math.log(1.05)  # 5% change of scale
 SHIFT_MIN = 0.03  # 3% of the frame's side
@@ -247,10 +252,10 @@ def _flow(pairs: list[tuple[np.ndarray, np.ndarray]], steps: int) -> tuple[float
         inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
         delta = np.abs(nxt.astype(np.float32) - warped)[inside]
         flickers.append(float(delta.mean()) if delta.size else 0.0)
-        corners = cv2.goodFeaturesToTrack(prev, maxCorners=120, qualityLevel=0.01, minDistance=8)
+        corners = cv2.goodFeaturesToTrack(prev, maxCorners=CORNERS, qualityLevel=0.01, minDistance=8)
         pts = (corners.reshape(-1, 2) if corners is not None and len(corners) >= 12 else grid).astype(np.float32)
         moved, ok, _ = cv2.calcOpticalFlowPyrLK(
-            prev, nxt, pts, None, winSize=(15, 15), maxLevel=levels, criteria=LK_STOP
+            prev, nxt, pts, None, winSize=LK_WINDOW, maxLevel=levels, criteria=LK_STOP
         )
         ok = ok.ravel() == 1
         if ok.sum() < 6:

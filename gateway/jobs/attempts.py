@@ -327,6 +327,7 @@ class Attempts:
         task = task_of(attempt)
         since = attempt.submitted_at or time.time()
         polls = 0
+        looked = since  # when the task was last seen running (its submit, before the first poll)
         limit_at = self.ctx.limit_at(job)
         written: list[Any] = [attempt.status, job.progress, time.time()]
         self.ctx.metrics.in_flight.labels(attempt.adapter).inc()
@@ -353,14 +354,20 @@ class Attempts:
                         trail=True,
                     )
                     return AttemptStatus.FAILED
+                first = 0.0 if polls or soon else self.ctx.pacer.first(attempt.model, time.time() - since)
+                if first > 0:  # a learned model: nothing to see before its usual end
+                    await watch.sleep(max(0.01, min(first, limit_at - time.time())))
+                    continue
                 status = await self._poll_once(adapter, task)
                 polls += 1
+                now = time.time()
                 if status is not None:
                     await self._record_progress(job, attempt, status, written)
                     if status.state in TERMINAL_JOB:
                         if status.state == "completed":
-                            self.ctx.pacer.observe(attempt.model, time.time() - since)
+                            self.ctx.pacer.observe(attempt.model, now - since, now - looked)
                         return await self._ended(job, attempt, status)
+                looked = now
                 if status and status.poll_after_s:
                     wait = status.poll_after_s
                 elif soon:

@@ -1,12 +1,14 @@
-"""When to poll a provider next: sparsely while a task cannot be done yet, densely around when it
-usually finishes, then backing off. "Usually" is learned per model from the tasks this process
-followed (an exponential average of submit-to-finish seconds); until a model has finished once
-here it is polled with the plain geometric backoff (the catalog's `typical_latency_s` is a list
-figure, and a sandbox emulator finishes in seconds). A provider's own hint (`poll_after_s`)
-always wins.
+"""When to poll a provider next: not before a task can be done, densely around when it usually
+finishes, then backing off. "Usually" is learned per model from the tasks this process followed:
+an exponential average of submit-to-finish seconds and of their spread (the mean absolute
+deviation), so a provider that finishes like clockwork is polled once or twice, a variable one
+over a wider window. Until a model has finished once here it is polled at once and then with the
+plain geometric backoff (the catalog's `typical_latency_s` is a list figure, and a sandbox
+emulator finishes in seconds). A provider's own hint (`poll_after_s`) always wins.
 
-Polling every 2 s to 15 s, as before, showed a finished task up to a poll interval late; polling
-densely all the time costs provider calls and CPU for every second of every task.
+A finish is learned as the middle of the last interval between polls (it happened after the
+poll that saw the task running, by the one that saw it done), so the estimate does not creep
+later by half a poll step per task, and a provider that gets faster is followed down.
 """
 
 from __future__ import annotations
@@ -20,29 +22,59 @@ class PollPacer:
         self.max_s = max_s
         self.dense_s = dense_s
         self.weight = weight
-        self._expected: dict[str, float] = {}
+        self._learned: dict[str, tuple[float, float]] = {}  # model -> (mean, spread) seconds
         self._lock = threading.Lock()
 
     def expected(self, model: str) -> float | None:
-        return self._expected.get(model)
+        learned = self._learned.get(model)
+        return None if learned is None else learned[0]
 
-    def observe(self, model: str, seconds: float) -> None:
-        """A task of `model` was seen finished `seconds` after it was submitted."""
+    def spread(self, model: str) -> float | None:
+        learned = self._learned.get(model)
+        return None if learned is None else learned[1]
+
+    def observe(self, model: str, seconds: float, interval_s: float = 0.0) -> None:
+        """A task of `model` was seen finished `seconds` after it was submitted, `interval_s`
+        after the previous look at it (0: the finish time is exact)."""
         if seconds <= 0:
             return
         with self._lock:
-            old = self._expected.get(model)
-            self._expected[model] = seconds if old is None else old + self.weight * (seconds - old)
+            learned = self._learned.get(model)
+            if learned is not None:  # the finish lies in the last interval; a first poll's
+                # interval (from the submit) is capped at the dense step, not taken whole
+                seconds -= min(interval_s, self._step(*learned)) / 2
+            if learned is None:
+                self._learned[model] = (seconds, 0.1 * seconds)
+                return
+            mean, spread = learned
+            w = self.weight
+            self._learned[model] = (mean + w * (seconds - mean), spread + w * (abs(seconds - mean) - spread))
+
+    def _step(self, mean: float, spread: float) -> float:
+        """The poll step around the usual end: the spread, within [dense_s, 3 % of the latency]."""
+        return max(self.dense_s, min(spread, 0.03 * mean))
+
+    def first(self, model: str, elapsed_s: float) -> float:
+        """Seconds before the first poll of a task submitted `elapsed_s` ago (0: poll at once)."""
+        learned = self._learned.get(model)
+        if learned is None:
+            return 0.0
+        mean, spread = learned
+        return max(0.0, min(mean - 2 * max(spread, self.dense_s) - elapsed_s, self.max_s))
 
     def wait(self, model: str, elapsed_s: float, polls: int) -> float:
         """Seconds until the next poll of a task submitted `elapsed_s` ago, polled `polls` times."""
-        expected = self.expected(model)
-        if expected is None:  # nothing known: the plain geometric backoff
+        learned = self._learned.get(model)
+        if learned is None:  # nothing known: the plain geometric backoff
             return min(self.first_s * 1.5**polls, self.max_s)
-        early = 0.8 * expected
-        if elapsed_s < early:  # it cannot be done yet: sleep until just before it usually is
-            return min(early - elapsed_s, self.max_s)
-        if elapsed_s < 1.5 * expected:  # around the usual end: look often (a few % of the latency)
-            return max(self.dense_s, min(0.03 * expected, self.max_s))
-        late = elapsed_s - 1.5 * expected  # later than usual: back off again
-        return min(max(self.dense_s, 0.03 * expected) * 1.5 ** (late / max(expected, 1e-3) * 4), self.max_s)
+        mean, spread = learned
+        spread = max(spread, self.dense_s)
+        start = mean - 2 * spread
+        if elapsed_s < start:  # it cannot be done yet: sleep until just before it usually is
+            return min(start - elapsed_s, self.max_s)
+        step = self._step(mean, spread)
+        end = mean + 3 * spread
+        if elapsed_s < end:  # around the usual end: look often
+            return step
+        late = elapsed_s - end  # later than usual: back off again
+        return min(step * 1.5 ** (late / max(mean, 1e-3) * 4), self.max_s)

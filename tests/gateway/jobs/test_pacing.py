@@ -15,7 +15,7 @@ def test_a_learned_model_is_polled_densely_around_its_usual_end() -> None:
     p.observe("m", 10.0)
     assert p.wait("m", 0.0, 0) == 8.0  # nothing to see before 80 % of the usual latency
     assert p.wait("m", 8.5, 1) == 0.3  # 3 % of it, around the end
-    assert p.wait("m", 14.9, 20) == 0.3
+    assert p.wait("m", 12.9, 20) == 0.3  # until three spreads (10 % of the first latency) past it
     later = [p.wait("m", t, 30) for t in (16, 20, 40, 100)]
     assert later == sorted(later) and later[-1] == 15  # later than usual: back off to the cap
 
@@ -27,3 +27,23 @@ def test_observations_move_the_estimate_slowly_and_fast_models_are_polled_at_the
     assert p.expected("m") == 2.4
     p.observe("fast", 0.5)
     assert p.wait("fast", 0.45, 3) == 0.1
+
+
+def test_a_clockwork_provider_is_looked_at_once_or_twice_and_a_faster_one_is_followed_down() -> None:
+    p = PollPacer(first_s=0.5, max_s=15)
+    assert p.first("m", 0.0) == 0.0  # unknown: poll at once
+    p.observe("m", 2.1)  # seen done 2.1 s after the submit
+    for _ in range(30):  # done at 2.0 s each time, seen by a poll 0.1 s after the one before
+        p.observe("m", 2.05, 0.1)
+    mean, spread = p.expected("m"), p.spread("m")
+    assert mean is not None and spread is not None and abs(mean - 2.0) < 0.01 and spread < 0.01
+    start = p.first("m", 0.0)
+    assert 1.7 < start < 2.0  # the first look lands just before the usual end ...
+    assert p.wait("m", start, 1) == 0.1  # ... and the next one a dense step later
+    for _ in range(30):  # the provider got faster: done 1.0 s after the submit, seen at the first look
+        p.observe("m", p.first("m", 0.0), p.first("m", 0.0))
+    assert p.expected("m") < 1.5  # type: ignore[operator]
+    assert PollPacer(first_s=0.5, max_s=1.0, weight=1.0).first("x", 0.0) == 0.0
+    capped = PollPacer(first_s=0.5, max_s=1.0)
+    capped.observe("m", 5.0)
+    assert capped.first("m", 0.0) == 1.0 and capped.first("m", 3.5) == 0.5  # slept in steps of at most max_s
