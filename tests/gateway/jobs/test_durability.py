@@ -112,6 +112,21 @@ def create(gw: Gateway, **body: Any) -> dict[str, Any]:
     return resp.json()
 
 
+def test_once_a_model_has_finished_its_next_task_is_first_polled_near_its_usual_end(
+    gw: Gateway, emulators: Sandbox
+) -> None:
+    """Polls counted at the Wan emulator (tasks done 1.7 s after the submit): the first task of a
+    model is polled with the plain backoff from at once; the next one not before the learned end,
+    then densely, so it takes a couple of polls."""
+    polls = []
+    for _ in range(2):
+        before = emu(emulators, "wan", "stats")
+        final = gw.wait(create(gw, model="wan-2.6-i2v")["id"])
+        assert final["status"] == "completed", final
+        polls.append(emu(emulators, "wan", "stats")["polls"] - before.get("polls", 0))
+    assert polls[0] >= 5 and polls[1] <= 3, polls
+
+
 def test_an_expired_result_url_is_fetched_again_not_paid_again(gw: Gateway, emulators: Sandbox) -> None:
     before = emu(emulators, "wan", "stats")
     emu(emulators, "wan", "faults", script={"submit": ["expired_url_once"]})
