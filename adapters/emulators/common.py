@@ -4,12 +4,14 @@ renderer, result serving and the `/_emulator` control routes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import re
 import secrets
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -118,9 +120,23 @@ class TaskBook:
         self._script: dict[str, list[str | None]] = {k: list(v) for k, v in config.faults.script.items()}
         self._clips: dict[tuple[bytes, str, int, int, int, int], bytes] = {}
         self._ids = itertools.count(1)
+        self._sending = 0
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """A submit being answered: `most_sending` in the stats is the most at once since the
+        last fault plan was set (each plan starts an experiment), what a client's bound on its
+        submits in flight is checked against."""
+        self._sending += 1
+        self.stats["most_sending"] = max(self.stats["most_sending"], self._sending)
+        try:
+            yield
+        finally:
+            self._sending -= 1
 
     def set_faults(self, plan: FaultPlan) -> None:
         self.config.faults = plan
+        self.stats["most_sending"] = self._sending
         self._rng = random.Random(plan.seed)
         self._script = {k: list(v) for k, v in plan.script.items()}
 

@@ -252,6 +252,11 @@ async def _query(task_id: str, request: Request[Any, Any, Any], state: State, en
 
 @post("/v1/videos/image2video", status_code=200)
 async def create(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    with state.book.answering():
+        return await _create(request, state)
+
+
+async def _create(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     book: TaskBook = state.book
     opened = await _open_submit(request, state)
     if isinstance(opened, Response):

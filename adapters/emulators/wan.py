@@ -110,6 +110,11 @@ def _stamp(t: float) -> str:
 
 @post("/api/v1/services/aigc/video-generation/video-synthesis")
 async def create_task(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    with state.book.answering():
+        return await _create_task(request, state)
+
+
+async def _create_task(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     book: TaskBook = state.book
     book.stats["submits"] += 1
     if denied := _auth(request, state.api_keys):

@@ -251,12 +251,21 @@ class Attempts:
         answer is lost too, the search must look where its task can be (made after now), not
         around the first send (found in the PostgreSQL chaos run: a resend's task fell outside
         that window, the search said "absent", the job failed and the task billed uncounted).
-        Written first, which also checks the lease: a runner that lost the job does not resend."""
-        task_data = {**(attempt.task_data or {}), "opened_at": time.time()}
-        task_data.pop("lost_at", None)  # waiting for an answer again
-        await self.ctx.transition(job, attempt=(attempt.id, {"task_data": task_data}))
-        attempt.task_data = task_data
-        await self._send(job, attempt, request)
+        Written first, which also checks the lease: a runner that lost the job does not resend.
+        Under the adapter's send permit, as a first send is: the attempts a restart resumes all
+        search at once, and those that must send again wait for a permit, not for a connection
+        with their bodies built (`max_submitting`)."""
+        gate = self.ctx.sends[attempt.adapter]
+        await gate.acquire()
+        sent = Once(gate.release)
+        try:
+            task_data = {**(attempt.task_data or {}), "opened_at": time.time()}
+            task_data.pop("lost_at", None)  # waiting for an answer again
+            await self.ctx.transition(job, attempt=(attempt.id, {"task_data": task_data}))
+            attempt.task_data = task_data
+            await self._send(job, attempt, request, sent)
+        finally:
+            sent()
 
     async def _claim_one(self, job: JobRow, attempt: AttemptRow, tasks: list[ProviderTask]) -> None:
         """Several unheld tasks carry this prompt, made too close together to tell whose is whose

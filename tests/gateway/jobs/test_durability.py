@@ -455,6 +455,33 @@ def test_a_resend_whose_answer_is_lost_too_is_found_where_it_was_made(tmp_path: 
     assert [(a["model"], a["status"]) for a in attempts] == [("wan-2.6-i2v", "completed")]
 
 
+def test_resends_after_a_restart_wait_for_the_send_permit(tmp_path: Path, emulators: Sandbox) -> None:
+    """Four jobs left `submitting` by a crash long ago: on restart each searches, finds no task
+    and sends again. The resends take the adapter's send permit as first sends do: with
+    `max_submitting` 1 the Wan emulator answers one submit at a time (counted there; each answer
+    held 0.4 s). Before, the resends all went at once (4 at the emulator)."""
+    ids = []
+    for n in range(4):
+        settings, video_id = _wan_job_not_run(tmp_path, emulators, f"boats at dawn {n}")
+        ids.append(video_id)
+        asyncio.run(
+            _leave_submitting(tmp_path / "gateway.db", video_id, "wan-2.6-i2v", "wan", "wan2.6-i2v", opened_ago_s=600)
+        )
+    wan = emulators.adapters["wan"].model_copy(update={"max_submitting": 1})
+    settings["adapters"] = {**emulators.adapters, "wan": wan}
+    before = emu(emulators, "wan", "stats")
+    emu(emulators, "wan", "faults", script={"submit": ["accepted_slow"] * 4}, hang_s=0.4)
+    try:
+        with serve_in_thread(create_app(make_settings(tmp_path, "", **settings))) as url:
+            finals = [wait_ended(url, video_id) for video_id in ids]
+        after = emu(emulators, "wan", "stats")
+    finally:
+        emu(emulators, "wan", "faults")
+    assert [f["status"] for f in finals] == ["completed"] * 4, finals
+    assert after["tasks"] - before.get("tasks", 0) == 4
+    assert after["most_sending"] == 1
+
+
 def test_a_restart_mid_submit_on_kling_looks_it_up_until_kling_answers(tmp_path: Path, emulators: Sandbox) -> None:
     """The gateway died mid-submit to Kling; on restart the lookup by our id first gets a
     malformed answer, is asked again, learns the task was never made and sends it: one task, no
