@@ -13,8 +13,11 @@ growing. Runs off the event loop (a worker process or thread); imports nothing f
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -47,6 +50,7 @@ LK_STOP = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.03)
 #: for a fifth of the tracking work; the similarity fit needs a few dozen inliers, not more.
 CORNERS = 60
 LK_WINDOW = (9, 9)
+REFERENCES = 8  #: input images a measuring process keeps decoded and fitted (a few MB at most)
 # Whole-clip amounts under which a camera component counts as no move.
 ZOOM_MIN = math.log(1.05)  # 5% change of scale
 SHIFT_MIN = 0.03  # 3% of the frame's side
@@ -308,15 +312,36 @@ def _first_frame(first: np.ndarray, reference: bytes) -> tuple[float, float]:
     """SSIM and PSNR of the first frame against the input image fitted to the frame, by
     scaling alone, cropping to cover, or letterboxing: whichever the provider did fits best."""
     h, w = first.shape
-    img = decode_grey(reference, at_least=(2 * w, 2 * h))
     best = (-1.0, 0.0)
-    for fitted in _fits(img, w, h):
-        ref = np.asarray(fitted)
+    for ref in _fitted(reference, w, h):
         ssim = ssim_of(first, ref)
         if ssim > best[0]:
             psnr = float(peak_signal_noise_ratio(ref, first, data_range=255))
             best = (ssim, min(psnr, 100.0))
     return round(best[0], 4), round(best[1], 2)
+
+
+_FITTED: OrderedDict[tuple[bytes, int, int], list[np.ndarray]] = OrderedDict()
+_FITTED_LOCK = threading.Lock()
+
+
+def _fitted(reference: bytes, w: int, h: int) -> list[np.ndarray]:
+    """The input image decoded in grey and fitted to a w x h frame, each way `_fits` tries; the
+    last REFERENCES images' are kept (by a hash of their bytes): a comparison or a bulk run
+    sends one photo to many models, and decoding it was a fifth of a small clip's analysis."""
+    key = (hashlib.blake2b(reference, digest_size=16).digest(), w, h)
+    with _FITTED_LOCK:
+        fitted = _FITTED.get(key)
+        if fitted is not None:
+            _FITTED.move_to_end(key)
+            return fitted
+    img = decode_grey(reference, at_least=(2 * w, 2 * h))
+    fitted = [np.asarray(f) for f in _fits(img, w, h)]
+    with _FITTED_LOCK:
+        _FITTED[key] = fitted
+        while len(_FITTED) > REFERENCES:
+            _FITTED.popitem(last=False)
+    return fitted
 
 
 def ssim_of(a: np.ndarray, b: np.ndarray, win: int = 7) -> float:

@@ -99,6 +99,30 @@ def test_a_clip_that_starts_on_the_input_image_scores_high_first_frame_ssim(tmp_
     assert other.first_frame_psnr is not None and other.first_frame_psnr < same.first_frame_psnr - 10
 
 
+def test_an_input_image_is_decoded_once_for_many_clips_and_few_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A comparison sends one photo to several models: its clips are measured against one decode
+    of it, with the same figures as a cold measurement; only the last REFERENCES images are kept."""
+    import media.quality as mq
+
+    decodes = []
+    real = mq.decode_grey
+    monkeypatch.setattr(mq, "decode_grey", lambda *a, **k: decodes.append(1) or real(*a, **k))
+    mq._FITTED.clear()
+    frames = _moving("zoom_in")
+    path, ref = _clip(tmp_path, frames), _jpeg(frames[0])
+    cold, warm = analyse(path, reference=ref), analyse(path, reference=ref)
+    assert len(decodes) == 1
+    assert (warm.first_frame_ssim, warm.first_frame_psnr) == (cold.first_frame_ssim, cold.first_frame_psnr)
+    others = [_jpeg(np.roll(frames[0], k, axis=1)) for k in range(1, mq.REFERENCES + 2)]
+    for other in others:
+        analyse(path, reference=other)
+    assert len(mq._FITTED) == mq.REFERENCES
+    analyse(path, reference=ref)  # pushed out by the others: decoded again
+    assert len(decodes) == 1 + len(others) + 1
+
+
 def test_the_reference_is_fitted_the_way_the_provider_fitted_it(tmp_path: Path) -> None:
     """A square photo letterboxed into a wide frame matches once letterboxed the same way."""
     square = np.asarray(Image.fromarray(data.astronaut()).resize((H, H)))
