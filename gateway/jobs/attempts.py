@@ -48,6 +48,8 @@ from gateway.routing.planner import estimate_cost, shape_for, shape_notes
 from gateway.status import LIVE_ATTEMPT, TERMINAL_JOB, AttemptStatus, JobStatus
 
 log = logging.getLogger("i2v.runner")
+#: Searches for one lost submit's task when each found was adopted by another search meanwhile
+_RESEARCHES = 3
 
 
 class Attempts:
@@ -207,7 +209,18 @@ class Attempts:
             await self.ctx.transition(job, attempt=(attempt.id, {"task_data": task_data}))
             attempt.task_data = task_data
             lost = Lost(attempt.id, job.prompt, since)
-            verdict = await reconcile(self.ctx, adapter, attempt.adapter, request, lost, self.ctx.limit_at(job))
+            for _ in range(_RESEARCHES):
+                verdict = await reconcile(self.ctx, adapter, attempt.adapter, request, lost, self.ctx.limit_at(job))
+                if verdict.task is None:
+                    break
+                try:
+                    return await self._accepted(job, attempt, verdict.task)
+                except IntegrityError:  # another search of this prompt adopted it at the same
+                    # moment (a burst after a crash): look again, it is held now
+                    log.info("lost submit: the task found was adopted by another attempt; searching again")
+                    verdict = None
+            if verdict is None:
+                why = f"{why}; each task found was adopted by another attempt at the same moment"
         if verdict is not None:
             log.info(
                 "lost submit searched", extra={"model": attempt.model, "verdict": verdict.kind, "why": verdict.why}

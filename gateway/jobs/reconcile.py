@@ -13,7 +13,11 @@ Why each answer of the task-list search is safe:
   the same prompt still waiting for its answer have made it (`JobStore.later_submits`; found in a
   chaos run: a resumed search took the task of a live submit sent after the restart, and that
   submit's answer then crashed its job). Submits whose answers were lost too (`lost_at`, a burst)
-  do not hold a search back: they are searching themselves;
+  do not hold a search back: they are searching themselves; but where one of them was sent
+  clearly nearer (`_CALL_S`) to when the task was made, the task is left to it
+  (`JobStore.searching_submits`; found in a PostgreSQL chaos run: a submit a kill cut before it
+  was sent and a lost answer of the same prompt both took the one task, and the loser of that
+  race ended `unconfirmed`);
 - "absent" is said only after the list had `reconcile_settle_s` to show the task and no unheld
   task in the window matches or may yet match: then sending it (again) cannot pay twice;
 - anything else stays unknown, and the attempt ends `unconfirmed`, never sent again. Where the
@@ -126,6 +130,14 @@ async def _decide(
     if maybe:
         return Verdict("unknown", why=f"{len(maybe)} unheld task(s) still running may be this one")
     if sure:
+        made = sure[0].created_at
+        if made is not None:  # another lost submit of this prompt, sent clearly nearer to when the
+            # task was made, is its owner: leave it to that one, then look again (it will be held)
+            peers = await ctx.retrying(
+                lambda: ctx.store.searching_submits(adapter_name, lost.attempt_id, lost.prompt), "searching submits"
+            )
+            if any(abs(p - made) + _CALL_S <= abs(since - made) for p in peers):
+                return Verdict("unknown", why="another lost submit of this prompt was sent nearer to its making")
         return Verdict("found", sure[0].task)
     return Verdict("absent")
 

@@ -482,6 +482,40 @@ def test_resends_after_a_restart_wait_for_the_send_permit(tmp_path: Path, emulat
     assert after["most_sending"] == 1
 
 
+def test_two_resumed_searches_of_one_prompt_leave_the_one_task_to_the_submit_sent_nearest_it(
+    tmp_path: Path, emulators: Sandbox
+) -> None:
+    """A crash left two attempts of one prompt `submitting`: A's submit was never sent (opened
+    30 s before), B's made task T and its answer was lost (opened just before T). On restart both
+    search at once and both see T as the one task of the prompt: B, sent nearest T, takes it; A
+    leaves it, looks again, finds nothing of its own and sends. Counted at the Wan emulator: T
+    and A's task, no third. Before, both took T: the loser ended `unconfirmed` (the PostgreSQL
+    chaos run's `failed:interrupted` job) or A took B's task."""
+    prompt = "herons in the reeds"
+    settings, video_a = _wan_job_not_run(tmp_path, emulators, prompt)
+    _, video_b = _wan_job_not_run(tmp_path, emulators, prompt)
+    db = tmp_path / "gateway.db"
+    asyncio.run(_leave_submitting(db, video_a, "wan-2.6-i2v", "wan", "wan2.6-i2v", opened_ago_s=30))
+    asyncio.run(_leave_submitting(db, video_b, "wan-2.6-i2v", "wan", "wan2.6-i2v", opened_ago_s=0.05))
+    wan = emulators.adapters["wan"]
+    before = emu(emulators, "wan", "stats")
+    made = httpx.post(  # B's submit: the task is made, its answer never reaches the gateway
+        f"{wan.base_url}/api/v1/services/aigc/video-generation/video-synthesis",
+        headers={"Authorization": f"Bearer {wan.api_key.get_secret_value()}", "X-DashScope-Async": "enable"},
+        json={"model": "wan2.6-i2v", "input": {"prompt": prompt, "img_url": IMAGE}},
+    )
+    assert made.is_success, made.text
+    task_t = made.json()["output"]["task_id"]
+    settings["reconcile_settle_s"] = 0.5  # both searches are under way before either looks
+    with serve_in_thread(create_app(make_settings(tmp_path, "", **settings))) as url:
+        final_a, final_b = wait_ended(url, video_a), wait_ended(url, video_b)
+    assert (final_a["status"], final_b["status"]) == ("completed", "completed"), (final_a, final_b)
+    assert [a["provider_task_id"] for a in final_b["route"]["attempts"]] == [task_t]
+    [attempt_a] = final_a["route"]["attempts"]
+    assert attempt_a["provider_task_id"] != task_t
+    assert emu(emulators, "wan", "stats")["tasks"] - before.get("tasks", 0) == 2
+
+
 def test_a_restart_mid_submit_on_kling_looks_it_up_until_kling_answers(tmp_path: Path, emulators: Sandbox) -> None:
     """The gateway died mid-submit to Kling; on restart the lookup by our id first gets a
     malformed answer, is asked again, learns the task was never made and sends it: one task, no
