@@ -580,25 +580,19 @@ class JobStore:
         the answer not lost: no `lost_at`), opened after `after`, for a job with this prompt: a
         task made for one of them looks like this attempt's to a search by prompt until that
         attempt records it."""
-        async with self.sessions() as s:
-            rows = await s.execute(
-                select(AttemptRow.task_data)
-                .join(JobRow, JobRow.id == AttemptRow.job_id)
-                .where(
-                    AttemptRow.adapter == adapter,
-                    AttemptRow.status == AttemptStatus.SUBMITTING,
-                    AttemptRow.provider_task_id.is_(None),
-                    AttemptRow.id != attempt_id,
-                    JobRow.prompt == prompt,
-                )
-            )
-            waiting = [data or {} for (data,) in rows]
-            return sum(1 for data in waiting if float(data.get("opened_at") or 0.0) > after and "lost_at" not in data)
+        waiting = await self._unanswered(adapter, attempt_id, prompt)
+        return sum(1 for data in waiting if float(data.get("opened_at") or 0.0) > after and "lost_at" not in data)
 
     async def searching_submits(self, adapter: str, attempt_id: str, prompt: str) -> list[float]:
         """When the other attempts on this adapter that search for their own lost answer (`lost_at`)
         for a job with this prompt were sent (`opened_at`): one task of this prompt is most likely
         the one whose submit was sent nearest to when it was made."""
+        waiting = await self._unanswered(adapter, attempt_id, prompt)
+        return [float(d["opened_at"]) for d in waiting if "lost_at" in d and d.get("opened_at")]
+
+    async def _unanswered(self, adapter: str, attempt_id: str, prompt: str) -> list[dict[str, Any]]:
+        """`task_data` of the other attempts on this adapter, for a job with this prompt, whose
+        submit has no recorded task yet."""
         async with self.sessions() as s:
             rows = await s.execute(
                 select(AttemptRow.task_data)
@@ -611,8 +605,7 @@ class JobStore:
                     JobRow.prompt == prompt,
                 )
             )
-            searching = [data or {} for (data,) in rows]
-            return [float(d["opened_at"]) for d in searching if "lost_at" in d and d.get("opened_at")]
+            return [data or {} for (data,) in rows]
 
     async def trailed_task(self, job_id: str, attempt_id: str) -> str | None:
         """The task a pending trail follows for this attempt (a callback named it), if any."""
