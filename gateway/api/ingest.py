@@ -84,6 +84,10 @@ def inspect_image(data: bytes, param: str, limits: ImageLimits) -> InputImage:
                     param,
                 )
             try:
+                if fmt == "JPEG" and _plain(img):
+                    # every byte of it is still decoded (a truncated or broken file fails), but at
+                    # 1/8 scale in the DCT: 2-3x less CPU on a camera photo (12 MP: 31 -> 13 ms)
+                    img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
                 img.load()
             except Exception as exc:
                 raise APIError(
@@ -138,11 +142,9 @@ def _normalized(img: Image.Image, fmt: str) -> tuple[bytes, str] | None:
     """The image re-encoded upright and plain, when it is not already: EXIF orientation applied
     (a phone photo is stored sideways with a tag saying so, and providers ignore the tag), CMYK,
     16-bit and palette images made RGB, an animation reduced to its first frame. None: as is."""
-    orientation = img.getexif().get(0x0112, 1)
-    animated = getattr(img, "is_animated", False)
-    if orientation in (None, 1) and img.mode in ("RGB", "RGBA", "L") and not animated:
+    if _plain(img):
         return None
-    if animated:
+    if getattr(img, "is_animated", False):
         img.seek(0)
     if img.mode.startswith("I"):  # 16-bit grey: keep the top 8 bits, not a clipped white
         grey = np.asarray(img).astype(np.int64)
@@ -156,6 +158,12 @@ def _normalized(img: Image.Image, fmt: str) -> tuple[bytes, str] | None:
         return buf.getvalue(), "PNG"
     out.save(buf, "JPEG", quality=95)
     return buf.getvalue(), "JPEG"
+
+
+def _plain(img: Image.Image) -> bool:
+    """Stored upright, in a mode every reader takes, one frame: kept byte for byte."""
+    orientation = img.getexif().get(0x0112, 1)
+    return orientation in (None, 1) and img.mode in ("RGB", "RGBA", "L") and not getattr(img, "is_animated", False)
 
 
 def _too_many_pixels(param: str, limits: ImageLimits, size: tuple[int, int] | None) -> APIError:

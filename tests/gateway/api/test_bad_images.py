@@ -41,9 +41,13 @@ def _animated_webp() -> bytes:
 
 
 JPEG = image_bytes(320, 240)
+#: a camera-size photo, validated at 1/8 scale: its last 200 bytes missing must still be found
+PHOTO = _save(Image.fromarray(data.coffee()).resize((1600, 1200)), "JPEG", quality=90)
 CASES: dict[str, tuple[bytes, int, str | None]] = {
     "zero bytes": (b"", 422, "invalid_image"),
     "truncated jpeg": (JPEG[: len(JPEG) // 2], 422, "invalid_image"),
+    "photo short of its last 200 bytes": (PHOTO[:-200], 422, "invalid_image"),
+    "photo": (PHOTO, 202, None),
     "text named .jpg": (b"hello, this is not an image\n" * 10, 415, "unsupported_image"),
     "pixel bomb": (bomb_png(60_000, 60_000), 413, "image_too_large"),
     "animated gif": (_animated_gif(), 415, "unsupported_image"),
