@@ -1,6 +1,7 @@
 """i2v-gateway against the LiteLLM proxy on the anchor's workload, measured in the same run.
 
     python bench/peer_litellm.py --litellm /tmp/llm-venv/bin/litellm --seconds 30
+    python bench/peer_litellm.py --clients 50 --without-quality   # + the gateway without metrics.quality
 
 Workload (shared/reference/gateway-anchors.md): one DashScope-protocol backend (our Wan
 emulator, tasks done 2 s after submission, small clips); closed-loop clients, each creating a
@@ -247,6 +248,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="*", default=[5, 50])
     ap.add_argument("--database", default="sqlite", choices=["sqlite", "postgres"])
     ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument(
+        "--without-quality", action="store_true", help="also the gateway with I2V_QUALITY_METRICS=false, same run"
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="i2v-peer-"))
     (tmp / "photo.jpg").write_bytes(photo_jpeg())
@@ -287,25 +291,22 @@ def main() -> None:
         }
         if args.database == "postgres":
             env["I2V_DATABASE_URL"] = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-        gw = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env)
-        try:
-            wait_ready("http://127.0.0.1:9292/healthz")
-            for n in args.clients:
-                rows.append(
-                    measure(
-                        f"i2v-gateway ({args.database})",
-                        gw,
-                        "http://127.0.0.1:9292",
-                        "wan-2.6-i2v",
-                        image_url,
-                        n,
-                        args.seconds,
-                    )
-                )
-                print(rows[-1], flush=True)
-        finally:
-            gw.terminate()
-            gw.wait(20)
+        variants = {f"i2v-gateway ({args.database})": {}}
+        if args.without_quality:  # the same gateway without `metrics.quality`, which LiteLLM does not measure
+            variants[f"i2v-gateway ({args.database}), no metrics.quality"] = {"I2V_QUALITY_METRICS": "false"}
+        for k, (name, extra) in enumerate(variants.items()):
+            data = tmp / f"gw{k}"
+            gw = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env={**env, "I2V_DATA_DIR": str(data), **extra}
+            )
+            try:
+                wait_ready("http://127.0.0.1:9292/healthz")
+                for n in args.clients:
+                    rows.append(measure(name, gw, "http://127.0.0.1:9292", "wan-2.6-i2v", image_url, n, args.seconds))
+                    print(rows[-1], flush=True)
+            finally:
+                gw.terminate()
+                gw.wait(20)
 
         # --- LiteLLM proxy -----------------------------------------------------------------
         if args.skip_litellm:
