@@ -2,9 +2,10 @@
 finishes, then backing off. "Usually" is learned per model from the tasks this process followed:
 an exponential average of submit-to-finish seconds and of their spread (the mean absolute
 deviation), so a provider that finishes like clockwork is polled once or twice, a variable one
-over a wider window. Until a model has finished once here it is polled at once and then with the
-plain geometric backoff (the catalog's `typical_latency_s` is a list figure, and a sandbox
-emulator finishes in seconds). A provider's own hint (`poll_after_s`) always wins.
+over a wider window, more sparsely the farther from its usual end. Until a model has finished
+once here it is polled at once and then with the plain geometric backoff (the catalog's
+`typical_latency_s` is a list figure, and a sandbox emulator finishes in seconds). A provider's
+own hint (`poll_after_s`) always wins.
 
 A finish is learned as the middle of the last interval between polls (it happened after the
 poll that saw the task running, by the one that saw it done), so the estimate does not creep
@@ -68,13 +69,10 @@ class PollPacer:
         if learned is None:  # nothing known: the plain geometric backoff
             return min(self.first_s * 1.5**polls, self.max_s)
         mean, spread = learned
-        spread = max(spread, self.dense_s)
-        start = mean - 2 * spread
+        start = mean - 2 * max(spread, self.dense_s)
         if elapsed_s < start:  # it cannot be done yet: sleep until just before it usually is
             return min(start - elapsed_s, self.max_s)
-        step = self._step(mean, spread)
-        end = mean + 3 * spread
-        if elapsed_s < end:  # around the usual end: look often
-            return step
-        late = elapsed_s - end  # later than usual: back off again
-        return min(step * 1.5 ** (late / max(mean, 1e-3) * 4), self.max_s)
+        # Densest at the usual end, a quarter of the distance from it elsewhere: a provider whose
+        # latency varies widely (a spread of a third of it) is looked at a few dozen times over
+        # its whole window, not every 3 % of its latency from its earliest to its latest finish.
+        return min(max(self._step(mean, spread), 0.25 * abs(elapsed_s - mean)), self.max_s)

@@ -13,11 +13,26 @@ def test_an_unknown_model_gets_the_plain_backoff() -> None:
 def test_a_learned_model_is_polled_densely_around_its_usual_end() -> None:
     p = PollPacer(first_s=2, max_s=15)
     p.observe("m", 10.0)
-    assert p.wait("m", 0.0, 0) == 8.0  # nothing to see before 80 % of the usual latency
-    assert p.wait("m", 8.5, 1) == 0.3  # 3 % of it, around the end
-    assert p.wait("m", 12.9, 20) == 0.3  # until three spreads (10 % of the first latency) past it
+    assert p.wait("m", 0.0, 0) == 8.0  # nothing to see before two spreads (10 % of it) ahead of the end
+    assert p.wait("m", 9.5, 1) == 0.3  # 3 % of it, around the end
+    assert p.wait("m", 10.8, 5) == 0.3
+    assert p.wait("m", 14.0, 20) == 1.0  # farther from it: a quarter of the distance
     later = [p.wait("m", t, 30) for t in (16, 20, 40, 100)]
     assert later == sorted(later) and later[-1] == 15  # later than usual: back off to the cap
+
+
+def test_a_provider_whose_latency_varies_widely_is_not_polled_every_few_percent_of_it() -> None:
+    """Kling-like: 60 to 180 s. Polls up to 240 s stay a few dozen: 25 here. Polling every 3 %
+    of the latency over the whole window took 64; the pacing before that took 36 but looked
+    at nothing before 0.8x the mean (a task done at 60 s was seen at ~101 s)."""
+    p = PollPacer(first_s=2, max_s=60, weight=0.2)
+    for seconds in [60, 180] * 20:
+        p.observe("kling", float(seconds))
+    t, polls = p.first("kling", 0.0), 0
+    while t < 240:
+        t += p.wait("kling", t, polls)
+        polls += 1
+    assert polls < 35, polls
 
 
 def test_observations_move_the_estimate_slowly_and_fast_models_are_polled_at_the_floor() -> None:
