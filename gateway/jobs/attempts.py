@@ -17,10 +17,11 @@ Money rules kept here (the caller holds the adapter's slot for the whole attempt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -94,18 +95,25 @@ class Attempts:
             values["started_at"] = now
         # A permit to send, taken before the row is written and the image read: a burst of
         # claimed jobs waits here holding no request body, and a shutdown leaves them untouched.
-        gate = self.ctx.sends[spec.adapter]
-        await gate.acquire()
-        sent = Once(gate.release)
-        try:
+        async with self._permit(spec.adapter) as sent:
             log.info("submitting", extra={"model": alias, "est_cost_usd": estimate_cost(spec, shape)})
             # The `submitting` row and the send are one piece that cancelling the job cannot split:
             # a shutdown between them would leave a row that claims a submit which never happened,
             # and a protocol that cannot look tasks up would have to end it `unconfirmed`.
             await self.ctx.shielded(self._open(job, attempts, attempt, values, spec, sent))
+        return attempt
+
+    @contextlib.asynccontextmanager
+    async def _permit(self, adapter: str) -> AsyncIterator[Once]:
+        """The adapter's send permit (`max_submitting`), given back by the `Once` it yields as soon
+        as the provider answers (`_send`), else when the block ends."""
+        gate = self.ctx.sends[adapter]
+        await gate.acquire()
+        sent = Once(gate.release)
+        try:
+            yield sent
         finally:
             sent()
-        return attempt
 
     async def _open(
         self,
@@ -268,17 +276,12 @@ class Attempts:
         Under the adapter's send permit, as a first send is: the attempts a restart resumes all
         search at once, and those that must send again wait for a permit, not for a connection
         with their bodies built (`max_submitting`)."""
-        gate = self.ctx.sends[attempt.adapter]
-        await gate.acquire()
-        sent = Once(gate.release)
-        try:
+        async with self._permit(attempt.adapter) as sent:
             task_data = {**(attempt.task_data or {}), "opened_at": time.time()}
             task_data.pop("lost_at", None)  # waiting for an answer again
             await self.ctx.transition(job, attempt=(attempt.id, {"task_data": task_data}))
             attempt.task_data = task_data
             await self._send(job, attempt, request, sent)
-        finally:
-            sent()
 
     async def _claim_one(self, job: JobRow, attempt: AttemptRow, tasks: list[ProviderTask]) -> None:
         """Several unheld tasks carry this prompt, made too close together to tell whose is whose
