@@ -47,7 +47,7 @@ FROZEN_S = 0.5  #: repeats in a run at least this long are frozen frames; shorte
 LK_STOP = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.03)
 #: Corners tracked per pair, and the tracking window: 60 corners in 9x9 windows read the same
 #: camera labels as 120 in 15x15 (177 of 180 synthetic moves, bench/quality.py's accuracy table)
-#: for a fifth of the tracking work; the similarity fit needs a few dozen inliers, not more.
+#: with ~5x fewer window pixels to track; the similarity fit needs a few dozen inliers, not more.
 CORNERS = 60
 LK_WINDOW = (9, 9)
 REFERENCES = 8  #: input images a measuring process keeps decoded and fitted (a few MB at most)

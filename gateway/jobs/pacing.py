@@ -41,13 +41,13 @@ class PollPacer:
             return
         with self._lock:
             learned = self._learned.get(model)
-            if learned is not None:  # the finish lies in the last interval; a first poll's
-                # interval (from the submit) is capped at the dense step, not taken whole
-                seconds -= min(interval_s, self._step(*learned)) / 2
             if learned is None:
                 self._learned[model] = (seconds, 0.1 * seconds)
                 return
             mean, spread = learned
+            # the finish lies in the last interval; a first poll's interval (from the submit) is
+            # capped at the dense step, not taken whole
+            seconds -= min(interval_s, self._step(mean, spread)) / 2
             w = self.weight
             self._learned[model] = (mean + w * (seconds - mean), spread + w * (abs(seconds - mean) - spread))
 
@@ -55,13 +55,16 @@ class PollPacer:
         """The poll step around the usual end: the spread, within [dense_s, 3 % of the latency]."""
         return max(self.dense_s, min(spread, 0.03 * mean))
 
+    def _start(self, mean: float, spread: float) -> float:
+        """When the first look is due: two spreads (at least two dense steps) before the usual end."""
+        return mean - 2 * max(spread, self.dense_s)
+
     def first(self, model: str, elapsed_s: float) -> float:
         """Seconds before the first poll of a task submitted `elapsed_s` ago (0: poll at once)."""
         learned = self._learned.get(model)
         if learned is None:
             return 0.0
-        mean, spread = learned
-        return max(0.0, min(mean - 2 * max(spread, self.dense_s) - elapsed_s, self.max_s))
+        return max(0.0, min(self._start(*learned) - elapsed_s, self.max_s))
 
     def wait(self, model: str, elapsed_s: float, polls: int) -> float:
         """Seconds until the next poll of a task submitted `elapsed_s` ago, polled `polls` times."""
@@ -69,7 +72,7 @@ class PollPacer:
         if learned is None:  # nothing known: the plain geometric backoff
             return min(self.first_s * 1.5**polls, self.max_s)
         mean, spread = learned
-        start = mean - 2 * max(spread, self.dense_s)
+        start = self._start(mean, spread)
         if elapsed_s < start:  # it cannot be done yet: sleep until just before it usually is
             return min(start - elapsed_s, self.max_s)
         # Densest at the usual end, a quarter of the distance from it elsewhere: a provider whose
