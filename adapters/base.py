@@ -112,6 +112,14 @@ class ProviderErrorInfo(BaseModel):
     retryable: bool = False
 
 
+class VideoSource(BaseModel):
+    """Where the finished MP4 is: a URL to download, or the bytes themselves."""
+
+    url: str | None = None
+    content: bytes | None = Field(default=None, repr=False)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
 class ProviderStatus(BaseModel):
     """One poll's answer, normalized."""
 
@@ -121,14 +129,11 @@ class ProviderStatus(BaseModel):
     poll_after_s: float | None = Field(default=None, description="The provider's hint for the next poll.")
     usage: dict[str, Any] = Field(default_factory=dict, description="Raw usage as the provider reports it.")
     cost_usd: float | None = Field(default=None, description="Only when the provider reports a price.")
-
-
-class VideoSource(BaseModel):
-    """Where the finished MP4 is: a URL to download, or the bytes themselves."""
-
-    url: str | None = None
-    content: bytes | None = Field(default=None, repr=False)
-    headers: dict[str, str] = Field(default_factory=dict)
+    result: VideoSource | None = Field(
+        default=None,
+        description="Where the video is, when the answer that says `completed` names it (DashScope, Kling): "
+        "the first download then needs no second query of the task.",
+    )
 
 
 class ProviderError(Exception):

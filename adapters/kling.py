@@ -251,11 +251,12 @@ class KlingAdapter:
                 provider_code="task_failed",
                 retryable=not moderated,
             )
-        usage = {}
+        usage, result = {}, None
         if status == "succeed":
             videos = (data.get("task_result") or {}).get("videos") or [{}]
             usage = {"units": data.get("final_unit_deduction"), "duration": videos[0].get("duration")}
-        return ProviderStatus(state=_STATE[status], error=error, usage=usage)
+            result = VideoSource(url=videos[0]["url"]) if videos[0].get("url") else None
+        return ProviderStatus(state=_STATE[status], error=error, usage=usage, result=result)
 
     async def fetch(self, task: ProviderTask) -> VideoSource:
         videos = ((await self._query(task)).get("task_result") or {}).get("videos") or []

@@ -224,6 +224,7 @@ class WanAdapter:
             error=error,
             usage=_usage(body.get("usage") or {}),
             progress=50 if state == "in_progress" else None,
+            result=VideoSource(url=out["video_url"]) if state == "completed" and out.get("video_url") else None,
         )
 
     async def fetch(self, task: ProviderTask) -> VideoSource:

@@ -2,6 +2,7 @@
 
     python bench/peer_litellm.py --litellm /tmp/llm-venv/bin/litellm --seconds 30
     python bench/peer_litellm.py --clients 50 --without-quality   # + the gateway without metrics.quality
+    python bench/peer_litellm.py --clients 50 --floor   # + bench/stack_floor.py: our web stack alone
 
 Workload (shared/reference/gateway-anchors.md): one DashScope-protocol backend (our Wan
 emulator, tasks done 2 s after submission, small clips); closed-loop clients, each creating a
@@ -248,6 +249,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="*", default=[5, 50])
     ap.add_argument("--database", default="sqlite", choices=["sqlite", "postgres"])
     ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument("--floor", action="store_true", help="also bench/stack_floor.py (the stack's HTTP alone), same run")
     ap.add_argument(
         "--without-quality", action="store_true", help="also the gateway with I2V_QUALITY_METRICS=false, same run"
     )
@@ -307,6 +309,23 @@ def main() -> None:
             finally:
                 gw.terminate()
                 gw.wait(20)
+
+        if args.floor:  # --- the stack's floor ---------------------------------------------
+            floor = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / "stack_floor.py"), "--port", "9294"], cwd=ROOT
+            )
+            try:
+                wait_ready("http://127.0.0.1:9294/healthz")
+                for n in args.clients:
+                    rows.append(
+                        measure(
+                            "stack floor", floor, "http://127.0.0.1:9294", "wan-2.6-i2v", image_url, n, args.seconds
+                        )
+                    )
+                    print(rows[-1], flush=True)
+            finally:
+                floor.terminate()
+                floor.wait(20)
 
         # --- LiteLLM proxy -----------------------------------------------------------------
         if args.skip_litellm:

@@ -188,6 +188,14 @@ class TaskBook:
             return "failed"
         return "succeeded"
 
+    def looked_at(self, task: EmuTask) -> str:
+        """A query's answer about `task`: its phase, with the queries that found it finished
+        counted (`reads_done` in /_emulator/tasks: a client that needs one is not asking twice)."""
+        phase = self.phase(task)
+        if phase == "succeeded":
+            task.extra["reads_done"] = task.extra.get("reads_done", 0) + 1
+        return phase
+
     def progress(self, task: EmuTask) -> int:
         age = time.time() - task.created - self.config.queue_s
         return max(0, min(100, int(100 * age / max(self.config.run_s, 1e-6))))
@@ -317,6 +325,7 @@ async def tasks(state: State) -> list[dict[str, Any]]:
             "fate": t.fate,
             "created": t.created,
             "downloads": t.extra.get("downloads", 0),
+            "reads_done": t.extra.get("reads_done", 0),
         }
         for t in book.tasks.values()
     ]

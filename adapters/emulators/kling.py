@@ -245,7 +245,7 @@ async def _query(task_id: str, request: Request[Any, Any, Any], state: State, en
         return answer
     task = book.find(task_id)
     wrong_path = endpoint is not None and task is not None and task.extra.get("endpoint") != endpoint
-    if task is None or wrong_path or book.phase(task) == "unknown":
+    if task is None or wrong_path or book.looked_at(task) == "unknown":
         return _err(404, 1203, "Task not found")
     return Response(_task_body(book, task, request))
 

@@ -157,7 +157,7 @@ async def query(task_id: str, request: Request[Any, Any, Any], state: State) -> 
     if answer := await _fault_response(book, book.fault("poll")):
         return answer
     task = book.find(task_id)
-    phase = book.phase(task) if task else "unknown"
+    phase = book.looked_at(task) if task else "unknown"
     if task is None or phase == "unknown":
         return _base(2013, "invalid params, task not found", task_id=task_id, status="")
     if phase == "queued":

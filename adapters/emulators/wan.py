@@ -200,7 +200,7 @@ async def get_task(task_id: str, request: Request[Any, Any, Any], state: State) 
     task = book.find(task_id)
     if task is None:
         return Response({"request_id": str(uuid.uuid4()), "output": {"task_id": task_id, "task_status": "UNKNOWN"}})
-    phase = book.phase(task)
+    phase = book.looked_at(task)
     out: dict[str, Any] = {"task_id": task.id, "task_status": STATUS[phase], "submit_time": _stamp(task.created)}
     body: dict[str, Any] = {"request_id": str(uuid.uuid4()), "output": out}
     if phase in ("running", "succeeded", "failed"):

@@ -35,6 +35,7 @@ from adapters.base import (
     ProviderTask,
     TaskLookup,
     TaskSearch,
+    VideoSource,
     passthrough,
 )
 from gateway.jobs.cancel import CancelWatch, cancelled_error
@@ -345,9 +346,12 @@ class Attempts:
 
     # --- follow ------------------------------------------------------------------------------
 
-    async def follow(self, job: JobRow, attempt: AttemptRow, watch: CancelWatch) -> AttemptStatus:
+    async def follow(
+        self, job: JobRow, attempt: AttemptRow, watch: CancelWatch
+    ) -> tuple[AttemptStatus, VideoSource | None]:
         """Poll until the task ends or the job's time runs out; returns how the attempt ended
-        (COMPLETED means the provider finished: the caller fetches the result)."""
+        (COMPLETED means the provider finished: the caller fetches the result) and where the
+        result is when the answer that said so named it."""
         adapter = self.ctx.adapters[attempt.adapter]
         task = task_of(attempt)
         since = attempt.submitted_at or time.time()
@@ -378,7 +382,7 @@ class Attempts:
                         },
                         trail=True,
                     )
-                    return AttemptStatus.FAILED
+                    return AttemptStatus.FAILED, None
                 first = 0.0 if polls or soon else self.ctx.pacer.first(attempt.model, time.time() - since)
                 if first > 0:  # a learned model: nothing to see before its usual end
                     await watch.sleep(max(0.01, min(first, limit_at - time.time())))
@@ -391,7 +395,7 @@ class Attempts:
                     if status.state in TERMINAL_JOB:
                         if status.state == "completed":
                             self.ctx.pacer.observe(attempt.model, now - since, now - looked)
-                        return await self._ended(job, attempt, status)
+                        return await self._ended(job, attempt, status), status.result
                 looked = now
                 if status and status.poll_after_s:
                     wait = status.poll_after_s

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from adapters.base import ProviderError, ProviderTask
+from adapters.base import ProviderError, ProviderTask, VideoSource
 from gateway.jobs.attempts import Attempts, live, provider_error, task_of
 from gateway.jobs.cancel import CancelWatch, cancelled_error
 from gateway.jobs.context import RunContext
@@ -60,9 +60,9 @@ class JobDriver:
                     await self.attempts.resume_submitting(job, attempt)
                 if attempt.status not in (AttemptStatus.QUEUED, AttemptStatus.IN_PROGRESS):
                     continue  # refused or unconfirmed: the next candidate
-                ended = await self.attempts.follow(job, attempt, watch)
+                ended, result = await self.attempts.follow(job, attempt, watch)
             if ended == AttemptStatus.COMPLETED:
-                if await self._complete(job, attempts, attempt):
+                if await self._complete(job, attempts, attempt, result):
                     return
             elif ended == AttemptStatus.CANCELLED:
                 return await self.finish(job, attempts, JobStatus.CANCELLED, error=cancelled_error())
@@ -89,8 +89,11 @@ class JobDriver:
 
     # --- the result and the end -------------------------------------------------------------
 
-    async def _complete(self, job: JobRow, attempts: list[AttemptRow], attempt: AttemptRow) -> bool:
-        """Fetch and store the result. False when the attempt failed and the job moves on."""
+    async def _complete(
+        self, job: JobRow, attempts: list[AttemptRow], attempt: AttemptRow, result: VideoSource | None
+    ) -> bool:
+        """Fetch and store the result (from `result`, where the last poll named it). False when
+        the attempt failed and the job moves on."""
         spec = self.ctx.rules().models.get(attempt.model)
         if attempt.cost_usd is None and spec is not None:
             price = spec.price_per_second(attempt.usage.get("resolution", ""))
@@ -109,7 +112,7 @@ class JobDriver:
             return True
         t0 = time.perf_counter()
         try:
-            facts = await self._fetch(job, attempt)
+            facts = await self._fetch(job, attempt, result)
         except ProviderError as exc:
             await self.attempts.end(job, attempt, AttemptStatus.FAILED, provider_error(exc, attempt.adapter))
             return False
@@ -134,17 +137,19 @@ class JobDriver:
             await self.ctx.retrying(lambda: self.ctx.store.annotate(job, metrics), "quality")
         return True
 
-    async def _fetch(self, job: JobRow, attempt: AttemptRow) -> VideoFacts:
-        """The finished task's MP4, stored and probed. A failed download is tried again (an
-        expired URL by asking the provider for the task afresh); only the provider saying the
-        task failed, an unusable result, or the job's time running out ends the attempt."""
+    async def _fetch(self, job: JobRow, attempt: AttemptRow, seen: VideoSource | None) -> VideoFacts:
+        """The finished task's MP4, stored and probed: first from where the poll that saw the
+        task finish said it is (`seen`; one provider query fewer), else and on every retry from
+        asking the provider afresh (`fetch`). A failed download is tried again (an expired URL
+        by a fresh query); only the provider saying the task failed, an unusable result, or the
+        job's time running out ends the attempt."""
         adapter = self.ctx.adapters[attempt.adapter]
         task = task_of(attempt)
         limit_at = self.ctx.limit_at(job)
         delay, tries = 0.5, 0
         while True:
             try:
-                source = await adapter.fetch(task)
+                source, seen = seen or await adapter.fetch(task), None
                 return await store_video(source, self.ctx.blobs, self.ctx.downloads, self.ctx.settings.max_video_bytes)
             except ProviderError as exc:
                 tries += 1

@@ -31,6 +31,7 @@ class Family:
     resolution: str
     seconds: int
     can_cancel: bool
+    names_result: bool  # the answer that says `completed` says where the video is
     secrets: list[str] = field(default_factory=list)
 
     def adapter(self, base_url: str, **options: Any) -> Any:
@@ -67,6 +68,7 @@ FAMILIES = [
         resolution="720p",
         seconds=5,
         can_cancel=False,
+        names_result=True,
         secrets=["sk-emu-kling-secret-0123456789abcdef"],
     ),
     Family(
@@ -78,6 +80,7 @@ FAMILIES = [
         resolution="720p",
         seconds=5,
         can_cancel=True,
+        names_result=True,
         secrets=["sk-emu-wan"],
     ),
     Family(
@@ -89,6 +92,7 @@ FAMILIES = [
         resolution="768p",
         seconds=6,
         can_cancel=False,
+        names_result=False,  # a file_id: the download URL is one more call away
         secrets=["mm-emu-key"],
     ),
     Family(
@@ -100,6 +104,7 @@ FAMILIES = [
         resolution="720p",
         seconds=6,
         can_cancel=False,
+        names_result=False,  # a file_id: the download URL is one more call away
         secrets=["mm-emu-key"],
     ),
 ]

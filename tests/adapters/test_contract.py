@@ -67,6 +67,24 @@ async def test_happy_path_walks_every_status_and_yields_a_video(fam: Family, emu
     await adapter.aclose()
 
 
+async def test_a_completed_answer_that_names_the_video_names_the_one_fetch_gives(
+    fam: Family, emu: str, tmp_path: Path
+) -> None:
+    """Where the poll that sees the task done says where the video is, the driver downloads it
+    from there and skips `fetch`'s second query; it must be the very video `fetch` finds."""
+    adapter = fam.adapter(emu)
+    task = await adapter.submit(request(fam))
+    done = (await follow(adapter, task))[-1]
+    assert done.state == "completed"
+    assert (done.result is not None) == fam.names_result
+    async with httpx.AsyncClient() as client:
+        fetched = await store_video(await adapter.fetch(task), BlobStore(tmp_path / "fetched"), client, 10**8)
+        if done.result is not None:
+            named = await store_video(done.result, BlobStore(tmp_path / "named"), client, 10**8)
+            assert named.sha256 == fetched.sha256
+    await adapter.aclose()
+
+
 async def test_resume_polling_after_restart(fam: Family, emu: str) -> None:
     first = fam.adapter(emu)
     task = await first.submit(request(fam))

@@ -127,6 +127,19 @@ def test_once_a_model_has_finished_its_next_task_is_first_polled_near_its_usual_
     assert polls[0] >= 5 and polls[1] <= 3, polls
 
 
+@pytest.mark.parametrize(("model", "family", "reads"), [("wan-2.6-i2v", "wan", 1), ("kling-v2.1", "kling", 1)])
+def test_a_finished_task_is_read_once_and_downloaded_once(
+    gw: Gateway, emulators: Sandbox, model: str, family: str, reads: int
+) -> None:
+    """Counted at the emulator: the answer that says the task is done names the video, and the
+    gateway downloads it from there (before: a second query of the task, by `fetch`)."""
+    final = gw.wait(create(gw, model=model)["id"])
+    assert final["status"] == "completed", final
+    task_id = final["route"]["attempts"][-1]["provider_task_id"]
+    (task,) = [t for t in emu(emulators, family, "tasks") if t["id"] == task_id]
+    assert (task["reads_done"], task["downloads"]) == (reads, 1)
+
+
 def test_an_expired_result_url_is_fetched_again_not_paid_again(gw: Gateway, emulators: Sandbox) -> None:
     before = emu(emulators, "wan", "stats")
     emu(emulators, "wan", "faults", script={"submit": ["expired_url_once"]})
