@@ -96,6 +96,11 @@ def _image(value: Any) -> tuple[bytes, str] | str:
 
 @post("/v1/video_generation", status_code=200)
 async def create(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    with state.book.answering():
+        return await _create(request, state)
+
+
+async def _create(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     book: TaskBook = state.book
     book.stats["submits"] += 1
     if not _authorized(request, state.api_keys):

@@ -108,7 +108,7 @@ def _stamp(t: float) -> str:
     return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-@post("/api/v1/services/aigc/video-generation/video-synthesis")
+@post("/api/v1/services/aigc/video-generation/video-synthesis", status_code=200)  # DashScope: 200, not 201
 async def create_task(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     with state.book.answering():
         return await _create_task(request, state)

@@ -85,6 +85,15 @@ async def test_a_completed_answer_that_names_the_video_names_the_one_fetch_gives
     await adapter.aclose()
 
 
+async def test_the_emulator_counts_the_submits_it_is_answering(fam: Family, emu: str) -> None:
+    """`most_sending`, what bounds on submits in flight are checked against, counts every family's
+    create (before, MiniMax's was not counted: its figure read 0)."""
+    adapter = fam.adapter(emu)
+    await asyncio.gather(*(adapter.submit(request(fam, prompt=f"push in {n}")) for n in range(3)))
+    assert 1 <= stats(emu)["most_sending"] <= 3
+    await adapter.aclose()
+
+
 async def test_resume_polling_after_restart(fam: Family, emu: str) -> None:
     first = fam.adapter(emu)
     task = await first.submit(request(fam))

@@ -154,6 +154,12 @@ WAN_BODY = {
 WAN_HEADERS = {"Authorization": "Bearer sk-good", "X-DashScope-Async": "enable"}
 
 
+def test_wan_accepts_a_good_request_with_http_200(wan: TestClient) -> None:
+    """DashScope answers an accepted async task with 200 and the task PENDING (not 201)."""
+    r = wan.post(WAN_PATH, json=WAN_BODY, headers=WAN_HEADERS)
+    assert r.status_code == 200 and r.json()["output"]["task_status"] == "PENDING"
+
+
 def test_wan_requires_async_header(wan: TestClient) -> None:
     r = wan.post(WAN_PATH, json=WAN_BODY, headers={"Authorization": "Bearer sk-good"})
     assert r.status_code == 403 and r.json()["code"] == "AccessDenied"
