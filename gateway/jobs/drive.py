@@ -149,7 +149,8 @@ class JobDriver:
         delay, tries = 0.5, 0
         while True:
             try:
-                source, seen = seen or await adapter.fetch(task), None
+                source = seen or await adapter.fetch(task)
+                seen = None  # a retry asks the provider afresh: the URL may have expired
                 return await store_video(source, self.ctx.blobs, self.ctx.downloads, self.ctx.settings.max_video_bytes)
             except ProviderError as exc:
                 tries += 1
