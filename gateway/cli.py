@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -108,7 +109,8 @@ def worker(
 ) -> None:
     """Run a job worker (e.g. on a GPU machine): it claims only jobs that need one of `--adapters`,
     delivers the outbox, and serves health and metrics; no API. Share I2V_DATABASE_URL with the
-    API replicas, which list these adapters in I2V_REMOTE_ADAPTERS."""
+    API replicas, which list these adapters in I2V_REMOTE_ADAPTERS. Several GPUs on one video:
+    `torchrun --nproc-per-node 2 -m gateway worker --adapters local` (rank 0 is the worker)."""
     from adapters.registry import AdapterConfigError
     from gateway.api.app import create_app
     from gateway.routing.catalog import CatalogError
@@ -116,6 +118,11 @@ def worker(
 
     names = [a.strip() for a in adapters.split(",") if a.strip()]
     settings = Settings()
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun's other ranks: GPUs for rank 0's jobs, no server
+        from local_engine.config import EngineConfig
+        from local_engine.group import follow
+
+        return follow(EngineConfig(**_engine_options(settings)))
     settings = settings.model_copy(update={"runner_adapters": names, "host": host, "port": port})
     known = set(settings.adapters) | ({"local"} if settings.local_wan_path else set())
     missing = [n for n in names if n not in known]
@@ -438,14 +445,7 @@ def engine_build(
     from local_engine.config import EngineConfig
     from local_engine.engine import frames_for, load_pipeline, resolve_device
 
-    settings = Settings()
-    local = settings.adapters.get("local")
-    options = dict(local.options) if local else {}
-    if settings.local_wan_path and "model_path" not in options:
-        options["model_path"] = str(settings.local_wan_path)
-    if "model_path" not in options:
-        console.print("[red]no local engine configured:[/red] set I2V_LOCAL_WAN_PATH or the local adapter's options")
-        raise typer.Exit(2)
+    options = _engine_options(Settings())
     config = EngineConfig(**{**options, "runtime": "onnx", "preload": False})
     try:
         sizes = [parse_shape(s) for s in shape]
@@ -488,3 +488,15 @@ def main() -> None:
     except httpx.TimeoutException as exc:
         console.print(f"[red]the gateway did not answer in time:[/red] {exc!r}")
         raise SystemExit(1) from None
+
+
+def _engine_options(settings: Any) -> dict[str, Any]:
+    """The local engine's options: the `local` adapter's, with I2V_LOCAL_WAN_PATH as its folder."""
+    local = settings.adapters.get("local")
+    options = dict(local.options) if local else {}
+    if settings.local_wan_path and "model_path" not in options:
+        options["model_path"] = str(settings.local_wan_path)
+    if "model_path" not in options:
+        console.print("[red]no local engine configured:[/red] set I2V_LOCAL_WAN_PATH or the local adapter's options")
+        raise typer.Exit(2)
+    return options

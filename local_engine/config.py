@@ -16,7 +16,16 @@ class EngineConfig(BaseModel):
 
     model_path: Path = Field(description="A diffusers folder of WanImageToVideoPipeline weights.")
     runtime: Literal["torch", "onnx"] = "torch"
-    devices: list[str] = Field(default_factory=lambda: ["auto"], description="One job queue per device.")
+    devices: list[str] = Field(
+        default_factory=lambda: ["auto"],
+        description="One job queue per device. Under torchrun (WORLD_SIZE > 1) one queue for the group, each rank on "
+        "its LOCAL_RANK GPU (`cpu` here: gloo on CPU).",
+    )
+    parallel: Literal["auto", "cfg", "ulysses", "ring"] = Field(
+        default="auto",
+        description="Under torchrun, how each job is split across the group's GPUs: auto = the CFG halves side by "
+        "side when guided, then Ulysses over the sequence; cfg; ulysses; ring (local_engine/parallel.py).",
+    )
     dtype: Literal["bfloat16", "float16", "float32"] = Field(default="bfloat16", description="float32 on CPU.")
     attention: str | None = Field(
         default=None,

@@ -9,6 +9,7 @@ gateway's runner finds the task unknown and falls back (the adapter says `interr
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import secrets
 import threading
@@ -182,13 +183,16 @@ class DeviceWorker:
         self.state = "loading"
         t0 = time.perf_counter()
         try:
-            self.pipe = load_pipeline(self.config, self.device)
+            self.pipe = self._make_pipe()
         except Exception as exc:
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("local pipeline failed to load", extra={"device": self.device})
             raise
         self.load_s = round(time.perf_counter() - t0, 3)
         self.state = "ready"
+
+    def _make_pipe(self) -> Any:
+        return load_pipeline(self.config, self.device)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -232,6 +236,16 @@ class DeviceWorker:
         if self.pipe is None:  # preload off: the first job loads it
             self._load()
             job.timings["load_s"] = self.load_s or 0.0
+        t1 = time.perf_counter()
+        frames = self._generate(job)
+        job.timings["generate_s"] = round(time.perf_counter() - t1, 3)
+        t2 = time.perf_counter()
+        job.video = encode_mp4(list(frames), self.config.fps)
+        job.timings["encode_s"] = round(time.perf_counter() - t2, 3)
+        job.state = "completed"
+
+    def _generate(self, job: Job) -> np.ndarray:
+        """The pipeline call: uint8 frames (T, H, W, 3); stops between steps on cancel."""
         image = decode_rgb(job.image, (job.width, job.height))
         generator = torch.Generator(device="cpu").manual_seed(
             job.seed if job.seed is not None else secrets.randbits(31)
@@ -243,7 +257,6 @@ class DeviceWorker:
                 raise Cancelled
             return tensors
 
-        t1 = time.perf_counter()
         with torch.inference_mode():
             out = self.pipe(
                 image=image,
@@ -258,12 +271,7 @@ class DeviceWorker:
                 output_type="np",
                 callback_on_step_end=on_step,
             )
-        job.timings["generate_s"] = round(time.perf_counter() - t1, 3)
-        frames = (np.clip(out.frames[0], 0, 1) * 255 + 0.5).astype(np.uint8)
-        t2 = time.perf_counter()
-        job.video = encode_mp4(list(frames), self.config.fps)
-        job.timings["encode_s"] = round(time.perf_counter() - t2, 3)
-        job.state = "completed"
+        return (np.clip(out.frames[0], 0, 1) * 255 + 0.5).astype(np.uint8)
 
     def stop(self, timeout_s: float = 300) -> None:
         """Ask the thread to finish after its current work, and wait for it: a load still under way
@@ -277,9 +285,15 @@ class QueueFull(RuntimeError):
 
 
 class LocalEngine:
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, workers: list[DeviceWorker] | None = None) -> None:
+        """One worker per configured device; under torchrun (WORLD_SIZE > 1) one for the whole
+        group, whose jobs run on every rank (local_engine/group.py)."""
         self.config = config
-        self.workers = [DeviceWorker(config, d) for d in config.devices]
+        if workers is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from local_engine.group import GroupWorker
+
+            workers = [GroupWorker(config)]
+        self.workers = workers if workers is not None else [DeviceWorker(config, d) for d in config.devices]
         self.jobs: dict[str, Job] = {}
 
     def submit(

@@ -1,0 +1,112 @@
+"""A local worker on a torchrun group, run on CPU with two processes (gloo): rank 0's engine
+shares each job with rank 1, both run it, rank 0 delivers the MP4; a cancel stops both ranks
+at the same step, and the group takes the next job."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from local_engine.config import EngineConfig
+from local_engine.engine import Job, LocalEngine
+from local_engine.group import plan
+from local_engine.parallel import ParallelPlan
+from tests.support.images import image_bytes
+
+
+def _config(weights: str, **kw: object) -> EngineConfig:
+    return EngineConfig(model_path=weights, devices=["cpu"], steps=3, fps=8, max_frames=9, **kw)
+
+
+def _wait(job: Job, timeout: float = 120) -> Job:
+    deadline = time.time() + timeout
+    while job.state in ("queued", "in_progress"):
+        assert time.time() < deadline, f"job still {job.state}"
+        time.sleep(0.002)
+    return job
+
+
+def _frames(video: bytes | None) -> np.ndarray:
+    with av.open(io.BytesIO(video or b"")) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]).astype(np.float32)
+
+
+def _rank(rank: int, rendezvous: str, weights: str, out: str) -> None:
+    from local_engine.group import GroupWorker, follow
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    config = _config(weights)
+    if rank > 0:
+        return follow(config, f"file://{rendezvous}")
+    engine = LocalEngine(config, workers=[GroupWorker(config, f"file://{rendezvous}")])
+    try:
+        image = image_bytes(96, 64)
+        first = _wait(engine.submit(image, "mist drifts", width=96, height=64, seconds=1.0, seed=7))
+        engine.config.steps = 40  # long enough to be cancelled mid-way
+        long = engine.submit(image, "mist drifts", width=96, height=64, seconds=1.0, seed=7)
+        while long.step < 1:
+            time.sleep(0.002)
+        engine.cancel(long.id)
+        _wait(long)
+        engine.config.steps = 3
+        after = _wait(engine.submit(image, "leaves sway", width=96, height=64, seconds=1.0, seed=8))
+        results = {
+            "first": (first.state, first.error, first.video, first.progress),
+            "cancelled": (long.state, long.step),
+            "after": (after.state, after.error, after.video is not None),
+            "health": engine.health(),
+        }
+    finally:
+        engine.close()  # tells rank 1 to stop: the spawn below joins both
+    Path(out).write_bytes(pickle.dumps(results))
+
+
+@pytest.mark.slow
+def test_a_two_process_group_runs_jobs_like_one_process_and_cancels_together(tiny_wan: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results.pickle"
+    mp.start_processes(
+        _rank, args=(str(tmp_path / "rendezvous"), str(tiny_wan), str(out)), nprocs=2, join=True, start_method="spawn"
+    )
+    got = pickle.loads(out.read_bytes())
+    state, error, video, progress = got["first"]
+    assert (state, progress) == ("completed", 100), error
+    single = LocalEngine(_config(str(tiny_wan)))
+    try:
+        alone = _wait(single.submit(image_bytes(96, 64), "mist drifts", width=96, height=64, seconds=1.0, seed=7))
+    finally:
+        single.close()
+    group_frames, alone_frames = _frames(video), _frames(alone.video)
+    assert group_frames.shape == alone_frames.shape == (9, 64, 96, 3)
+    # CFG split over two processes is the same arithmetic: within a grey level of one process
+    assert float(np.abs(group_frames - alone_frames).mean()) < 0.5
+    cancelled, step = got["cancelled"]
+    assert cancelled == "cancelled" and 1 <= step < 40  # both ranks left the loop (else the next job hangs)
+    assert got["after"][0] == "completed", got["after"][1]
+    assert got["health"]["state"] == "ready" and got["health"]["devices"][0]["device"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("parallel", "guidance", "expected"),
+    [
+        ("auto", 5.0, ParallelPlan(cfg=2)),
+        ("auto", 1.0, ParallelPlan(ulysses=2)),  # a CFG-distilled model: nothing to split by halves
+        ("ulysses", 5.0, ParallelPlan(ulysses=2)),
+        ("ring", 5.0, ParallelPlan(ring=2)),
+        ("cfg", 5.0, ParallelPlan(cfg=2)),
+    ],
+)
+def test_the_configured_split_for_two_gpus(
+    tmp_path: Path, parallel: str, guidance: float, expected: ParallelPlan
+) -> None:
+    config = EngineConfig(model_path=tmp_path, parallel=parallel, guidance_scale=guidance)
+    assert plan(config, 2) == expected
