@@ -172,6 +172,14 @@ class GroupWorker(DeviceWorker):
         self.device = self.group.device
         return self.group.pipe
 
+    def health(self) -> dict[str, Any]:
+        """The device's health, with the group it leads: how many ranks, and how a job is split."""
+        group = None
+        if self.group is not None:
+            plan = self.group.plan
+            group = {"ranks": self.group.size, "cfg": plan.cfg, "ring": plan.ring, "ulysses": plan.ulysses}
+        return {**super().health(), "group": group}
+
     def _generate(self, job: Job) -> np.ndarray:
         assert self.group is not None
         inputs = Inputs(

@@ -5,12 +5,17 @@ at the same step, and the group takes the next job."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import av
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -20,7 +25,11 @@ from local_engine.config import EngineConfig
 from local_engine.engine import Job, LocalEngine
 from local_engine.group import plan
 from local_engine.parallel import ParallelPlan
-from tests.support.images import image_bytes
+from tests.local_engine.test_local_adapter import RULES
+from tests.support.images import data_uri, image_bytes
+from tests.support.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(weights: str, **kw: object) -> EngineConfig:
@@ -92,7 +101,8 @@ def test_a_two_process_group_runs_jobs_like_one_process_and_cancels_together(tin
     cancelled, step = got["cancelled"]
     assert cancelled == "cancelled" and 1 <= step < 40  # both ranks left the loop (else the next job hangs)
     assert got["after"][0] == "completed", got["after"][1]
-    assert got["health"]["state"] == "ready" and got["health"]["devices"][0]["device"] == "cpu"
+    (device,) = got["health"]["devices"]
+    assert got["health"]["state"] == "ready" and device["device"] == "cpu" and device["group"]["ranks"] == 2
 
 
 @pytest.mark.parametrize(
@@ -110,3 +120,56 @@ def test_the_configured_split_for_two_gpus(
 ) -> None:
     config = EngineConfig(model_path=tmp_path, parallel=parallel, guidance_scale=guidance)
     assert plan(config, 2) == expected
+
+
+@pytest.mark.slow
+def test_torchrun_starts_a_two_process_worker_that_takes_the_apis_local_jobs(
+    gateway_factory: Any, tiny_wan: Path, tmp_path: Path
+) -> None:
+    """The command docs/deployment.md gives, on CPU: `torchrun --nproc-per-node 2 -m gateway
+    worker --adapters local` beside an API that runs no local adapter (it lists `local` as
+    remote); the API's job is claimed by rank 0 and made by both ranks."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    api = gateway_factory(rules_file=rules, adapters={}, remote_adapters=["local"])
+    port = free_port()
+    options = {"model_path": str(tiny_wan), "devices": ["cpu"], "steps": 3, "fps": 8, "max_frames": 9}
+    env = {
+        **os.environ,
+        "I2V_DATA_DIR": str(api.settings.data_dir),  # one SQLite file and one blob store, as on a shared volume
+        "I2V_RULES_FILE": str(rules),
+        "I2V_ADAPTERS": json.dumps({"local": {"options": options}}),
+        "I2V_LOG_LEVEL": "WARNING",
+        "OMP_NUM_THREADS": "1",
+    }
+    command = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    worker = subprocess.Popen(
+        [sys.executable, *command, "-m", "gateway", "worker", "--adapters", "local", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert worker.poll() is None, "the worker group exited"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline, "the worker group did not become ready"
+            time.sleep(0.2)
+        body = {"prompt": "slow push in", "image": data_uri(image_bytes(640, 480)), "seed": 1}
+        created = api.client.post("/v1/videos", json=body)
+        assert created.status_code == 202, created.text
+        video = api.wait(created.json()["id"], timeout=120)
+        assert video["status"] == "completed", video
+        assert [a["adapter"] for a in video["route"]["attempts"]] == ["local"]
+        content = api.client.get(f"/v1/videos/{video['id']}/content")
+        with av.open(io.BytesIO(content.content)) as c:
+            assert len(list(c.decode(c.streams.video[0]))) == 9
+        (device,) = httpx.get(f"http://127.0.0.1:{port}/healthz").json()["engines"]["local"]["devices"]
+        assert device["group"] == {"ranks": 2, "cfg": 2, "ring": 1, "ulysses": 1}  # guided: the CFG halves split
+    finally:
+        worker.terminate()  # torchrun passes SIGTERM on: rank 0 stops its queue and releases rank 1
+        worker.wait(60)
