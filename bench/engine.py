@@ -5,6 +5,8 @@
     python bench/engine.py --part e2e         # 40 guided steps end to end (+ VAE), best config
     python bench/engine.py --part onnx        # ONNX Runtime (CUDA provider) beside torch, same run
     python bench/engine.py --part profile     # one forward of the fast path by kernel family
+    torchrun --standalone --nproc-per-node 2 bench/engine.py --part parallel --plan cfg ...
+                                              # one video over a torchrun group's GPUs (issue 17)
 
 Every row is measured in the same run as the baseline (plain diffusers eager bf16, PyTorch SDPA).
 A guided step is two transformer forwards (cond and uncond), as diffusers and the official code
@@ -39,7 +41,8 @@ SAGE_SWEEP = True  # --part attention: every block config of the Triton kernel (
 
 
 def say(*args: Any) -> None:
-    print(*args, flush=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the group
+        print(*args, flush=True)
 
 
 def sync() -> None:
@@ -668,6 +671,78 @@ def part_e2e(args: argparse.Namespace) -> None:
     table(title, [r for r in rows if "warm" not in r["config"] and "calibration" not in r["config"]])
 
 
+def part_parallel(args: argparse.Namespace) -> None:
+    """One video split over a torchrun group (`local_engine/parallel.py`), the best single-GPU
+    configuration (the --fuse/--fp8/--sage flags, as --part e2e) on every rank: 40 guided steps
+    end to end, the mean guided step, and the error against one GPU's output of the same 2-step
+    video made first in the same process. One plan per launch; without torchrun, one GPU. On
+    CPU (--tiny) ring attention needs a backend that returns the softmax's log-sum-exp, which
+    PyTorch's CPU SDPA does not: cfg and ulysses only.
+
+        torchrun --standalone --nproc-per-node 2 bench/engine.py --part parallel --plan cfg \
+            --steps 40 --fp8 --fuse --fp8-scaling static --vae-bf16 --sage cudnn_fp8
+    """
+    import torch.distributed as dist
+
+    from local_engine.parallel import ParallelPlan, apply
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        if DEV == "cuda":  # modulo: a check of the code with two ranks on one GPU (--dist-backend gloo)
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+        dist.init_process_group(args.dist_backend or ("nccl" if DEV == "cuda" else "gloo"))
+    plans = {"none": ParallelPlan(), "cfg": ParallelPlan(cfg=2), "ulysses": ParallelPlan(ulysses=world)}
+    plans["ring"] = ParallelPlan(ring=world)
+    plan = plans[args.plan] if world > 1 else ParallelPlan()
+    model = make_transformer()  # the same seed on every rank: the same weights
+    pipe = make_pipeline(args, model)
+    x = inputs(args.frames, args.height, args.width, seed=0)
+    neg = inputs(args.frames, args.height, args.width, seed=1)["encoder_hidden_states"]
+    rows: list[dict[str, Any]] = []
+    model.set_attention_backend(CUDNN)
+    if args.fuse:
+        accel.fuse_qkv(model)
+    if args.sage:
+        install_attention(model, args.sage[0])
+    if args.fp8:
+        accel.fp8_linears(model, scaling=args.fp8_scaling)
+        if args.fp8_scaling == "static":
+            accel.calibrate(model, lambda: run_pipeline(pipe, args, rows, "calibration", 2))
+    if DEV == "cuda":
+        model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
+
+    def video(steps: int) -> torch.Tensor:
+        from PIL import Image
+
+        with torch.inference_mode():
+            return pipe(
+                image=Image.new("RGB", (args.width, args.height), (120, 140, 160)),
+                prompt_embeds=x["encoder_hidden_states"],
+                negative_prompt_embeds=neg,
+                height=args.height,
+                width=args.width,
+                num_frames=args.frames,
+                num_inference_steps=steps,
+                guidance_scale=5.0,
+                output_type="latent",
+                generator=torch.Generator(device=DEV).manual_seed(0),
+            ).frames.float()
+
+    alone = video(2)  # one GPU's answer (also the compile's warm-up)
+    wrapper = apply(pipe, plan) if plan.world > 1 else None
+    if wrapper is not None:
+        wrapper.negative = neg
+    split = video(2)  # the group's, warm
+    err = float((split - alone).norm() / alone.norm())
+    label = f"{plan.world} GPU(s): cfg {plan.cfg} x ring {plan.ring} x ulysses {plan.ulysses}"
+    run_pipeline(pipe, args, rows, label, args.steps)
+    rows[-1]["rel err vs one GPU (2 steps)"] = f"{err:.1e}"
+    name = torch.cuda.get_device_name() if DEV == "cuda" else "cpu"
+    table(f"One video over {world} x {name}, {args.width}x{args.height}, {args.frames} frames, CFG 5.0", rows[-1:])
+    if world > 1:
+        dist.destroy_process_group()
+
+
 def part_onnx(args: argparse.Namespace) -> None:
     """ONNX Runtime beside torch in one run, on the same weights and inputs: per forward and per
     guided step (the blocks through one exported block graph, weights bound from torch's
@@ -823,7 +898,13 @@ def table(title: str, rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
-        "--part", choices=["attention", "gemm", "forward", "accuracy", "e2e", "onnx", "profile"], required=True
+        "--part",
+        choices=["attention", "gemm", "forward", "accuracy", "e2e", "onnx", "profile", "parallel"],
+        required=True,
+    )
+    ap.add_argument("--plan", choices=["cfg", "ulysses", "ring", "none"], default="cfg", help="parallel: the split")
+    ap.add_argument(
+        "--dist-backend", default=None, help="parallel: gloo runs two ranks on one GPU (a correctness check)"
     )
     ap.add_argument(
         "--onnx-parts", nargs="*", default=["forward", "vae", "e2e"], choices=["attention", "forward", "vae", "e2e"]
@@ -901,6 +982,7 @@ def main() -> None:
         "e2e": part_e2e,
         "onnx": part_onnx,
         "profile": part_profile,
+        "parallel": part_parallel,
     }
     parts[args.part](args)
 
