@@ -11,8 +11,8 @@ latents agree without being sent; only rank 0 encodes the MP4. A cancel is decid
 and broadcast after every step (one int), so all ranks leave the loop at the same step.
 
 A rank that fails inside a job leaves the others waiting in a collective until the backend's
-timeout (NCCL's, ten minutes by default) ends the process; the gateway's runner then sees the
-engine gone and falls back, as after any worker crash.
+timeout (NCCL's: ten minutes by default) raises there: the job fails on rank 0, or torchrun
+ends the group, and the gateway's runner falls back as after any engine error or worker crash.
 """
 
 from __future__ import annotations
