@@ -230,6 +230,18 @@ def sage_self_attention(transformer: Any, name: str = "sage_triton") -> int:
     return len(transformer.blocks)
 
 
+def own_self_attention(transformer: Any) -> str | None:
+    """The name of our kernel the blocks' self-attention runs on (None: diffusers' dispatch).
+    Ours see whole Q, K and V: they do not take part in diffusers' context parallelism."""
+    from local_engine import cudnn_fp8
+
+    processor = transformer.blocks[0].attn1.processor
+    if isinstance(processor, cudnn_fp8.SelfAttention):
+        return "cudnn_fp8"
+    backend = getattr(processor, "_attention_backend", None)
+    return backend[len(_MARK) :] if type(backend) is str and backend in _MARKED else None
+
+
 def apply(
     transformer: Any,
     *,

@@ -48,6 +48,20 @@ def plan_for(world: int, *, cfg: bool = True, ring: int = 1, heads: int = 40) ->
     return ParallelPlan(cfg=halves, ring=ring, ulysses=ulysses)
 
 
+def check_attention(transformer: Any, plan: ParallelPlan) -> None:
+    """Context parallelism splits the sequence inside diffusers' attention dispatch; our 8-bit
+    and fp8 self-attention kernels run beside it on whatever tokens a rank holds, which would be
+    a silently wrong video. Refused before anything is split; the CFG split is unaffected."""
+    from local_engine.accel import own_self_attention
+
+    kernel = own_self_attention(transformer)
+    if kernel is not None and plan.ring * plan.ulysses > 1:
+        raise ValueError(
+            f"context parallelism (ring {plan.ring} x ulysses {plan.ulysses}) cannot split the self-attention "
+            f"of our {kernel} kernel: split by CFG only (parallel: cfg, two GPUs) or use diffusers' attention"
+        )
+
+
 def _device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -57,6 +71,7 @@ def apply(pipe: Any, plan: ParallelPlan) -> CfgParallel | None:
     (set its `negative` before each call) when the plan splits CFG, else None."""
     from torch.distributed.device_mesh import init_device_mesh
 
+    check_attention(pipe.transformer, plan)
     if plan.world != dist.get_world_size():
         raise ValueError(f"the plan covers {plan.world} processes; the group has {dist.get_world_size()}")
     device_type = _device_type()

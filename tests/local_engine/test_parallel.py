@@ -103,3 +103,27 @@ def test_plans_for_any_number_of_gpus(world: int, kwargs: dict, plan: ParallelPl
         assert plan_for(world, heads=12) == plan
         return
     assert plan_for(world, **kwargs) == plan and plan.world == world
+
+
+def test_context_parallelism_refuses_our_own_self_attention_kernels(tiny_wan: Path) -> None:
+    """Ulysses and ring split the sequence inside diffusers' dispatch; a block whose self-attention
+    runs on our kernel would attend within each rank's tokens only. CFG alone is fine."""
+    from diffusers import WanImageToVideoPipeline
+
+    from local_engine import accel
+    from local_engine.parallel import check_attention
+
+    pipe = WanImageToVideoPipeline.from_pretrained(tiny_wan, dtype=torch.float32)
+    check_attention(pipe.transformer, ParallelPlan(ulysses=2))  # diffusers' own attention: splits
+    accel.sage_self_attention(pipe.transformer, "sage_triton")
+    assert accel.own_self_attention(pipe.transformer) == "sage_triton"
+    check_attention(pipe.transformer, ParallelPlan(cfg=2))
+    for plan in (ParallelPlan(ulysses=2), ParallelPlan(ring=2), ParallelPlan(cfg=2, ulysses=2)):
+        with pytest.raises(ValueError, match="cannot split the self-attention of our sage_triton kernel"):
+            check_attention(pipe.transformer, plan)
+    from local_engine import cudnn_fp8
+
+    for block in pipe.transformer.blocks:  # the shipped best configuration's kernel (its own processor)
+        cudnn_fp8.install(block.attn1)
+    with pytest.raises(ValueError, match="our cudnn_fp8 kernel"):
+        check_attention(pipe.transformer, ParallelPlan(ulysses=2))
