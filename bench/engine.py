@@ -612,6 +612,21 @@ def part_profile(args: argparse.Namespace) -> None:
     )
 
 
+def best_config(model: Any, args: argparse.Namespace, calibration: Any) -> None:
+    """The configuration the flags name (cuDNN attention, fused qkv, 8-bit or fp8 self-attention,
+    fp8 linears calibrated by `calibration()`), compiled (on CPU too: --tiny smoke-tests it)."""
+    model.set_attention_backend(CUDNN)
+    if args.fuse:
+        accel.fuse_qkv(model)
+    if args.sage:
+        install_attention(model, args.sage[0])
+    if args.fp8:
+        accel.fp8_linears(model, scaling=args.fp8_scaling)
+        if args.fp8_scaling == "static":
+            accel.calibrate(model, calibration)
+    model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
+
+
 def part_e2e(args: argparse.Namespace) -> None:
     """Guided steps through WanImageToVideoPipeline.__call__ (CLIP, VAE encode of the first
     frame, denoising, VAE decode) with the full-size transformer and VAE. The text encoder is
@@ -645,16 +660,7 @@ def part_e2e(args: argparse.Namespace) -> None:
         }
     )
     say(json.dumps(rows[-1]))
-    model.set_attention_backend(CUDNN)
-    if args.fuse:
-        accel.fuse_qkv(model)
-    if args.sage:
-        install_attention(model, args.sage[0])
-    if args.fp8:
-        accel.fp8_linears(model, scaling=args.fp8_scaling)
-        if args.fp8_scaling == "static":
-            accel.calibrate(model, lambda: run("calibration (first and last step)", 2))
-    model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
+    best_config(model, args, lambda: run("calibration (first and last step)", 2))
     run("warm-up (compile)", 2)
     label = "compile" + (" + fused qkv" if args.fuse else "") + (f" + fp8 ({args.fp8_scaling})" if args.fp8 else "")
     label += f" + 8-bit self-attention ({args.sage[0]})" if args.sage else ""
@@ -699,17 +705,7 @@ def part_parallel(args: argparse.Namespace) -> None:
     x = inputs(args.frames, args.height, args.width, seed=0)
     neg = inputs(args.frames, args.height, args.width, seed=1)["encoder_hidden_states"]
     rows: list[dict[str, Any]] = []
-    model.set_attention_backend(CUDNN)
-    if args.fuse:
-        accel.fuse_qkv(model)
-    if args.sage:
-        install_attention(model, args.sage[0])
-    if args.fp8:
-        accel.fp8_linears(model, scaling=args.fp8_scaling)
-        if args.fp8_scaling == "static":
-            accel.calibrate(model, lambda: run_pipeline(pipe, args, rows, "calibration", 2))
-    if DEV == "cuda":
-        model.compile_repeated_blocks(fullgraph=True, **COMPILE_KW)
+    best_config(model, args, lambda: run_pipeline(pipe, args, rows, "calibration", 2))
 
     def video(steps: int) -> torch.Tensor:
         from PIL import Image

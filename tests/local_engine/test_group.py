@@ -22,9 +22,10 @@ import torch
 import torch.multiprocessing as mp
 
 from local_engine.config import EngineConfig
-from local_engine.engine import Job, LocalEngine
+from local_engine.engine import LocalEngine
 from local_engine.group import plan
 from local_engine.parallel import ParallelPlan
+from tests.local_engine.test_engine import wait
 from tests.local_engine.test_local_adapter import RULES
 from tests.support.images import data_uri, image_bytes
 from tests.support.servers import free_port
@@ -34,14 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _config(weights: str, **kw: object) -> EngineConfig:
     return EngineConfig(model_path=weights, devices=["cpu"], steps=3, fps=8, max_frames=9, **kw)
-
-
-def _wait(job: Job, timeout: float = 120) -> Job:
-    deadline = time.time() + timeout
-    while job.state in ("queued", "in_progress"):
-        assert time.time() < deadline, f"job still {job.state}"
-        time.sleep(0.002)
-    return job
 
 
 def _frames(video: bytes | None) -> np.ndarray:
@@ -60,15 +53,15 @@ def _rank(rank: int, rendezvous: str, weights: str, out: str) -> None:
     engine = LocalEngine(config, workers=[GroupWorker(config, f"file://{rendezvous}")])
     try:
         image = image_bytes(96, 64)
-        first = _wait(engine.submit(image, "mist drifts", width=96, height=64, seconds=1.0, seed=7))
+        first = wait(engine.submit(image, "mist drifts", width=96, height=64, seconds=1.0, seed=7))
         engine.config.steps = 40  # long enough to be cancelled mid-way
         long = engine.submit(image, "mist drifts", width=96, height=64, seconds=1.0, seed=7)
         while long.step < 1:
             time.sleep(0.002)
         engine.cancel(long.id)
-        _wait(long)
+        wait(long)
         engine.config.steps = 3
-        after = _wait(engine.submit(image, "leaves sway", width=96, height=64, seconds=1.0, seed=8))
+        after = wait(engine.submit(image, "leaves sway", width=96, height=64, seconds=1.0, seed=8))
         results = {
             "first": (first.state, first.error, first.video, first.progress),
             "cancelled": (long.state, long.step),
@@ -91,7 +84,7 @@ def test_a_two_process_group_runs_jobs_like_one_process_and_cancels_together(tin
     assert (state, progress) == ("completed", 100), error
     single = LocalEngine(_config(str(tiny_wan)))
     try:
-        alone = _wait(single.submit(image_bytes(96, 64), "mist drifts", width=96, height=64, seconds=1.0, seed=7))
+        alone = wait(single.submit(image_bytes(96, 64), "mist drifts", width=96, height=64, seconds=1.0, seed=7))
     finally:
         single.close()
     group_frames, alone_frames = _frames(video), _frames(alone.video)
