@@ -255,14 +255,14 @@ class KlingAdapter:
         if status == "succeed":
             videos = (data.get("task_result") or {}).get("videos") or [{}]
             usage = {"units": data.get("final_unit_deduction"), "duration": videos[0].get("duration")}
-            result = VideoSource(url=videos[0]["url"]) if videos[0].get("url") else None
+            result = _video(data)
         return ProviderStatus(state=_STATE[status], error=error, usage=usage, result=result)
 
     async def fetch(self, task: ProviderTask) -> VideoSource:
-        videos = ((await self._query(task)).get("task_result") or {}).get("videos") or []
-        if not videos or not videos[0].get("url"):
+        source = _video(await self._query(task))
+        if source is None:
             raise ProviderError("provider_error", "the finished Kling task has no video url")
-        return VideoSource(url=videos[0]["url"])
+        return source
 
     async def cancel(self, task: ProviderTask) -> bool:
         """Kling documents no cancel for image-to-video: the task runs to its end and is billed."""
@@ -270,3 +270,10 @@ class KlingAdapter:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _video(data: dict[str, Any]) -> VideoSource | None:
+    """Where a finished task's video is: its first `task_result.videos` url (a poll's answer and
+    `fetch` read it alike)."""
+    videos = (data.get("task_result") or {}).get("videos") or []
+    return VideoSource(url=videos[0]["url"]) if videos and videos[0].get("url") else None

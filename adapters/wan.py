@@ -224,14 +224,14 @@ class WanAdapter:
             error=error,
             usage=_usage(body.get("usage") or {}),
             progress=50 if state == "in_progress" else None,
-            result=VideoSource(url=out["video_url"]) if state == "completed" and out.get("video_url") else None,
+            result=_video(out) if state == "completed" else None,
         )
 
     async def fetch(self, task: ProviderTask) -> VideoSource:
-        out = (await self._task(task)).get("output") or {}
-        if not out.get("video_url"):
+        source = _video((await self._task(task)).get("output") or {})
+        if source is None:
             raise ProviderError("provider_error", "the finished task has no video_url")
-        return VideoSource(url=out["video_url"])
+        return source
 
     async def cancel(self, task: ProviderTask) -> bool:
         """DashScope cancels PENDING tasks only; a RUNNING one answers UnsupportedOperation and runs on."""
@@ -270,3 +270,8 @@ def _epoch(stamp: str) -> float | None:
 def _list_stamp(t: float) -> str:
     """The list query's form (YYYYMMDDhhmmss), in DashScope's clock when `t` is already shifted."""
     return datetime.fromtimestamp(t, UTC).strftime("%Y%m%d%H%M%S")
+
+
+def _video(out: dict[str, Any]) -> VideoSource | None:
+    """Where a finished task's video is: its `video_url` (a poll's answer and `fetch` read it alike)."""
+    return VideoSource(url=out["video_url"]) if out.get("video_url") else None

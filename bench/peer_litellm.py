@@ -299,39 +299,26 @@ def main() -> None:
         }
         if args.database == "postgres":
             env["I2V_DATABASE_URL"] = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-        variants = {f"i2v-gateway ({args.database})": {}}
+        serve = [sys.executable, "-m", "gateway", "serve"]
+        servers = [(f"i2v-gateway ({args.database})", serve, {**env, "I2V_DATA_DIR": str(tmp / "gw0")}, 9292)]
         if args.without_quality:  # the same gateway without `metrics.quality`, which LiteLLM does not measure
-            variants[f"i2v-gateway ({args.database}), no metrics.quality"] = {"I2V_QUALITY_METRICS": "false"}
-        for k, (name, extra) in enumerate(variants.items()):
-            data = tmp / f"gw{k}"
-            gw = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env={**env, "I2V_DATA_DIR": str(data), **extra}
-            )
+            extra = {"I2V_DATA_DIR": str(tmp / "gw1"), "I2V_QUALITY_METRICS": "false"}
+            servers.append((f"i2v-gateway ({args.database}), no metrics.quality", serve, {**env, **extra}, 9292))
+        if args.floor:  # the stack's floor
+            floor = [sys.executable, str(ROOT / "bench" / "stack_floor.py"), "--port", "9294"]
+            servers.append(("stack floor", floor, None, 9294))
+        for name, command, server_env, port in servers:
+            proc = subprocess.Popen(command, cwd=ROOT, env=server_env)
             try:
-                wait_ready("http://127.0.0.1:9292/healthz")
-                for n in args.clients:
-                    rows.append(measure(name, gw, "http://127.0.0.1:9292", "wan-2.6-i2v", image_url, n, args.seconds))
-                    print(rows[-1], flush=True)
-            finally:
-                gw.terminate()
-                gw.wait(20)
-
-        if args.floor:  # --- the stack's floor ---------------------------------------------
-            floor = subprocess.Popen(
-                [sys.executable, str(ROOT / "bench" / "stack_floor.py"), "--port", "9294"], cwd=ROOT
-            )
-            try:
-                wait_ready("http://127.0.0.1:9294/healthz")
+                wait_ready(f"http://127.0.0.1:{port}/healthz")
                 for n in args.clients:
                     rows.append(
-                        measure(
-                            "stack floor", floor, "http://127.0.0.1:9294", "wan-2.6-i2v", image_url, n, args.seconds
-                        )
+                        measure(name, proc, f"http://127.0.0.1:{port}", "wan-2.6-i2v", image_url, n, args.seconds)
                     )
                     print(rows[-1], flush=True)
             finally:
-                floor.terminate()
-                floor.wait(20)
+                proc.terminate()
+                proc.wait(20)
 
         # --- LiteLLM proxy -----------------------------------------------------------------
         if args.skip_litellm:

@@ -9,7 +9,6 @@ gateway's runner finds the task unknown and falls back (the adapter says `interr
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import secrets
 import threading
@@ -156,6 +155,11 @@ def _calibration_run(pipe: Any) -> None:
         )
 
 
+def uint8_frames(frames: np.ndarray) -> np.ndarray:
+    """The pipeline's float frames in [0, 1] as the uint8 frames the encoder takes, rounded."""
+    return (np.clip(frames, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def gpu_name(device: str) -> str | None:
     if not device.startswith("cuda") or not torch.cuda.is_available():
         return None
@@ -271,7 +275,7 @@ class DeviceWorker:
                 output_type="np",
                 callback_on_step_end=on_step,
             )
-        return (np.clip(out.frames[0], 0, 1) * 255 + 0.5).astype(np.uint8)
+        return uint8_frames(out.frames[0])
 
     def stop(self, timeout_s: float = 300) -> None:
         """Ask the thread to finish after its current work, and wait for it: a load still under way
@@ -289,10 +293,10 @@ class LocalEngine:
         """One worker per configured device; under torchrun (WORLD_SIZE > 1) one for the whole
         group, whose jobs run on every rank (local_engine/group.py)."""
         self.config = config
-        if workers is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from local_engine.group import GroupWorker
+        from local_engine import group  # imports this module: not at its top
 
-            workers = [GroupWorker(config)]
+        if workers is None and group.world() > 1:
+            workers = [group.GroupWorker(config)]
         self.workers = workers if workers is not None else [DeviceWorker(config, d) for d in config.devices]
         self.jobs: dict[str, Job] = {}
 

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from local_engine.config import EngineConfig
-from local_engine.engine import Cancelled, DeviceWorker, Job, load_pipeline
+from local_engine.engine import Cancelled, DeviceWorker, Job, load_pipeline, uint8_frames
 from local_engine.parallel import ParallelPlan, apply, plan_for
 from media import decode_rgb
 
@@ -139,7 +139,7 @@ class Group:
                 output_type="np",
                 callback_on_step_end=step_end,
             )
-        return (np.clip(out.frames[0], 0, 1) * 255 + 0.5).astype(np.uint8)
+        return uint8_frames(out.frames[0])
 
     def close(self) -> None:
         if dist.is_initialized():
