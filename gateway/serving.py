@@ -3,15 +3,41 @@ in-process gateway)."""
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
+    """A free loopback port for a server that another process binds later.
+
+    Drawn below the kernel's ephemeral range: a port from `bind(0)` lies inside it, so any
+    outgoing connection or `bind(0)` on the machine (gloo's ranks, other tests) could take it
+    before the server binds; the kernel hands out no port below that range by itself.
+    """
+    low, _ = _ephemeral_range()
+    if low > 11000:
+        for _ in range(200):
+            port = random.randrange(10000, low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
