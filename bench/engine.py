@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from local_engine import accel
+from local_engine.group import rank, world
 from local_engine.tiny import TEXT_TOKENS, WAN21_I2V_14B
 
 DEV = "cuda"
@@ -41,7 +42,7 @@ SAGE_SWEEP = True  # --part attention: every block config of the Triton kernel (
 
 
 def say(*args: Any) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the group
+    if rank() == 0:  # under torchrun, rank 0 speaks for the group
         print(*args, flush=True)
 
 
@@ -692,14 +693,14 @@ def part_parallel(args: argparse.Namespace) -> None:
 
     from local_engine.parallel import ParallelPlan, apply
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
+    size = world()
+    if size > 1:
         if DEV == "cuda":  # modulo: a check of the code with two ranks on one GPU (--dist-backend gloo)
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
         dist.init_process_group(args.dist_backend or ("nccl" if DEV == "cuda" else "gloo"))
-    plans = {"none": ParallelPlan(), "cfg": ParallelPlan(cfg=2), "ulysses": ParallelPlan(ulysses=world)}
-    plans["ring"] = ParallelPlan(ring=world)
-    plan = plans[args.plan] if world > 1 else ParallelPlan()
+    plans = {"none": ParallelPlan(), "cfg": ParallelPlan(cfg=2), "ulysses": ParallelPlan(ulysses=size)}
+    plans["ring"] = ParallelPlan(ring=size)
+    plan = plans[args.plan] if size > 1 else ParallelPlan()
     model = make_transformer()  # the same seed on every rank: the same weights
     pipe = make_pipeline(args, model)
     x = inputs(args.frames, args.height, args.width, seed=0)
@@ -734,8 +735,8 @@ def part_parallel(args: argparse.Namespace) -> None:
     run_pipeline(pipe, args, rows, label, args.steps)
     rows[-1]["rel err vs one GPU (2 steps)"] = f"{err:.1e}"
     name = torch.cuda.get_device_name() if DEV == "cuda" else "cpu"
-    table(f"One video over {world} x {name}, {args.width}x{args.height}, {args.frames} frames, CFG 5.0", rows[-1:])
-    if world > 1:
+    table(f"One video over {size} x {name}, {args.width}x{args.height}, {args.frames} frames, CFG 5.0", rows[-1:])
+    if size > 1:
         dist.destroy_process_group()
 
 

@@ -94,7 +94,9 @@ def inspect_image(data: bytes, param: str, limits: ImageLimits) -> InputImage:
                 raise APIError(
                     422, "invalid_image", f"{param}: the image is truncated or corrupt ({exc}).", param
                 ) from exc
-            upright = None if plain_jpeg or _plain(img) else _normalized(img, fmt)
+            # a JPEG's answer stands; other formats may keep their EXIF after the image data
+            plain = plain_jpeg if fmt == "JPEG" else _plain(img)
+            upright = None if plain else _normalized(img, fmt)
     if upright is not None:  # what every provider, the engine and the quality check then read
         data, fmt = upright
         with Image.open(io.BytesIO(data)) as img:
