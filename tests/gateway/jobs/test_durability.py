@@ -16,7 +16,6 @@ import httpx
 import pytest
 from litestar import Litestar, Request, post
 from sqlalchemy import event, select
-from sqlalchemy.orm import Session
 
 from adapters.emulators.common import EmulatorConfig
 from gateway.api.app import create_app
@@ -792,7 +791,7 @@ def test_a_stop_just_after_the_submitting_row_is_written_still_sends_it(tmp_path
         if statement.lstrip().upper().startswith("INSERT INTO ATTEMPTS"):
             wrote.append("attempt")
 
-    def stop_jobs(session: Any) -> None:
+    def stop_jobs(conn: Any) -> None:  # at the commit; the cancel lands at the job's next await
         if wrote == ["attempt"]:
             wrote.append("stopped")
             for task in app.state.services.runner._active.values():
@@ -802,14 +801,14 @@ def test_a_stop_just_after_the_submitting_row_is_written_still_sends_it(tmp_path
         engines = app.state.services.store.sync_engines  # writes run inline on SQLite
         for engine in engines:
             event.listen(engine, "after_cursor_execute", note_insert)
-        event.listen(Session, "after_commit", stop_jobs)
+            event.listen(engine, "commit", stop_jobs)
         try:
             video = httpx.post(f"{url}/v1/videos", json=body("[run=30] reeds bend"), timeout=10).json()
             wait_for(lambda: toy_stats(toy_url)["submits"] > submits, timeout=10)
             time.sleep(0.3)  # let the task id be written
         finally:
-            event.remove(Session, "after_commit", stop_jobs)
             for engine in engines:
+                event.remove(engine, "commit", stop_jobs)
                 event.remove(engine, "after_cursor_execute", note_insert)
     assert wrote == ["attempt", "stopped"]
     attempts = asyncio.run(_attempts(tmp_path / "gateway.db"))
