@@ -35,7 +35,7 @@ class ComparisonStore:
         try:
             async with self.sessions.begin() as s:
                 if guard is not None:
-                    await s.run_sync(guard)
+                    await s.run_sync(lambda sync: guard(sync.connection()))
                 s.add(comparison)
                 await s.flush()  # the comparison row first: PostgreSQL checks each statement
                 s.add_all(jobs)

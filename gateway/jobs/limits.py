@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.orm import Session
 
 from gateway.jobs.store import Guard
 from gateway.jobs.tables import ApiKeyRow, AttemptRow, JobRow, RateWindowRow
@@ -107,7 +107,7 @@ class Limits:
         if key is None or (key.concurrency is None and key.budget_usd is None):
             return None
 
-        def check(s: Session) -> None:
+        def check(s: Connection) -> None:
             now = time.time()
             s.execute(update(ApiKeyRow).where(ApiKeyRow.id == key.id).values(used_at=now))  # take turns
             if key.concurrency is not None:

@@ -40,7 +40,7 @@ from gateway.status import ACTIVE_JOB, TERMINAL_JOB, AttemptStatus, JobStatus
 
 POKE_CHANNEL = "i2v_poke"
 #: A check that runs inside a create's transaction (a key's limits) and refuses by raising.
-Guard = Callable[[Session], None]
+Guard = Callable[[Connection], None]
 T = TypeVar("T")
 #: The tables under the ORM classes: the runner's writes go through Core on a plain connection.
 JOBS: Table = JobRow.__table__  # type: ignore[assignment]
@@ -207,13 +207,15 @@ class JobStore:
             if existing is not None:
                 return self._replay(existing, job)
 
-        def work(s: Session) -> None:
+        values = insert_values(job)
+
+        def work(c: Connection) -> None:
             if guard is not None:
-                guard(s)
-            s.add(job)
+                guard(c)
+            c.execute(JOBS.insert(), values)
 
         try:
-            await self.write(work)
+            await self.execute(work)
         except IntegrityError:
             # Lost a race with the same key: the winner's row is the answer.
             existing = await self.by_idempotency_key(job.owner, job.idempotency_key or "")
