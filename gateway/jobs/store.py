@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     ColumnElement,
     Float,
+    Integer,
     and_,
     bindparam,
     cast,
@@ -75,6 +76,7 @@ WITH_ATTEMPTS = (
     .where(JOBS.c.id == bindparam("job_id"))
     .order_by(ATTEMPTS.c.seq)
 )
+INSERT_ATTEMPT, INSERT_OUTBOX = ATTEMPTS.insert(), OUTBOX.insert()
 GET_JOB = select(*JOB_LOADER.columns).where(JOBS.c.id == bindparam("job_id"))
 
 
@@ -172,6 +174,7 @@ class JobStore:
         self.inline = None if self.inline_engine is None else sessionmaker(self.inline_engine, expire_on_commit=False)
         self._commits = 0
         self._checkpointing: asyncio.Task[None] | None = None
+        self._statements: dict[tuple[Any, ...], Any] = {}  # `_statement`'s, by shape
 
     @property
     def sync_engines(self) -> list[Engine]:
@@ -443,23 +446,34 @@ class JobStore:
         PostgreSQL skips rows another replica is claiming (`FOR UPDATE SKIP LOCKED`); SQLite has
         one writer at a time. With `adapters`, only jobs that need one of them next are taken.
         Each claim bumps the version, so a runner that held the job before is fenced off."""
-        now, jobs = self.now(), JOBS.c
-        free = or_(jobs.lease_until.is_(None), jobs.lease_until < now)
-        ready = select(jobs.id).where(jobs.status.in_(ACTIVE_JOB), free)
+        shape = ("claim", adapters is not None, bool(exclude))
+        stmt = self._statements.get(shape)
+        if stmt is None:  # built once per shape, every value bound (see `_statement`)
+            now, jobs = self.now(), JOBS.c
+            free = or_(jobs.lease_until.is_(None), jobs.lease_until < now)
+            ready = select(jobs.id).where(jobs.status.in_(ACTIVE_JOB), free)
+            if adapters is not None:
+                ready = ready.where(
+                    or_(jobs.adapter.is_(None), jobs.adapter.in_(bindparam("k_adapters", expanding=True)))
+                )
+            if exclude:  # jobs this runner is driving: a late renewal must not turn into a re-claim
+                ready = ready.where(jobs.id.not_in(bindparam("k_exclude", expanding=True)))
+            ready = ready.order_by(jobs.created_at).limit(bindparam("k_limit", type_=Integer))
+            if self.postgres:
+                ready = ready.with_for_update(skip_locked=True)
+            stmt = self._statements[shape] = (
+                update(JOBS)
+                .where(jobs.id.in_(ready.scalar_subquery()))
+                .values(lease_owner=bindparam("k_owner"), lease_until=now + bindparam("k_lease_s", type_=Float))
+                .values(version=jobs.version + 1)
+                .returning(jobs.id)
+            )
+        params: dict[str, Any] = {"k_owner": runner_id, "k_lease_s": lease_s, "k_limit": limit}
         if adapters is not None:
-            ready = ready.where(or_(jobs.adapter.is_(None), jobs.adapter.in_(list(adapters))))
-        if exclude:  # jobs this runner is driving: a late renewal must not turn into a re-claim
-            ready = ready.where(jobs.id.not_in(list(exclude)))
-        ready = ready.order_by(jobs.created_at).limit(limit)
-        if self.postgres:
-            ready = ready.with_for_update(skip_locked=True)
-        stmt = (
-            update(JOBS)
-            .where(jobs.id.in_(ready.scalar_subquery()))
-            .values(lease_owner=runner_id, lease_until=now + lease_s, version=jobs.version + 1)
-            .returning(jobs.id)
-        )
-        return await self.execute(lambda c: list(c.execute(stmt).scalars()))
+            params["k_adapters"] = list(adapters)
+        if exclude:
+            params["k_exclude"] = list(exclude)
+        return await self.execute(lambda c: list(c.execute(stmt, params).scalars()))
 
     async def renew(self, runner_id: str, job_ids: Sequence[str], lease_s: float) -> set[str]:
         """Extend this runner's leases; returns the ids it no longer holds (another runner claimed
@@ -512,33 +526,49 @@ class JobStore:
         attempt (the step before a provider is paid) also needs the lease to be live in database
         time: a runner that was frozen past its lease does not start a submit. On success
         `job.version` is the new version."""
-        values = dict(job_values or {})
+        values = _columns(JobRow, job_values or {})
         values["version"] = job.version + 1
         if release:
             values.update(lease_owner=None, lease_until=None)
-        held = (
-            self._held(job.id, runner_id)
-            if new_attempt is not None
-            else and_(JOBS.c.id == job.id, JOBS.c.lease_owner == runner_id)
-        )
-        guard = update(JOBS).where(held, JOBS.c.version == job.version).values(_columns(JobRow, values))
-        writes = []
+        guard = self._statement("job", tuple(values), live=new_attempt is not None)
+        params = {"k_id": job.id, "k_owner": runner_id, "k_version": job.version}
+        params.update({f"v_{k}": v for k, v in values.items()})
+        writes: list[tuple[Any, Any]] = []
         if new_attempt is not None:
-            writes.append((ATTEMPTS.insert(), insert_values(new_attempt)))
+            writes.append((INSERT_ATTEMPT, insert_values(new_attempt)))
         if attempt is not None:
             attempt_id, changes = attempt
-            writes.append((update(ATTEMPTS).where(ATTEMPTS.c.id == attempt_id).values(changes), None))
+            stmt = self._statement("attempt", tuple(changes))
+            writes.append((stmt, {"k_id": attempt_id, **{f"v_{k}": v for k, v in changes.items()}}))
         if outbox:
-            writes.append((OUTBOX.insert(), [insert_values(row) for row in outbox]))
+            writes.append((INSERT_OUTBOX, [insert_values(row) for row in outbox]))
 
         def work(c: Connection) -> None:
-            if not c.execute(guard).rowcount:
+            if not c.execute(guard, params).rowcount:
                 raise LeaseLost(job.id)
-            for stmt, params in writes:
-                c.execute(stmt, params)
+            for stmt, rows in writes:
+                c.execute(stmt, rows)
 
         await self.execute(work)
         job.version += 1
+
+    def _statement(self, table: str, keys: tuple[str, ...], *, live: bool = False) -> Any:
+        """A transition's update of a job or an attempt, built once per shape (which columns it
+        sets; for a job, whether the lease must be live in database time) with every value a
+        bound parameter: building the statement and its cache key on each call cost twice what
+        running it does (bench/statements.py)."""
+        shape = (table, keys, live)
+        stmt = self._statements.get(shape)
+        if stmt is None:
+            t = JOBS if table == "job" else ATTEMPTS
+            where = [t.c.id == bindparam("k_id")]
+            if t is JOBS:
+                where += [JOBS.c.lease_owner == bindparam("k_owner"), JOBS.c.version == bindparam("k_version")]
+                if live:
+                    where.append(JOBS.c.lease_until > self.now())
+            sets = {k: bindparam(f"v_{k}", type_=t.c[k].type) for k in keys}
+            stmt = self._statements[shape] = update(t).where(*where).values(sets)
+        return stmt
 
     async def annotate(self, job: JobRow, metrics: dict[str, Any]) -> bool:
         """Replace a finished job's `metrics` (what is measured after the result is out, such as
