@@ -112,11 +112,11 @@ class VideosController(Controller):
         services: Svc,
         owner: Owner,
         variant: str = "video",
-    ) -> Stream:
+    ) -> Response[bytes] | Stream:
         job = _owned(await services.store.get(video_id), owner, video_id)
         if variant != "video":
             raise APIError(422, "invalid_field", "variant: only 'video' is available.", "variant")
-        return stream_content(request, services, job)
+        return await stream_content(request, services, job)
 
     @post("/{video_id:str}/cancel", status_code=200, summary="Cancel a video job", responses=errors(404, 409))
     async def cancel(self, request: Request[Any, Any, Any], video_id: str, services: Svc, owner: Owner) -> Video:
@@ -172,9 +172,10 @@ class VideosController(Controller):
         return DeletedVideo(id=video_id)
 
 
-def stream_content(request: Request[Any, Any, Any], services: Svc, job: JobRow) -> Stream:
-    """A finished job's MP4, streamed from disk (HTTP Range honoured): 409 before it exists,
-    410 once it expired."""
+async def stream_content(request: Request[Any, Any, Any], services: Svc, job: JobRow) -> Response[bytes] | Stream:
+    """A finished job's MP4 from disk (HTTP Range honoured): 409 before it exists, 410 once it
+    expired. Up to `CHUNK` bytes are read whole in one trip to a worker thread; more are streamed
+    in chunks (memory stays flat for any size), at four thread trips for the first chunk."""
     video_id = job.id
     if job.status != JobStatus.COMPLETED or not job.output:
         raise APIError(
@@ -199,8 +200,11 @@ def stream_content(request: Request[Any, Any, Any], services: Svc, job: JobRow) 
     headers["content-length"] = str(end - start + 1)
     if rng is not None:
         headers["content-range"] = f"bytes {start}-{end}/{size}"
-    # streamed from disk in chunks read off the event loop: memory stays flat for any size
-    return Stream(_chunks(path, start, end), status_code=206 if rng else 200, media_type="video/mp4", headers=headers)
+    status = 206 if rng else 200
+    if end - start + 1 <= CHUNK:
+        data = await anyio.to_thread.run_sync(_read, path, start, end - start + 1)
+        return Response(data, status_code=status, media_type="video/mp4", headers=headers)
+    return Stream(_chunks(path, start, end), status_code=status, media_type="video/mp4", headers=headers)
 
 
 async def create_video(
@@ -296,6 +300,12 @@ def _owned(job: JobRow | None, owner: Caller, video_id: str) -> JobRow:
 
 
 CHUNK = 1 << 20
+
+
+def _read(path: Path, start: int, size: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(start)
+        return f.read(size)
 
 
 async def _chunks(path: Path, start: int, end: int) -> AsyncIterator[bytes]:

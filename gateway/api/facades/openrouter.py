@@ -115,11 +115,11 @@ async def poll(request: Request[Any, Any, Any], job_id: str, services: Svc, owne
 @get("/videos/{job_id:str}/content", media_type="video/mp4")
 async def content(
     request: Request[Any, Any, Any], job_id: str, services: Svc, owner: Owner, index: int = Parameter(default=0, ge=0)
-) -> Stream:
+) -> Response[bytes] | Stream:
     job = await services.store.get(job_id)
     if job is None or not owner.sees(job.owner) or index != 0:
         raise APIError(404, "not_found", f"Video job {job_id} has no output {index}.")
-    return stream_content(request, services, job)
+    return await stream_content(request, services, job)
 
 
 def openrouter_router() -> Router:

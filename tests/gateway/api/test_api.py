@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import av
+import pytest
 
 from tests.conftest import Gateway
 from tests.support.images import data_uri, image_bytes
@@ -70,6 +72,36 @@ def test_content_supports_http_range(gateway: Gateway) -> None:
     bad = gateway.client.get(url, headers={"Range": f"bytes={len(full) + 5}-"})
     assert bad.status_code == 416
     assert bad.json()["error"]["code"] == "invalid_range"
+
+
+def test_content_over_chunk_size_is_streamed_in_chunks_and_ranges_still_hold(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Content up to CHUNK bytes is read whole, more is streamed: with CHUNK at 100 bytes the same
+    clip goes through the streamed path whole and through the read-whole path as a short range."""
+    from gateway.api import videos
+
+    video = gateway.wait(create(gateway)["id"])
+    url = video["output"]["url"]
+    whole = gateway.client.get(url).content  # read whole: the clip is under the real CHUNK
+    streamed: list[int] = []
+    chunks = videos._chunks
+
+    async def counted(path: Any, start: int, end: int) -> Any:
+        async for piece in chunks(path, start, end):
+            streamed.append(len(piece))
+            yield piece
+
+    monkeypatch.setattr(videos, "CHUNK", 100)
+    monkeypatch.setattr(videos, "_chunks", counted)
+    assert len(whole) > 400 and gateway.client.get(url).content == whole
+    assert sum(streamed) == len(whole) and max(streamed) == 100
+    ranged = gateway.client.get(url, headers={"Range": "bytes=150-349"})  # 200 bytes: streamed too
+    assert ranged.status_code == 206 and ranged.content == whole[150:350]
+    assert ranged.headers["content-length"] == "200" and sum(streamed) == len(whole) + 200
+    short = gateway.client.get(url, headers={"Range": "bytes=5-54"})  # 50 bytes: read whole
+    assert short.status_code == 206 and short.content == whole[5:55]
+    assert short.headers["content-range"] == f"bytes 5-54/{len(whole)}" and sum(streamed) == len(whole) + 200
 
 
 def test_content_before_completion_is_409(gateway: Gateway) -> None:
