@@ -276,8 +276,9 @@ class JobStore:
 
     async def execute(self, work: Callable[[Connection], T]) -> T:
         """`write` on a plain connection, for Core statements: no ORM session, flush or unit of
-        work. Why: one runner transition through the ORM cost 1.1 ms of CPU, through Core on a
-        connection 0.4 ms, and built once per shape 0.1 ms (bench/store_cpu.py); a job makes four to six."""
+        work. Why: a runner transition through the ORM session cost ~0.55 ms of CPU, through Core
+        ~0.3 ms, with its statements built once per shape ~0.12 ms (bench/store_cpu.py); a job
+        makes four to six."""
         return await self._transact(work, orm=False)
 
     async def _transact(self, work: Callable[[Any], T], *, orm: bool) -> T:
