@@ -100,7 +100,7 @@ class ComparisonsController(Controller):
                     notes=notes,
                 )
             )
-        services.blobs.put(image.data)
+        services.blobs.put(image.data, image.sha256)
         row = ComparisonRow(
             id=comparison_id,
             owner=str(owner),

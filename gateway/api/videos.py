@@ -237,7 +237,7 @@ async def create_video(
         notes=notes,
         extra=extra,
     )
-    services.blobs.put(image.data)
+    services.blobs.put(image.data, image.sha256)
     job.metrics = {"create_ms": round((time.perf_counter() - t0) * 1000, 2)}
     try:
         job, created = await services.store.create(job, services.limits.guard(owner.key, 1, job.estimate_usd or 0.0))

@@ -6,6 +6,7 @@ Also the gateway's one edit to a clip, the seamless loop for models that cannot 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,15 +30,21 @@ async def store_video(source: VideoSource, blobs: BlobStore, client: httpx.Async
         else:
             raise ProviderError("provider_error", "the provider reported success but gave no video", retryable=False)
         try:
-            facts = await asyncio.to_thread(probe, tmp)
+            return await asyncio.to_thread(_probe_and_put, tmp, blobs)
         except NotAVideo as exc:
             # the bytes arrived whole and are not a video: fetching them again would not help
             msg = f"the provider's result is not a video: {exc}"
             raise ProviderError("provider_error", msg, retryable=False) from exc
-        await asyncio.to_thread(blobs.put_file, tmp)
-        return facts
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _probe_and_put(tmp: Path, blobs: BlobStore) -> VideoFacts:
+    """Probe the file, then store it under the hash the probe read: one trip to a worker thread
+    and one pass of hashing."""
+    facts = probe(tmp)
+    blobs.put_file(tmp, facts.sha256)
+    return facts
 
 
 async def _download(source: VideoSource, dest: Any, client: httpx.AsyncClient, max_bytes: int) -> None:
@@ -77,8 +84,7 @@ def loop_clip(facts: VideoFacts, blobs: BlobStore) -> VideoFacts:
     tmp = blobs.temp_path()
     try:
         tmp.write_bytes(looped)
-        new = probe(tmp)
-        blobs.put_file(tmp)
+        new = _probe_and_put(tmp, blobs)
     finally:
         tmp.unlink(missing_ok=True)
     return new

@@ -21,8 +21,9 @@ class BlobStore:
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
-    def put(self, data: bytes) -> str:
-        sha = hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes, sha256: str | None = None) -> str:
+        """Store `data`; `sha256`: its hash where the caller has it already (not hashed again)."""
+        sha = sha256 or hashlib.sha256(data).hexdigest()
         if self.exists(sha):
             self._touch(sha)  # reused: retention leaves fresh files alone
         else:
@@ -35,13 +36,16 @@ class BlobStore:
         except FileNotFoundError:
             pass
 
-    def put_file(self, src: Path) -> str:
-        """Move a finished temp file into the store (it must be on the same filesystem)."""
-        h = hashlib.sha256()
-        with src.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        sha = h.hexdigest()
+    def put_file(self, src: Path, sha256: str | None = None) -> str:
+        """Move a finished temp file into the store (it must be on the same filesystem);
+        `sha256`: its hash where the caller has it already (a probe reads it)."""
+        if sha256 is None:
+            h = hashlib.sha256()
+            with src.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            sha256 = h.hexdigest()
+        sha = sha256
         if self.exists(sha):
             src.unlink()
             self._touch(sha)
