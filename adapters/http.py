@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from adapters.base import ProviderError
@@ -111,6 +112,12 @@ class ProviderHTTP:
                 return min(hinted, self.max_wait_s)
             return float(wait_exponential_jitter(multiplier=0.2, max=self.max_wait_s)(state))
 
+        extra: dict[str, str] = {}
+        if "json" in kwargs:
+            # encoded here, once for every try: msgspec writes a submit with its data-URI image
+            # (~250 KB) in ~0.09 ms of CPU, httpx's json.dumps in ~0.55 ms (bench/submit_body.py)
+            kwargs["content"] = msgspec.json.encode(kwargs.pop("json"))
+            extra["content-type"] = "application/json"
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.max_attempts),
@@ -119,7 +126,8 @@ class ProviderHTTP:
                 reraise=True,
             ):
                 with attempt:
-                    resp = await self.client.request(method, path, headers=headers() if headers else None, **kwargs)
+                    sent = {**(headers() if headers else {}), **extra} or None
+                    resp = await self.client.request(method, path, headers=sent, **kwargs)
                     return parse(resp)
         except httpx.TimeoutException as exc:
             raise ProviderError(
