@@ -20,10 +20,10 @@ from pathlib import Path
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer_litellm import photo_jpeg  # noqa: E402
+from peer_litellm import photo_jpeg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from media.image import data_uri  # noqa: E402
+from media.image import data_uri
 
 
 def main() -> None:
