@@ -234,6 +234,27 @@ async def test_a_transition_moves_job_attempt_and_outbox_together(store: JobStor
     assert await store.claim_outbox("relay-2", 10, 60) == []  # leased to the first relay
 
 
+async def test_a_new_attempt_takes_its_column_defaults_and_each_write_shape_is_built_once(store: JobStore) -> None:
+    """Writes are Core statements: a new attempt's unset columns get their defaults on the row
+    and on the object (as a flush left them), and a transition's statement is built once per
+    shape (the columns it sets), its values bound; 30 writes of one shape land, each its own."""
+    j, _ = await store.create(job(metadata_={"team": "a"}))
+    (row,) = [await store.get(i) for i in await store.claim("a", 1, lease_s=30)]
+    assert row is not None and row.metadata_ == {"team": "a"}  # an attribute named unlike its column
+    attempt = AttemptRow(id=new_id("att"), job_id=j.id, seq=0, model="m", adapter="toy", provider_model="p")
+    attempt.status = "submitting"
+    await store.transition(row, "a", {"status": "in_progress"}, new_attempt=attempt)
+    assert attempt.task_data == {} and attempt.usage == {} and attempt.cost_usd is None
+    before = len(store._statements)
+    for n in range(1, 31):
+        await store.transition(row, "a", {"progress": n}, attempt=(attempt.id, {"usage": {"polls": n}}))
+    assert len(store._statements) == before + 2  # the job's shape and the attempt's, once each
+    fresh, (stored,) = await store.get_with_attempts(j.id)
+    assert fresh is not None and fresh.progress == 30 and fresh.version == row.version == 32
+    assert stored.usage == {"polls": 30} and stored.task_data == {} and stored.status == "submitting"
+    assert fresh.metadata_ == {"team": "a"}
+
+
 async def test_a_shielded_step_that_fails_after_its_job_stopped_is_logged_not_unobserved(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
