@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from peer_litellm import KEY, gateway_env, photo_jpeg, serve_photo, tree_cpu, wait_ready  # noqa: E402
+from rounds import alternate  # noqa: E402
 
 from gateway.jobs import store as jobstore  # noqa: E402
 from gateway.jobs.tables import AttemptRow, Base, JobRow, make_engine  # noqa: E402
@@ -114,15 +115,7 @@ async def in_process(calls: int, rounds: int) -> list[tuple[str, str]]:
         "that, with the select built on every call (before)": built_each_call,
         "SQLAlchemy Core through the async engine": with_core,
     }
-    spent: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            for _ in range(200):
-                await fn("none")
-            t0 = time.process_time()
-            for _ in range(calls):
-                await fn("none")
-            spent[name].append((time.process_time() - t0) / calls * 1e6)
+    spent = await alternate(variants, [("none",)] * calls, rounds, warm=200)
     store.close()
     await engine.dispose()
     return [(name, " / ".join(f"{us:.0f}" for us in values) + " µs CPU") for name, values in spent.items()]

@@ -27,6 +27,9 @@ from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rounds import alternate
+
 from gateway.jobs import store as jobstore
 from gateway.jobs.ids import new_id
 from gateway.jobs.migrate import migrate
@@ -142,15 +145,7 @@ async def main_async(calls: int, rounds: int) -> list[tuple[str, list[float]]]:
         "status read: the code (Core join, objects built by Loader)": read_code,
         "status read: ORM session select(JobRow, AttemptRow) (before)": read_orm,
     }
-    spent: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            for job, attempt in jobs[:100]:  # warm
-                await fn(job, attempt)
-            t0 = time.process_time()
-            for job, attempt in jobs:
-                await fn(job, attempt)
-            spent[name].append((time.process_time() - t0) / len(jobs) * 1e6)
+    spent = await alternate(variants, jobs, rounds, warm=100)
     store.close()
     await engine.dispose()
     return list(spent.items())
