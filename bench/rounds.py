@@ -4,8 +4,11 @@ within minutes: a variant measured only after another would carry the drift as a
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 
 async def alternate(
@@ -23,3 +26,13 @@ async def alternate(
                 await fn(*args)
             spent[name].append((time.process_time() - t0) / len(calls) * 1e6)
     return spent
+
+
+def print_table(title: str, columns: tuple[str, str], rows: Iterable[tuple[str, str]]) -> None:
+    """The benches' two-column table (what, figure)."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=140).print(table)

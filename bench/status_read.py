@@ -25,15 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
-from rich.table import Table
 from sqlalchemy import bindparam, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from peer_litellm import KEY, gateway_env, photo_jpeg, serve_photo, tree_cpu, wait_ready  # noqa: E402
-from rounds import alternate  # noqa: E402
+from rounds import alternate, print_table  # noqa: E402
 
 from gateway.jobs import store as jobstore  # noqa: E402
 from gateway.jobs.tables import AttemptRow, Base, JobRow, make_engine  # noqa: E402
@@ -127,12 +125,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    table = Table(title=f"One status read ({os.cpu_count()} CPUs)")
-    table.add_column("what")
-    table.add_column("per read / call")
-    for row in asyncio.run(in_process(args.calls, args.rounds)) + over_http(args.reads, args.rounds):
-        table.add_row(*row)
-    Console(width=140).print(table)
+    rows = asyncio.run(in_process(args.calls, args.rounds)) + over_http(args.reads, args.rounds)
+    print_table(f"One status read ({os.cpu_count()} CPUs)", ("what", "per read / call"), rows)
 
 
 if __name__ == "__main__":

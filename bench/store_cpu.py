@@ -21,14 +21,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rounds import alternate
+from rounds import alternate, print_table
 
 from gateway.jobs import store as jobstore
 from gateway.jobs.ids import new_id
@@ -156,12 +154,12 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    table = Table(title=f"CPU per job-store call, µs per round ({os.cpu_count()} CPUs, SQLite file)")
-    table.add_column("call")
-    table.add_column("µs CPU per call, each round")
-    for name, values in asyncio.run(main_async(args.calls, args.rounds)):
-        table.add_row(name, " / ".join(f"{us:.0f}" for us in values))
-    Console(width=140).print(table)
+    rows = [
+        (name, " / ".join(f"{us:.0f}" for us in values))
+        for name, values in asyncio.run(main_async(args.calls, args.rounds))
+    ]
+    title = f"CPU per job-store call, µs per round ({os.cpu_count()} CPUs, SQLite file)"
+    print_table(title, ("call", "µs CPU per call, each round"), rows)
 
 
 if __name__ == "__main__":
