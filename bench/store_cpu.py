@@ -131,7 +131,9 @@ async def main_async(calls: int, rounds: int) -> list[tuple[str, list[float]]]:
     )
 
     async def read_orm(job: JobRow, attempt: AttemptRow) -> None:
-        rows = await store.read(lambda s: s.execute(orm_read, {"job_id": job.id}).all())
+        assert store.inline is not None
+        with store.inline() as s:  # an inline session, as the store's reads ran before
+            rows = s.execute(orm_read, {"job_id": job.id}).all()
         assert rows[0][0].id == job.id
 
     variants: dict[str, Callable[[JobRow, AttemptRow], Awaitable[None]]] = {

@@ -87,7 +87,7 @@ def _inline_engine(engine: AsyncEngine) -> Engine | None:
     hops, greenlet switches), the same read inline ~0.25 ms (bench/status_read.py) -- less than
     the hops alone. `timeout=0`: a file another connection is writing (or checkpointing) fails at
     once instead of holding the event loop; a read then goes through the async engine, a write
-    waits beside the loop and tries again (`JobStore.read`, `JobStore.write`). Its connections
+    waits beside the loop and tries again (`JobStore.query`, `JobStore.write`). Its connections
     never checkpoint the WAL (an fsync): the store does, on a worker thread (`_checkpoint`)."""
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or "memory" in str(url.query):
@@ -197,7 +197,8 @@ class JobStore:
             return cast(func.extract("epoch", func.clock_timestamp()), Float)
         return (func.julianday("now") - literal(2440587.5)) * literal(86400.0)
 
-    def _held(self, job_id: str, runner_id: str) -> ColumnElement[bool]:
+    def _held(self, job_id: Any, runner_id: Any) -> ColumnElement[bool]:
+        """The job is `runner_id`'s and its lease is live in database time (values or bound parameters)."""
         return and_(JOBS.c.id == job_id, JOBS.c.lease_owner == runner_id, JOBS.c.lease_until > self.now())
 
     async def create(self, job: JobRow, guard: Guard | None = None) -> tuple[JobRow, bool]:
@@ -238,20 +239,10 @@ class JobStore:
         async with self.sessions() as s:
             return await s.scalar(select(JobRow).where(JobRow.owner == owner, JobRow.idempotency_key == key))
 
-    async def read(self, query: Callable[[Session], T]) -> T:
-        """Run a read-only `query` on a session: inline on a SQLite file (`_inline_engine`), else
-        (or when the file is busy) through the async engine."""
-        if self.inline is not None:
-            try:
-                with self.inline() as s:
-                    return query(s)
-            except OperationalError:  # busy (rare under WAL): the async path waits its turn
-                pass
-        async with self.sessions() as s:
-            return await s.run_sync(query)
-
     async def query(self, query: Callable[[Connection], T]) -> T:
-        """`read` on a plain connection, for Core statements (see `Loader`)."""
+        """Run a read-only `query` on a plain connection (Core statements; see `Loader`): inline
+        on a SQLite file (`_inline_engine`), else (or when the file is busy) through the async
+        engine."""
         if self.inline_engine is not None:
             try:
                 with self.inline_engine.connect() as c:
@@ -333,10 +324,11 @@ class JobStore:
     async def cancels_asked(self, runner_id: str) -> set[str]:
         """The live jobs this runner holds whose cancel was asked, in any process: one statement
         per sweep for all of them (a read per job per interval cost 10,000 jobs 10,000 reads)."""
-        stmt = select(JobRow.id).where(
-            JobRow.status.in_(ACTIVE_JOB), JobRow.lease_owner == runner_id, JobRow.cancel_requested.is_(True)
+        jobs = JOBS.c
+        stmt = select(jobs.id).where(
+            jobs.status.in_(ACTIVE_JOB), jobs.lease_owner == runner_id, jobs.cancel_requested.is_(True)
         )
-        return await self.read(lambda s: set(s.execute(stmt).scalars()))
+        return await self.query(lambda c: set(c.execute(stmt).scalars()))
 
     async def get_with_attempts(self, job_id: str) -> tuple[JobRow | None, list[AttemptRow]]:
         """One statement (a left join): every status poll runs it."""
@@ -559,12 +551,13 @@ class JobStore:
         shape = (table, keys, live)
         stmt = self._statements.get(shape)
         if stmt is None:
-            t = JOBS if table == "job" else ATTEMPTS
-            where = [t.c.id == bindparam("k_id")]
-            if t is JOBS:
-                where += [JOBS.c.lease_owner == bindparam("k_owner"), JOBS.c.version == bindparam("k_version")]
-                if live:
-                    where.append(JOBS.c.lease_until > self.now())
+            t, key = (JOBS if table == "job" else ATTEMPTS), bindparam("k_id")
+            if t is ATTEMPTS:
+                where = [ATTEMPTS.c.id == key]
+            else:
+                owner = bindparam("k_owner")
+                held = self._held(key, owner) if live else and_(JOBS.c.id == key, JOBS.c.lease_owner == owner)
+                where = [held, JOBS.c.version == bindparam("k_version")]
             sets = {k: bindparam(f"v_{k}", type_=t.c[k].type) for k in keys}
             stmt = self._statements[shape] = update(t).where(*where).values(sets)
         return stmt

@@ -36,16 +36,9 @@ class BlobStore:
         except FileNotFoundError:
             pass
 
-    def put_file(self, src: Path, sha256: str | None = None) -> str:
-        """Move a finished temp file into the store (it must be on the same filesystem);
-        `sha256`: its hash where the caller has it already (a probe reads it)."""
-        if sha256 is None:
-            h = hashlib.sha256()
-            with src.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            sha256 = h.hexdigest()
-        sha = sha256
+    def put_file(self, src: Path, sha: str) -> str:
+        """Move a finished temp file into the store (it must be on the same filesystem) under
+        `sha`, its SHA-256 as the caller read it (`media.probe` does, streaming the file)."""
         if self.exists(sha):
             src.unlink()
             self._touch(sha)
