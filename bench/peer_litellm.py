@@ -141,7 +141,9 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def closed_loop(url: str, model: str, image_url: str, clients: int, seconds: float) -> dict[str, Any]:
+async def closed_loop(
+    url: str, model: str, image_url: str, clients: int, seconds: float, name: str = ""
+) -> dict[str, Any]:
     creates: list[float] = []
     statuses: list[float] = []
     finals: list[dict[str, Any]] = []  # each job's first `completed` answer
@@ -154,34 +156,42 @@ async def closed_loop(url: str, model: str, image_url: str, clients: int, second
     async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers, limits=limits) as client:
 
         async def one_client() -> None:
-            nonlocal done, failed
+            nonlocal failed
             while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
-                r = await client.post("/v1/videos", json=body)
-                creates.append(time.perf_counter() - t0)
-                if r.status_code >= 300:
+                try:
+                    await one_job()
+                except httpx.TransportError as exc:  # a dropped connection fails that job, not the run
                     failed += 1
-                    await asyncio.sleep(0.5)
-                    continue
-                vid = r.json()["id"]
-                while True:
-                    await asyncio.sleep(0.5)
-                    t1 = time.perf_counter()
-                    s = await client.get(f"/v1/videos/{vid}")
-                    statuses.append(time.perf_counter() - t1)
-                    state = s.json().get("status") if s.status_code == 200 else "failed"
-                    if state in ("completed", "failed", "cancelled"):
-                        if state == "completed":
-                            finals.append(s.json())
-                        break
-                if state != "completed":
-                    failed += 1
-                    continue
-                c = await client.get(f"/v1/videos/{vid}/content")
-                if c.status_code == 200 and c.content[4:8] == b"ftyp":
-                    done += 1
-                else:
-                    failed += 1
+                    print(f"{name}: {type(exc).__name__} on {exc.request.method} {exc.request.url.path}", flush=True)
+
+        async def one_job() -> None:
+            nonlocal done, failed
+            t0 = time.perf_counter()
+            r = await client.post("/v1/videos", json=body)
+            creates.append(time.perf_counter() - t0)
+            if r.status_code >= 300:
+                failed += 1
+                await asyncio.sleep(0.5)
+                return
+            vid = r.json()["id"]
+            while True:
+                await asyncio.sleep(0.5)
+                t1 = time.perf_counter()
+                s = await client.get(f"/v1/videos/{vid}")
+                statuses.append(time.perf_counter() - t1)
+                state = s.json().get("status") if s.status_code == 200 else "failed"
+                if state in ("completed", "failed", "cancelled"):
+                    if state == "completed":
+                        finals.append(s.json())
+                    break
+            if state != "completed":
+                failed += 1
+                return
+            c = await client.get(f"/v1/videos/{vid}/content")
+            if c.status_code == 200 and c.content[4:8] == b"ftyp":
+                done += 1
+            else:
+                failed += 1
 
         await asyncio.gather(*(one_client() for _ in range(clients)))
     return {"done": done, "failed": failed, "creates": creates, "statuses": statuses, "finals": finals}
@@ -223,7 +233,7 @@ def measure(
 ) -> dict[str, Any]:
     asyncio.run(closed_loop(url, model, image_url, 2, 6))  # warm-up
     calls0, cpu0, db0, t0 = provider_calls(), tree_cpu(proc.pid), postgres_cpu(), time.perf_counter()
-    out = asyncio.run(closed_loop(url, model, image_url, clients, seconds))
+    out = asyncio.run(closed_loop(url, model, image_url, clients, seconds, name))
     wall = time.perf_counter() - t0
     cpu, db = tree_cpu(proc.pid) - cpu0, postgres_cpu() - db0
     jobs = max(1, out["done"])

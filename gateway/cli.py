@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
 from gateway.cli_keys import keys_app, refuse_open_bind
-from gateway.serving import ServerThread
+from gateway.serving import KEEP_ALIVE_S, ServerThread
 
 app = typer.Typer(help="i2v-gateway: one HTTP API over every image-to-video backend.", no_args_is_help=True)
 jobs_app = typer.Typer(help="List, show and cancel jobs on a running gateway.", no_args_is_help=True)
@@ -98,6 +98,7 @@ def serve(
         log_config=None,
         access_log=settings.access_log,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keep_alive_s,
     )
 
 
@@ -134,7 +135,15 @@ def worker(
     except (CatalogError, AdapterConfigError, ValueError) as exc:
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from exc
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=15)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=15,
+        timeout_keep_alive=settings.keep_alive_s,
+    )
 
 
 @app.command()
@@ -164,7 +173,7 @@ def emulate(
         emulator = create_kling_emulator({access: secret}, cfg)
     else:
         raise typer.BadParameter("family must be wan, kling or minimax")
-    uvicorn.run(emulator, host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(emulator, host=host, port=port, log_config=None, access_log=False, timeout_keep_alive=KEEP_ALIVE_S)
 
 
 def _tables() -> Console:

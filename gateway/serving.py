@@ -12,6 +12,11 @@ from typing import Any
 
 import uvicorn
 
+#: Idle keep-alive of the servers started here (the emulators stand in for providers, whose
+#: servers keep idle connections far longer than uvicorn's 5 s; at 5 s a client's pool, httpx's
+#: also 5 s, races the server's close and a reused connection fails with a reset).
+KEEP_ALIVE_S = 75
+
 
 def _ephemeral_low() -> int:
     """The lowest port the kernel hands out by itself (to `bind(0)` and outgoing connections)."""
@@ -56,7 +61,14 @@ class ServerThread:
         self.url = f"http://{host}:{self.port}"
         self.server = uvicorn.Server(
             uvicorn.Config(
-                app, host=host, port=self.port, log_config=None, log_level="warning", access_log=False, lifespan="on"
+                app,
+                host=host,
+                port=self.port,
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+                timeout_keep_alive=KEEP_ALIVE_S,
             )
         )
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)

@@ -223,6 +223,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     access_log: bool = Field(default=False, description="uvicorn's per-request lines (metrics count requests).")
+    keep_alive_s: int = Field(
+        default=75,
+        gt=0,
+        description="How long an idle client connection is kept open. Longer than the clients' own "
+        "idle limits (httpx 5 s, load balancers 60 s): a server that closes first races the client's "
+        "next request on that connection, which then fails with a reset.",
+    )
 
     adapters: dict[str, AdapterSettings] = Field(default_factory=dict)
 

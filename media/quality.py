@@ -5,6 +5,9 @@ cheap per-frame statistics (black, duplicate and frozen frames) use all of them,
 flow that gives motion, flicker and the camera move uses at most 16 evenly spaced pairs of
 adjacent frames (32 frames). The camera move is a robust similarity fit (RANSAC) of each pair's
 flow: scale is zoom, rotation is orbit, the displacement of the frame's centre is pan or tilt.
+Where the pairs follow on from each other (a clip of up to 17 frames), the corners found in the
+first frame are tracked on from pair to pair, as a KLT tracker does, and found again only when
+too few are left.
 
 Conventions (those of cinematography): `pan_left` is the camera turning left, so the content
 moves right; `tilt_up` the camera turning up, so the content moves down; `zoom_in` the content
@@ -26,7 +29,6 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
-from skimage.metrics import peak_signal_noise_ratio
 
 from media.image import decode_grey
 
@@ -87,8 +89,9 @@ class Quality(BaseModel):
     cpu_ms: float
 
 
-def analyse(path: Path, reference: bytes | None = None, expected: Expected | None = None) -> Quality:
-    """The quality of the clip at `path`; `reference` is the input image's encoded bytes."""
+def analyse(path: Path, reference: bytes | Path | None = None, expected: Expected | None = None) -> Quality:
+    """The quality of the clip at `path`; `reference` is the input image: its encoded bytes, or
+    the file that holds them (read only when its fitted frames are not kept already)."""
     t0 = time.thread_time()
     cv2.setNumThreads(1)  # OpenCV's pool would spend more CPU than it saves on 256 px frames
     expected = expected or Expected()
@@ -248,6 +251,7 @@ def _flow(pairs: list[tuple[np.ndarray, np.ndarray]], steps: int) -> tuple[float
     levels = int(np.clip(math.log2(min(h, w) / 24), 1, 3))  # the coarsest level keeps >= 24 px
     flickers, motions, zooms, rots, shifts = [], [], [], [], []
     centre = np.array([w / 2, h / 2, 1.0])
+    carried: tuple[np.ndarray, np.ndarray] | None = None  # (frame, corners tracked onto it)
     for prev, nxt in pairs:
         # backward flow: nxt(x) ~ prev(x + g(x)), so prev warped by g lands on nxt's pixels
         g = dis.calc(nxt, prev, None)
@@ -256,15 +260,20 @@ def _flow(pairs: list[tuple[np.ndarray, np.ndarray]], steps: int) -> tuple[float
         inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
         delta = np.abs(nxt.astype(np.float32) - warped)[inside]
         flickers.append(float(delta.mean()) if delta.size else 0.0)
-        corners = cv2.goodFeaturesToTrack(prev, maxCorners=CORNERS, qualityLevel=0.01, minDistance=8)
-        pts = (corners.reshape(-1, 2) if corners is not None and len(corners) >= 12 else grid).astype(np.float32)
+        if carried is not None and carried[0] is prev and len(carried[1]) >= CORNERS // 2:
+            pts = carried[1]  # adjacent pairs (a short clip): the corners tracked so far go on
+        else:
+            corners = cv2.goodFeaturesToTrack(prev, maxCorners=CORNERS, qualityLevel=0.01, minDistance=8)
+            pts = (corners.reshape(-1, 2) if corners is not None and len(corners) >= 12 else grid).astype(np.float32)
         moved, ok, _ = cv2.calcOpticalFlowPyrLK(
             prev, nxt, pts, None, winSize=LK_WINDOW, maxLevel=levels, criteria=LK_STOP
         )
         ok = ok.ravel() == 1
+        src, dst = pts[ok], moved.reshape(-1, 2)[ok]
+        kept = (dst[:, 0] >= 0) & (dst[:, 0] <= w - 1) & (dst[:, 1] >= 0) & (dst[:, 1] <= h - 1)
+        carried = (nxt, np.ascontiguousarray(dst[kept]))
         if ok.sum() < 6:
             continue
-        src, dst = pts[ok], moved.reshape(-1, 2)[ok]
         motions.append(float(np.hypot(*(dst - src).T).mean()))
         m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=1.0)
         if m is None:
@@ -308,34 +317,38 @@ def _trimmed(values: list[float]) -> float:
     return float(ordered[cut : len(ordered) - cut].mean())
 
 
-def _first_frame(first: np.ndarray, reference: bytes) -> tuple[float, float]:
+def _first_frame(first: np.ndarray, reference: bytes | Path) -> tuple[float, float]:
     """SSIM and PSNR of the first frame against the input image fitted to the frame, by
-    scaling alone, cropping to cover, or letterboxing: whichever the provider did fits best."""
+    scaling alone, cropping to cover, or letterboxing: whichever the provider did fits best,
+    i.e. leaves the least squared error (an SSIM for each fit cost ~3x the one kept)."""
     h, w = first.shape
-    best = (-1.0, 0.0)
-    for ref in _fitted(reference, w, h):
-        ssim = ssim_of(first, ref)
-        if ssim > best[0]:
-            psnr = float(peak_signal_noise_ratio(ref, first, data_range=255))
-            best = (ssim, min(psnr, 100.0))
-    return round(best[0], 4), round(best[1], 2)
+    error, ref = min((cv2.norm(first, r, cv2.NORM_L2SQR), i, r) for i, r in enumerate(_fitted(reference, w, h)))[::2]
+    mse = error / first.size
+    psnr = 10 * math.log10(255**2 / mse) if mse else math.inf  # as skimage's peak_signal_noise_ratio
+    return round(ssim_of(first, ref), 4), round(min(psnr, 100.0), 2)
 
 
-_FITTED: OrderedDict[tuple[bytes, int, int], list[np.ndarray]] = OrderedDict()
+_FITTED: OrderedDict[tuple[object, ...], list[np.ndarray]] = OrderedDict()
 _FITTED_LOCK = threading.Lock()
 
 
-def _fitted(reference: bytes, w: int, h: int) -> list[np.ndarray]:
+def _fitted(reference: bytes | Path, w: int, h: int) -> list[np.ndarray]:
     """The input image decoded in grey and fitted to a w x h frame, each way `_fits` tries; the
-    last REFERENCES images' are kept (by a hash of their bytes): a comparison or a bulk run
-    sends one photo to many models, and decoding it was a fifth of a small clip's analysis."""
-    key = (hashlib.blake2b(reference, digest_size=16).digest(), w, h)
+    last REFERENCES images' are kept (by a hash of their bytes, or a file's path, size and
+    modification time): a comparison or a bulk run sends one photo to many models, and decoding
+    it was a fifth of a small clip's analysis."""
+    if isinstance(reference, Path):
+        st = reference.stat()
+        key: tuple[object, ...] = (str(reference), st.st_size, st.st_mtime_ns, w, h)
+    else:
+        key = (hashlib.blake2b(reference, digest_size=16).digest(), w, h)
     with _FITTED_LOCK:
         fitted = _FITTED.get(key)
         if fitted is not None:
             _FITTED.move_to_end(key)
             return fitted
-    img = decode_grey(reference, at_least=(2 * w, 2 * h))
+    data = reference.read_bytes() if isinstance(reference, Path) else reference
+    img = decode_grey(data, at_least=(2 * w, 2 * h))
     fitted = [np.asarray(f) for f in _fits(img, w, h)]
     with _FITTED_LOCK:
         _FITTED[key] = fitted

@@ -146,5 +146,4 @@ def _alive(pid: int) -> bool:
 
 
 def _analyse(clip: Path, image: Path, expected: Expected) -> dict[str, Any]:
-    reference = image.read_bytes() if image.is_file() else None
-    return analyse(clip, reference, expected).model_dump()
+    return analyse(clip, image if image.is_file() else None, expected).model_dump()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -98,14 +99,19 @@ def test_a_refused_connection_is_a_sentence_not_a_traceback(capsys: pytest.Captu
 
 
 def test_serve_says_where_it_listens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """...and keeps idle connections longer than clients do (I2V_KEEP_ALIVE_S, 75 s unless set)."""
     import uvicorn
 
     monkeypatch.setenv("I2V_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    runs: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: runs.append(k))
     result = runner.invoke(app, ["serve", "--port", "8123"])
     assert result.exit_code == 0, result.output
     assert "listening on http://127.0.0.1:8123" in result.output
     assert "API docs: http://127.0.0.1:8123/docs/swagger" in result.output
+    monkeypatch.setenv("I2V_KEEP_ALIVE_S", "120")
+    assert runner.invoke(app, ["serve", "--port", "8123"]).exit_code == 0
+    assert [r["timeout_keep_alive"] for r in runs] == [75, 120]
 
 
 def test_generate_in_process_keeps_the_terminal_free_of_json_logs(

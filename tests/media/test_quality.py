@@ -132,6 +132,71 @@ def test_the_reference_is_fitted_the_way_the_provider_fitted_it(tmp_path: Path) 
     assert q.first_frame_ssim is not None and q.first_frame_ssim > 0.85
 
 
+def test_the_fit_kept_is_the_one_with_least_squared_error_and_its_psnr_is_skimages(tmp_path: Path) -> None:
+    """One SSIM, for the fit that leaves the least squared error; its PSNR is skimage's."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    import media.quality as mq
+
+    square = np.asarray(Image.fromarray(data.astronaut()).resize((H, H)))
+    frame = np.zeros((H, W, 3), np.uint8)
+    frame[:, (W - H) // 2 : (W - H) // 2 + H] = square
+    q = analyse(_clip(tmp_path, [frame] * 8), reference=_jpeg(square))
+    first = mq._decode(tmp_path / "clip.mp4").first
+    fits = mq._fitted(_jpeg(square), first.shape[1], first.shape[0])
+    errors = [float(((first.astype(float) - f) ** 2).sum()) for f in fits]
+    best = fits[int(np.argmin(errors))]
+    assert int(np.argmin(errors)) == 2  # letterboxed, as the clip was made
+    assert q.first_frame_ssim == round(mq.ssim_of(first, best), 4)
+    assert q.first_frame_psnr == round(float(peak_signal_noise_ratio(best, first, data_range=255)), 2)
+
+
+def test_a_reference_file_is_read_and_decoded_only_when_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway passes the stored input image's path: a kept reference costs a stat, not a
+    read and a hash; a changed file is read afresh. The figures equal those from the bytes."""
+    import media.quality as mq
+
+    decodes = []
+    real = mq.decode_grey
+    monkeypatch.setattr(mq, "decode_grey", lambda *a, **k: decodes.append(1) or real(*a, **k))
+    mq._FITTED.clear()
+    frames = _moving("zoom_in", 12)
+    path, ref = _clip(tmp_path, frames), tmp_path / "photo.jpg"
+    ref.write_bytes(_jpeg(frames[0]))
+    by_bytes = analyse(path, reference=ref.read_bytes())
+    by_file, again = analyse(path, reference=ref), analyse(path, reference=ref)
+    assert by_file.first_frame_ssim == by_bytes.first_frame_ssim
+    assert by_file.first_frame_psnr == by_bytes.first_frame_psnr
+    assert again == by_file.model_copy(update={"cpu_ms": again.cpu_ms})
+    assert len(decodes) == 2  # the bytes once, the file once
+    size = ref.stat().st_size
+    ref.write_bytes(_jpeg(frames[-1]))  # another image at the same path
+    assert ref.stat().st_size != size  # (the key is path, size and mtime: mtime alone may be coarse)
+    changed = analyse(path, reference=ref)
+    assert len(decodes) == 3
+    assert changed.first_frame_ssim is not None and changed.first_frame_ssim < by_file.first_frame_ssim
+
+
+def test_adjacent_pairs_track_the_corners_found_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short clip's pairs are adjacent: corners are found in the first frame and tracked on
+    (found again only where too few survive), and the move still reads right."""
+    import cv2
+
+    calls = []
+    real = cv2.goodFeaturesToTrack
+    monkeypatch.setattr(cv2, "goodFeaturesToTrack", lambda *a, **k: calls.append(1) or real(*a, **k))
+    q = analyse(_clip(tmp_path, _moving("pan_left", 8)))
+    assert q.camera_motion == "pan_left"
+    assert q.frames_sampled == 14  # 7 adjacent pairs
+    assert len(calls) == 1
+    calls.clear()
+    long = analyse(_clip(tmp_path, _moving("pan_left", 120), "long.mp4"))  # pairs 7 frames apart
+    assert long.camera_motion == "pan_left"
+    assert len(calls) == 16
+
+
 def test_shuffled_frames_flicker_far_more_than_the_smooth_clip(tmp_path: Path) -> None:
     frames = _moving("pan_right")
     shuffled = [frames[i] for i in np.random.default_rng(3).permutation(len(frames))]
