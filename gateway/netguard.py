@@ -149,31 +149,13 @@ async def _fetch(
     for _ in range(max_redirects + 1):
         check_url(url, param)
         try:
-            async with client.stream("GET", url) as resp:
-                if resp.is_redirect:
-                    location = resp.headers.get("location")
-                    if not location:
-                        raise APIError(422, "image_fetch_failed", f"{param}: redirect without a Location.", param)
-                    url = str(resp.url.join(location))
-                    continue
-                if resp.status_code != 200:
-                    raise APIError(
-                        422,
-                        "image_fetch_failed",
-                        f"{param}: fetching the image gave HTTP {resp.status_code}.",
-                        param,
-                    )
-                declared = resp.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > max_bytes:
-                    raise _too_big(param, max_bytes)
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise _too_big(param, max_bytes)
-                    chunks.append(chunk)
-                return b"".join(chunks), resp.headers.get("content-type")
+            try:
+                got = await _hop(client, url, max_bytes=max_bytes, param=param)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                # most likely a kept-alive connection the host closed as we reused it (its idle
+                # limit may be shorter than the pool's 5 s: gunicorn's is 2 s): a GET is safe to
+                # send again, once, and the pool gives it a fresh connection
+                got = await _hop(client, url, max_bytes=max_bytes, param=param)
         except BlockedAddress as exc:
             raise APIError(422, "image_url_blocked", f"{param}: refused to fetch: {exc}.", param) from exc
         except httpx.TimeoutException as exc:
@@ -182,7 +164,39 @@ async def _fetch(
             ) from exc
         except httpx.HTTPError as exc:
             raise APIError(422, "image_fetch_failed", f"{param}: could not fetch the image: {exc}.", param) from exc
+        if isinstance(got, str):
+            url = got
+            continue
+        return got
     raise APIError(422, "image_fetch_failed", f"{param}: more than {max_redirects} redirects.", param)
+
+
+async def _hop(client: httpx.AsyncClient, url: str, *, max_bytes: int, param: str) -> tuple[bytes, str | None] | str:
+    """One GET: the body and its content type, or where a redirect points."""
+    async with client.stream("GET", url) as resp:
+        if resp.is_redirect:
+            location = resp.headers.get("location")
+            if not location:
+                raise APIError(422, "image_fetch_failed", f"{param}: redirect without a Location.", param)
+            return str(resp.url.join(location))
+        if resp.status_code != 200:
+            raise APIError(
+                422,
+                "image_fetch_failed",
+                f"{param}: fetching the image gave HTTP {resp.status_code}.",
+                param,
+            )
+        declared = resp.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise _too_big(param, max_bytes)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_big(param, max_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks), resp.headers.get("content-type")
 
 
 def _too_big(param: str, max_bytes: int) -> APIError:

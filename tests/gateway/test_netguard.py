@@ -176,3 +176,54 @@ def test_a_host_that_trickles_is_cut_off_at_the_total_deadline(allowing_gateway:
 def test_byte_limit_while_streaming(allowing_gateway: Gateway, image_host: str) -> None:
     status, body = post_url(allowing_gateway, f"{image_host}/big")
     assert status == 413 and body["error"]["code"] == "image_too_large"
+
+
+def test_a_kept_alive_connection_the_host_closes_on_reuse_is_fetched_again_once() -> None:
+    """A host whose idle limit is shorter than our pool's closes a connection just as we reuse
+    it: the request goes out, no answer comes. The GET is sent once more, on a fresh connection,
+    instead of failing the client's create."""
+    import itertools
+    import socket
+    import threading
+
+    from gateway.netguard import fetch_limited, guarded_client
+
+    connections: list[socket.socket] = []
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            for n in itertools.count():
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    request += chunk
+                if n == 1:  # the second request on this connection: closed unanswered
+                    return
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(IMG)
+                conn.sendall(head + IMG)
+
+    def serve(listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            connections.append(conn)
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=serve, args=(listener,), daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/img.jpg"
+
+    async def twice() -> list[tuple[bytes, str | None]]:
+        async with guarded_client(AddressPolicy(["127.0.0.1/32"]), 5.0) as client:
+            return [await fetch_limited(client, url, max_bytes=1 << 20, param="image") for _ in range(2)]
+
+    try:
+        first, second = asyncio.run(twice())
+    finally:
+        listener.close()
+    assert first == second == (IMG, "image/jpeg")
+    assert len(connections) == 2  # the second fetch went out again on a fresh connection
