@@ -10,6 +10,13 @@ bench/peer_litellm.py gets from its emulator, then times on the process CPU cloc
 with every frame scaled to grey by swscale (what a straightforward implementation pays before
 any analysis). Prints the median and min of each, in ms.
 
+    python bench/quality.py --against REV [--runs 40]
+
+This code's `analyse` against `media/quality.py` as it was at git revision REV, in alternating
+rounds on the same clips (the peer bench's, and 720p), each measured with the input image as
+its reference the way the gateway passes it (REV's way: bytes; this code's: the stored file);
+both give their figures, so a change that moves a number shows too.
+
     python bench/quality.py --accuracy
 
 The camera labels' accuracy against the tracker's cost: 180 synthetic clips with a known move
@@ -21,12 +28,16 @@ in LK_WINDOW windows) and with those before them (120 corners, 15x15): labels ri
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -156,13 +167,59 @@ def accuracy() -> None:
     Console(width=180).print(table)
 
 
+def against(rev: str, runs: int) -> None:
+    source = subprocess.run(["git", "show", f"{rev}:media/quality.py"], capture_output=True, check=True, text=True)
+    spec = importlib.util.spec_from_loader(f"quality_{rev}", loader=None)
+    assert spec is not None
+    before = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = before  # pydantic resolves the models' annotations through it
+    exec(compile(source.stdout, f"{rev}:media/quality.py", "exec"), before.__dict__)  # our own file, as it was
+    table = Table("clip", f"{rev}, median / min ms", "this code", "figures (this code; * where they differ)")
+    clips = {"peer bench's 160 px, 8 frames": (peer_clip(), runs), "720p 5 s": (make_clip(1280, 720), runs // 10 + 2)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, ((clip, ref), n) in clips.items():
+            path, image = Path(tmp) / f"{n}.mp4", Path(tmp) / f"{n}.jpg"
+            path.write_bytes(clip)
+            image.write_bytes(ref)
+            table.add_row(name, *_old_and_new(before, path, ref, image, n))
+    Console(width=220).print(table)
+    print("CPU ms per clip, process clock, three alternating rounds")
+
+
+def _old_and_new(before: Any, path: Path, ref: bytes, image: Path, n: int) -> tuple[str, str, str]:
+    """Each way's median / min CPU over alternating rounds, and this code's figures."""
+    expected = mq.Expected(seconds=5, fps=24, width=1280, height=720)
+    calls = {"old": lambda: before.analyse(path, ref, expected), "new": lambda: analyse(path, image, expected)}
+    spent: dict[str, list[float]] = {"old": [], "new": []}
+    for _ in range(3):  # alternating rounds: the VM's speed drifts by the minute
+        for key, call in calls.items():
+            spent[key] += cpu_ms_all(call, n)
+    old_q, new_q = (call().model_dump(exclude={"cpu_ms"}) for call in calls.values())
+    figures = ", ".join(f"{k} {v}{'' if old_q[k] == v else ' *'}" for k, v in new_q.items())
+    old_ms, new_ms = (f"{statistics.median(spent[k]):.1f} / {min(spent[k]):.1f}" for k in spent)
+    return old_ms, new_ms, figures
+
+
+def cpu_ms_all(fn: Callable[[], object], runs: int) -> list[float]:
+    fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.process_time()
+        fn()
+        times.append((time.process_time() - t0) * 1000)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--accuracy", action="store_true", help="camera labels right against the tracker's cost")
+    parser.add_argument("--against", metavar="REV", help="this code's analysis against media/quality.py at REV")
     args = parser.parse_args()
     if args.accuracy:
         return accuracy()
+    if args.against:
+        return against(args.against, args.runs)
     table = Table("clip", "metrics.quality (ours)", "its decode+scale", "baseline: PyAV decode+swscale", "frames")
     with tempfile.TemporaryDirectory() as tmp:
         clips = {f"{name} 5 s 24 fps": make_clip(w, h) for name, (w, h) in SIZES.items()}

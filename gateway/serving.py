@@ -51,7 +51,9 @@ def free_port() -> int:
 class ServerThread:
     """`start()` returns once the server accepts connections; `stop()` shuts it down."""
 
-    def __init__(self, app: Any, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, app: Any, port: int | None = None, host: str = "127.0.0.1", keep_alive_s: int = KEEP_ALIVE_S
+    ) -> None:
         # Bind here and hand uvicorn the socket: picking a free port and binding it later races
         # with any other process doing the same (two pytest-xdist workers did).
         self.socket = socket.socket()
@@ -68,7 +70,7 @@ class ServerThread:
                 log_level="warning",
                 access_log=False,
                 lifespan="on",
-                timeout_keep_alive=KEEP_ALIVE_S,
+                timeout_keep_alive=keep_alive_s,
             )
         )
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
