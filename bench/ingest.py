@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -22,6 +21,7 @@ from peer_litellm import photo_jpeg
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
+from rounds import cpu_times
 from skimage import data
 
 from gateway.api.ingest import ImageLimits, inspect_image
@@ -41,13 +41,7 @@ def full_decode(blob: bytes) -> None:
 
 
 def cpu_ms(fn: Callable[[], object], runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.process_time()
-        fn()
-        times.append((time.process_time() - t0) * 1000)
-    return statistics.median(times)
+    return statistics.median(cpu_times(fn, runs))
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ from peer_litellm import photo_jpeg
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
+from rounds import cpu_times
 from skimage import data
 
 import media.quality as mq
@@ -84,12 +85,7 @@ def plain_decode(path: Path) -> None:
 
 
 def cpu_ms(fn: Callable[[], object], runs: int) -> tuple[float, float]:
-    fn()  # warm: imports, codec tables
-    times = []
-    for _ in range(runs):
-        t0 = time.process_time()
-        fn()
-        times.append((time.process_time() - t0) * 1000)
+    times = cpu_times(fn, runs)
     return statistics.median(times), min(times)
 
 
@@ -193,21 +189,11 @@ def _old_and_new(before: Any, path: Path, ref: bytes, image: Path, n: int) -> tu
     spent: dict[str, list[float]] = {"old": [], "new": []}
     for _ in range(3):  # alternating rounds: the VM's speed drifts by the minute
         for key, call in calls.items():
-            spent[key] += cpu_ms_all(call, n)
+            spent[key] += cpu_times(call, n)
     old_q, new_q = (call().model_dump(exclude={"cpu_ms"}) for call in calls.values())
     figures = ", ".join(f"{k} {v}{'' if old_q[k] == v else ' *'}" for k, v in new_q.items())
     old_ms, new_ms = (f"{statistics.median(spent[k]):.1f} / {min(spent[k]):.1f}" for k in spent)
     return old_ms, new_ms, figures
-
-
-def cpu_ms_all(fn: Callable[[], object], runs: int) -> list[float]:
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.process_time()
-        fn()
-        times.append((time.process_time() - t0) * 1000)
-    return times
 
 
 def main() -> None:

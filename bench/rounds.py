@@ -28,6 +28,18 @@ async def alternate(
     return spent
 
 
+def cpu_times(fn: Callable[[], object], runs: int) -> list[float]:
+    """ms of process CPU (every thread) of each of `runs` calls, after one untimed call (imports,
+    codec tables, caches)."""
+    fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.process_time()
+        fn()
+        times.append((time.process_time() - t0) * 1000)
+    return times
+
+
 def print_table(title: str, columns: tuple[str, str], rows: Iterable[tuple[str, str]]) -> None:
     """The benches' two-column table (what, figure)."""
     table = Table(title=title)
