@@ -14,7 +14,9 @@ import uvicorn
 
 #: Idle keep-alive of the servers started here (the emulators stand in for providers, whose
 #: servers keep idle connections far longer than uvicorn's 5 s; at 5 s a client's pool, httpx's
-#: also 5 s, races the server's close and a reused connection fails with a reset).
+#: also 5 s, races the server's close and a reused connection fails with a reset). The same
+#: figure is `Settings.keep_alive_s`'s default (`serve`, `worker`): the kernel's modules do not
+#: import each other, and a test holds the two equal.
 KEEP_ALIVE_S = 75
 
 

@@ -322,10 +322,12 @@ def _first_frame(first: np.ndarray, reference: bytes | Path) -> tuple[float, flo
     scaling alone, cropping to cover, or letterboxing: whichever the provider did fits best,
     i.e. leaves the least squared error (an SSIM for each fit cost ~3x the one kept)."""
     h, w = first.shape
-    error, ref = min((cv2.norm(first, r, cv2.NORM_L2SQR), i, r) for i, r in enumerate(_fitted(reference, w, h)))[::2]
-    mse = error / first.size
+    fits = _fitted(reference, w, h)
+    errors = [cv2.norm(first, r, cv2.NORM_L2SQR) for r in fits]
+    best = int(np.argmin(errors))
+    mse = errors[best] / first.size
     psnr = 10 * math.log10(255**2 / mse) if mse else math.inf  # as skimage's peak_signal_noise_ratio
-    return round(ssim_of(first, ref), 4), round(min(psnr, 100.0), 2)
+    return round(ssim_of(first, fits[best]), 4), round(min(psnr, 100.0), 2)
 
 
 _FITTED: OrderedDict[tuple[object, ...], list[np.ndarray]] = OrderedDict()

@@ -24,6 +24,7 @@ def test_the_servers_keep_an_idle_connection_longer_than_clients_do() -> None:
     from litestar import Litestar, get
 
     from gateway.serving import KEEP_ALIVE_S, ServerThread
+    from gateway.settings import Settings
 
     @get("/ping", sync_to_thread=False)
     def ping() -> str:
@@ -54,6 +55,7 @@ def test_the_servers_keep_an_idle_connection_longer_than_clients_do() -> None:
         for server in servers:
             server.stop()
     assert KEEP_ALIVE_S > 60  # longer than the load balancers' and clients' idle limits too
+    assert KEEP_ALIVE_S == Settings.model_fields["keep_alive_s"].default  # the gateway's own default
 
 
 def _answer(s: socket.socket) -> bytes:
