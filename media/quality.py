@@ -89,9 +89,17 @@ class Quality(BaseModel):
     cpu_ms: float
 
 
-def analyse(path: Path, reference: bytes | Path | None = None, expected: Expected | None = None) -> Quality:
+def analyse(
+    path: Path,
+    reference: bytes | Path | None = None,
+    expected: Expected | None = None,
+    *,
+    reference_id: str | None = None,
+) -> Quality:
     """The quality of the clip at `path`; `reference` is the input image: its encoded bytes, or
-    the file that holds them (read only when its fitted frames are not kept already)."""
+    the file that holds them (read only when its fitted frames are not kept already).
+    `reference_id` names the reference's content where the caller knows it (a content hash, as
+    the gateway's blob store has): its fitted frames are then kept under that name alone."""
     t0 = time.thread_time()
     cv2.setNumThreads(1)  # OpenCV's pool would spend more CPU than it saves on 256 px frames
     expected = expected or Expected()
@@ -100,7 +108,7 @@ def analyse(path: Path, reference: bytes | Path | None = None, expected: Expecte
     flicker, motion, camera, sampled = _flow(clip.pairs, clip.frames - 1)
     ssim = psnr = None
     if reference is not None:
-        ssim, psnr = _first_frame(clip.first, reference)
+        ssim, psnr = _first_frame(clip.first, reference, reference_id)
     q = Quality(
         first_frame_ssim=ssim,
         first_frame_psnr=psnr,
@@ -317,12 +325,12 @@ def _trimmed(values: list[float]) -> float:
     return float(ordered[cut : len(ordered) - cut].mean())
 
 
-def _first_frame(first: np.ndarray, reference: bytes | Path) -> tuple[float, float]:
+def _first_frame(first: np.ndarray, reference: bytes | Path, reference_id: str | None = None) -> tuple[float, float]:
     """SSIM and PSNR of the first frame against the input image fitted to the frame, by
     scaling alone, cropping to cover, or letterboxing: whichever the provider did fits best,
     i.e. leaves the least squared error (an SSIM for each fit cost ~3x the one kept)."""
     h, w = first.shape
-    fits = _fitted(reference, w, h)
+    fits = _fitted(reference, w, h, reference_id)
     errors = [cv2.norm(first, r, cv2.NORM_L2SQR) for r in fits]
     best = int(np.argmin(errors))
     mse = errors[best] / first.size
@@ -334,14 +342,17 @@ _FITTED: OrderedDict[tuple[object, ...], list[np.ndarray]] = OrderedDict()
 _FITTED_LOCK = threading.Lock()
 
 
-def _fitted(reference: bytes | Path, w: int, h: int) -> list[np.ndarray]:
+def _fitted(reference: bytes | Path, w: int, h: int, reference_id: str | None = None) -> list[np.ndarray]:
     """The input image decoded in grey and fitted to a w x h frame, each way `_fits` tries; the
-    last REFERENCES images' are kept (by a hash of their bytes, or a file's path, size and
-    modification time): a comparison or a bulk run sends one photo to many models, and decoding
-    it was a fifth of a small clip's analysis."""
-    if isinstance(reference, Path):
+    last REFERENCES images' are kept (by the caller's `reference_id`, else a hash of the bytes,
+    or a file's path, size and modification time): a comparison or a bulk run sends one photo to
+    many models, and decoding it was a fifth of a small clip's analysis. A content-addressed
+    store touches a reused file's mtime (retention keeps it), so it passes the hash instead."""
+    if reference_id is not None:
+        key: tuple[object, ...] = ("id", reference_id, w, h)
+    elif isinstance(reference, Path):
         st = reference.stat()
-        key: tuple[object, ...] = (str(reference), st.st_size, st.st_mtime_ns, w, h)
+        key = (str(reference), st.st_size, st.st_mtime_ns, w, h)
     else:
         key = (hashlib.blake2b(reference, digest_size=16).digest(), w, h)
     with _FITTED_LOCK:

@@ -56,11 +56,12 @@ async def measure(ctx: RunContext, job: JobRow, facts: VideoFacts, spec: ModelSp
     if not ctx.settings.quality_metrics:
         return None
     clip = ctx.blobs.path(facts.sha256)
-    image = ctx.blobs.path((job.request.get("image") or {}).get("sha256", ""))
+    image_sha256 = (job.request.get("image") or {}).get("sha256", "")
+    image = ctx.blobs.path(image_sha256)
     expected = expected_for(job, spec)
     async with ctx.quality_slots:
         try:
-            quality = await in_pool(ctx.settings.quality_processes, clip, image, expected)
+            quality = await in_pool(ctx.settings.quality_processes, clip, image, expected, image_sha256)
         except Exception as exc:  # a measurement must never cost the client the video
             log.warning("measuring the clip failed", extra={"error": repr(exc)[:300]})
             return {"error": f"not measured: {exc}"[:300]}
@@ -91,11 +92,16 @@ def let_go() -> None:
             _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
 
 
-async def in_pool(processes: int, clip: Path, image: Path, expected: Expected) -> dict[str, Any]:
-    """`_analyse` in the pool (threads with 0). A worker that died (a decoder's crash, the OOM
-    killer) breaks its pool for good: that clip fails, the next one gets a fresh pool."""
+async def in_pool(
+    processes: int, clip: Path, image: Path, expected: Expected, image_sha256: str | None = None
+) -> dict[str, Any]:
+    """`_analyse` in the pool (threads with 0). `image_sha256`: the stored image's hash, which
+    names its content (the blob store touches a reused file, so its mtime cannot). A worker that
+    died (a decoder's crash, the OOM killer) breaks its pool for good: that clip fails, the next
+    one gets a fresh pool."""
+    loop = asyncio.get_running_loop()
     try:
-        return await asyncio.get_running_loop().run_in_executor(_pool(processes), _analyse, clip, image, expected)
+        return await loop.run_in_executor(_pool(processes), _analyse, clip, image, expected, image_sha256)
     except BrokenProcessPool:
         _POOLS.pop(processes, None)
         raise
@@ -145,5 +151,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _analyse(clip: Path, image: Path, expected: Expected) -> dict[str, Any]:
-    return analyse(clip, image if image.is_file() else None, expected).model_dump()
+def _analyse(clip: Path, image: Path, expected: Expected, image_sha256: str | None) -> dict[str, Any]:
+    reference = image if image.is_file() else None
+    return analyse(clip, reference, expected, reference_id=image_sha256 or None).model_dump()

@@ -12,6 +12,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from gateway.jobs.quality import _pool, in_pool
 from media import encode_mp4
@@ -84,3 +85,35 @@ def test_the_last_gateway_to_stop_shuts_the_measuring_processes_down() -> None:
     while running(worker) and time.time() < deadline:
         time.sleep(0.1)
     assert not running(worker), "the measuring process outlived the last gateway"
+
+
+def test_a_photo_sent_again_is_decoded_once_though_the_store_touches_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blob store touches a reused image (retention keeps fresh files), which changes its
+    mtime: the measurement keys the fitted photo on the stored hash, so the second clip made
+    from the same photo does not decode it again (keyed on the mtime, every job did)."""
+    import media.quality as mq
+    from gateway.storage.blobs import BlobStore
+
+    decodes = []
+    real = mq.decode_grey
+    monkeypatch.setattr(mq, "decode_grey", lambda *a, **k: decodes.append(1) or real(*a, **k))
+    mq._FITTED.clear()
+    blobs = BlobStore(tmp_path / "blobs")
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(encode_mp4([np.full((96, 160, 3), 40 + 4 * i, np.uint8) for i in range(8)], 8))
+    photo = image_bytes(160, 96)
+
+    async def measure_twice() -> list[dict]:
+        out = []
+        for _ in range(2):
+            sha = blobs.put(photo)  # a create of the same photo: stored once, touched after
+            before = blobs.path(sha).stat().st_mtime_ns
+            out.append(await in_pool(0, clip, blobs.path(sha), Expected(), sha))
+            os.utime(blobs.path(sha), ns=(before + 10**9, before + 10**9))  # as a later touch would
+        return out
+
+    first, second = asyncio.run(measure_twice())
+    assert len(decodes) == 1
+    assert second["first_frame_ssim"] == first["first_frame_ssim"] is not None
