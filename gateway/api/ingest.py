@@ -13,7 +13,9 @@ import binascii
 import hashlib
 import io
 import math
+import threading
 import warnings
+from collections import OrderedDict
 
 import httpx
 import numpy as np
@@ -47,13 +49,20 @@ def decode_data_uri(uri: str, param: str, max_bytes: int) -> bytes:
 
 
 def inspect_image(data: bytes, param: str, limits: ImageLimits) -> InputImage:
-    """Validate encoded image bytes; CPU-bound, so callers run it in a thread."""
+    """Validate encoded image bytes; CPU-bound, so callers run it in a thread. Bytes that
+    validated before (by hash) are not decoded again."""
     if len(data) > limits.max_bytes:
         raise APIError(
             413, "image_too_large", f"{param}: the image is over the {limits.max_bytes // 2**20} MB limit.", param
         )
     if not data:
         raise APIError(422, "invalid_image", f"{param}: the image is empty.", param)
+    sha = hashlib.sha256(data).hexdigest()
+    known = _CHECKED.get(sha)
+    if known is not None:  # these very bytes decoded whole before: only the limits are asked again
+        fmt, width, height = known
+        _check_size(param, limits, width, height)
+        return InputImage(data=data, sha256=sha, mime=FORMATS[fmt], width=width, height=height)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -74,15 +83,7 @@ def inspect_image(data: bytes, param: str, limits: ImageLimits) -> InputImage:
                     param,
                 )
             width, height = img.size
-            if width * height > limits.max_pixels:
-                raise _too_many_pixels(param, limits, (width, height))
-            if min(width, height) < limits.min_side:
-                raise APIError(
-                    422,
-                    "image_too_small",
-                    f"{param}: the image is {width}x{height}; each side must be at least {limits.min_side} px.",
-                    param,
-                )
+            _check_size(param, limits, width, height)
             plain_jpeg = fmt == "JPEG" and _plain(img)  # a JPEG's EXIF comes before its image data
             try:
                 if plain_jpeg:
@@ -99,9 +100,52 @@ def inspect_image(data: bytes, param: str, limits: ImageLimits) -> InputImage:
             upright = None if plain else _normalized(img, fmt)
     if upright is not None:  # what every provider, the engine and the quality check then read
         data, fmt = upright
+        sha = hashlib.sha256(data).hexdigest()
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
-    return InputImage(data=data, sha256=hashlib.sha256(data).hexdigest(), mime=FORMATS[fmt], width=width, height=height)
+    else:
+        _CHECKED.put(sha, (fmt, width, height))
+    return InputImage(data=data, sha256=sha, mime=FORMATS[fmt], width=width, height=height)
+
+
+def _check_size(param: str, limits: ImageLimits, width: int, height: int) -> None:
+    if width * height > limits.max_pixels:
+        raise _too_many_pixels(param, limits, (width, height))
+    if min(width, height) < limits.min_side:
+        raise APIError(
+            422,
+            "image_too_small",
+            f"{param}: the image is {width}x{height}; each side must be at least {limits.min_side} px.",
+            param,
+        )
+
+
+class _Checked:
+    """The facts (format, width, height) of the last images that decoded whole and are kept as
+    sent, by the SHA-256 of their bytes: the same photo sent again (a retry, a comparison's
+    models, a bulk run of prompts over one product shot) is not decoded again. Inspections run
+    in worker threads, hence the lock."""
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[str, tuple[str, int, int]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, sha: str) -> tuple[str, int, int] | None:
+        with self._lock:
+            facts = self._items.get(sha)
+            if facts is not None:
+                self._items.move_to_end(sha)
+            return facts
+
+    def put(self, sha: str, facts: tuple[str, int, int]) -> None:
+        with self._lock:
+            self._items[sha] = facts
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_CHECKED = _Checked(1024)
 
 
 def crop_to_size(image: InputImage, size: str, param: str, limits: ImageLimits) -> tuple[InputImage, list[str]]:

@@ -111,3 +111,38 @@ def test_cmyk_and_16_bit_images_are_stored_as_plain_rgb(gateway: Gateway) -> Non
         with Image.open(io.BytesIO(image.data)) as img:
             assert img.mode == "RGB" or img.mode == "L"
             assert np.asarray(img.convert("L")).std() > 5  # not clipped to a flat white
+
+
+def test_the_same_bytes_are_decoded_once_and_still_held_to_the_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo sent again is not decoded again (its facts are kept by hash), but the limits of
+    the call are asked of it anew; a photo that is normalised (EXIF-rotated) is not kept."""
+    from gateway.api import ingest
+    from gateway.api.ingest import ImageLimits, inspect_image
+    from gateway.errors import APIError
+
+    photo = _save(Image.fromarray(data.coffee()), "JPEG", quality=90)  # 600 x 400
+    rotated = _rotated_phone_photo()
+    opened = []
+    real = ingest.Image.open
+    monkeypatch.setattr(ingest.Image, "open", lambda *a, **k: opened.append(1) or real(*a, **k))
+    monkeypatch.setattr(ingest, "_CHECKED", ingest._Checked(2))
+    limits = ImageLimits(20 * 2**20, 40_000_000, 64)
+    first, again = inspect_image(photo, "image", limits), inspect_image(photo, "image", limits)
+    assert len(opened) == 1
+    assert again == first and (again.width, again.height, again.mime) == (600, 400, "image/jpeg")
+    with pytest.raises(APIError) as small:
+        inspect_image(photo, "image", ImageLimits(20 * 2**20, 40_000_000, 500))
+    assert small.value.status == 422 and "600x400" in small.value.message
+    with pytest.raises(APIError) as many:
+        inspect_image(photo, "image", ImageLimits(20 * 2**20, 200_000, 64))
+    assert many.value.status == 413
+    with pytest.raises(APIError):  # other bytes (the same photo cut short) are decoded, and fail
+        inspect_image(photo[:-200], "image", limits)
+    a, b = inspect_image(rotated, "image", limits), inspect_image(rotated, "image", limits)
+    assert (a.width, a.height) == (b.width, b.height) == (300, 400) and a.sha256 == b.sha256
+    opened.clear()
+    for img in (JPEG, PHOTO, photo):  # two kept: the oldest is decoded again
+        inspect_image(img, "image", limits)
+    assert len(opened) == 3
+    inspect_image(photo, "image", limits)
+    assert len(opened) == 3
