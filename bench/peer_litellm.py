@@ -40,6 +40,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-peer"
+ANALYSIS = "multiprocessing.forkserver"  #: the command line of the gateway's clip-analysis processes
 
 
 def wait_ready(url: str, timeout: float = 60) -> None:
@@ -53,8 +54,10 @@ def wait_ready(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process and all its descendants (workers, threads included)."""
+def tree_cpu(pid: int, within: str | None = None) -> float:
+    """CPU seconds of a process and all its descendants (workers, threads included); with
+    `within`, only of the descendants under one whose command line holds it (the gateway's clip
+    analysis runs in processes forked by a multiprocessing forkserver)."""
     tick = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
@@ -67,11 +70,16 @@ def tree_cpu(pid: int) -> float:
             continue
         parents[int(entry.name)] = int(fields[1])
         times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo = 0.0, [pid]
+    total, todo = 0.0, [(pid, within is None)]
     while todo:
-        p = todo.pop()
-        total += times.get(p, 0.0)
-        todo.extend(c for c, parent in parents.items() if parent == p)
+        p, counted = todo.pop()
+        if not counted and within is not None:
+            try:
+                counted = within in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                pass
+        total += times.get(p, 0.0) if counted else 0.0
+        todo.extend((c, counted) for c, parent in parents.items() if parent == p)
     return total
 
 
@@ -233,9 +241,11 @@ def measure(
 ) -> dict[str, Any]:
     asyncio.run(closed_loop(url, model, image_url, 2, 6))  # warm-up
     calls0, cpu0, db0, t0 = provider_calls(), tree_cpu(proc.pid), postgres_cpu(), time.perf_counter()
+    analysis0 = tree_cpu(proc.pid, ANALYSIS)
     out = asyncio.run(closed_loop(url, model, image_url, clients, seconds, name))
     wall = time.perf_counter() - t0
     cpu, db = tree_cpu(proc.pid) - cpu0, postgres_cpu() - db0
+    analysis = tree_cpu(proc.pid, ANALYSIS) - analysis0
     jobs = max(1, out["done"])
     calls = (provider_calls() - calls0) / jobs
     visible = [0.0] if reads_provider else visible_after_finish(out["finals"])
@@ -247,6 +257,8 @@ def measure(
         "completed": out["done"],
         "failed": out["failed"],
         "CPU per job ms": round(cpu / jobs * 1000, 1),
+        # of which in the processes that measure `metrics.quality` (work LiteLLM does not do)
+        "of which clip analysis ms": round(analysis / jobs * 1000, 1),
         "+ PostgreSQL server ms": round(db / jobs * 1000, 1),
         "create p50 / p99 ms": f"{pct(out['creates'], 0.5) * 1000:.1f} / {pct(out['creates'], 0.99) * 1000:.0f}",
         "status p50 / p99 ms": f"{status_p50 * 1000:.1f} / {pct(out['statuses'], 0.99) * 1000:.0f}",
