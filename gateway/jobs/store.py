@@ -79,6 +79,12 @@ WITH_ATTEMPTS = (
 INSERT_ATTEMPT, INSERT_OUTBOX = ATTEMPTS.insert(), OUTBOX.insert()
 COUNT_QUEUED = select(func.count()).select_from(JOBS).where(JOBS.c.status == JobStatus.QUEUED)
 GET_JOB = select(*JOB_LOADER.columns).where(JOBS.c.id == bindparam("job_id"))
+#: `annotate`: compare-and-set of a finished job's metrics, built once (each job runs it)
+ANNOTATE = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("k_id"), JOBS.c.version == bindparam("k_version"), JOBS.c.status.in_(TERMINAL_JOB))
+    .values(metrics=bindparam("v_metrics", type_=JOBS.c.metrics.type), version=JOBS.c.version + 1)
+)
 
 
 def _inline_engine(engine: AsyncEngine) -> Engine | None:
@@ -567,13 +573,8 @@ class JobStore:
         `metrics.quality`): compare-and-set on (id, version, a terminal status). A finished job
         has no lease; the version check keeps a later writer's change (retention, a delete).
         Returns whether it was written; on success `job.version` is the new version."""
-        jobs = JOBS.c
-        guard = (
-            update(JOBS)
-            .where(jobs.id == job.id, jobs.version == job.version, jobs.status.in_(TERMINAL_JOB))
-            .values(metrics=metrics, version=jobs.version + 1)
-        )
-        written = await self.execute(lambda c: bool(c.execute(guard).rowcount))
+        values = {"k_id": job.id, "k_version": job.version, "v_metrics": metrics}
+        written = await self.execute(lambda c: bool(c.execute(ANNOTATE, values).rowcount))
         if written:
             job.version += 1
             job.metrics = metrics

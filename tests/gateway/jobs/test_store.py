@@ -156,6 +156,22 @@ async def test_cancel_of_queued_job_ends_it(store: JobStore) -> None:
     assert await store.request_cancel("vid_missing", time.time()) == (None, False)
 
 
+async def test_annotate_sets_a_finished_jobs_metrics_only_at_the_version_it_read(store: JobStore) -> None:
+    """`metrics.quality` lands after `completed`: on a finished job at the version read, once;
+    a stale version (retention, a delete) or a job still running is left as it is."""
+    done, _ = await store.create(job(status="completed"))
+    read, stale = await store.get(done.id), await store.get(done.id)  # two readers of one version
+    assert read is not None and stale is not None
+    assert await store.annotate(read, {"quality": {"flicker": 1.5}})
+    again = await store.get(done.id)
+    assert again is not None and again.metrics == {"quality": {"flicker": 1.5}} and again.version == read.version
+    assert not await store.annotate(stale, {"quality": {"flicker": 9.0}})  # its version is gone
+    assert (await store.get(done.id)).metrics == {"quality": {"flicker": 1.5}}  # type: ignore[union-attr]
+    running, _ = await store.create(job(status="running"))
+    assert not await store.annotate(running, {"quality": {"flicker": 2.0}})
+    assert (await store.get(running.id)).metrics == {}  # type: ignore[union-attr]
+
+
 async def test_claim_is_one_statement_and_takes_only_jobs_for_its_adapters(store: JobStore) -> None:
     toy = [(await store.create(job(adapter="toy")))[0].id for _ in range(3)]
     gpu = [(await store.create(job(adapter="local")))[0].id for _ in range(2)]
