@@ -12,8 +12,8 @@ import httpx
 import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from adapters.aio import AiohttpTransport
 from adapters.base import ProviderError
-from adapters.pool import lean_transport
 
 log = logging.getLogger("i2v.adapters")
 
@@ -68,7 +68,7 @@ class ProviderHTTP:
     ) -> None:
         timeout = httpx.Timeout(timeout_s, connect=min(5.0, timeout_s))
         self.client = httpx.AsyncClient(
-            base_url=base_url, timeout=timeout, headers=headers or {}, transport=lean_transport()
+            base_url=base_url, timeout=timeout, headers=headers or {}, transport=AiohttpTransport()
         )
         self.max_attempts = max_attempts
         self.max_wait_s = max_wait_s

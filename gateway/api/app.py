@@ -19,8 +19,8 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy import event
 
+from adapters.aio import AiohttpTransport
 from adapters.base import Adapter
-from adapters.pool import lean_transport
 from adapters.registry import build_adapter
 from gateway.api import health
 from gateway.api.callbacks import provider_callback
@@ -114,7 +114,7 @@ def create_app(
     policy = AddressPolicy(settings.image_fetch_allow_networks)
     fetcher = guarded_client(policy, settings.image_fetch_timeout_s)
     downloads = httpx.AsyncClient(
-        timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True, transport=lean_transport()
+        timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True, transport=AiohttpTransport()
     )
     runner = JobRunner(
         store=store,

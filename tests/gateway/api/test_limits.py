@@ -83,7 +83,8 @@ def test_jobs_at_once_hold_across_two_replicas(
     gateway_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     with temporary_database() as db:
-        replicas = [gateway_factory(database_url=db, key_cache_s=0) for _ in range(2)]
+        # one blob store, as replicas share a volume: a job is run by whichever replica claims it
+        replicas = [gateway_factory(database_url=db, key_cache_s=0, blob_dir=tmp_path / "blobs") for _ in range(2)]
         monkeypatch.setenv("I2V_DATABASE_URL", db)
         key = make_key("--name", "shared", "--concurrency", "3")
         slow = {**BODY, "prompt": "[slow] pan"}
@@ -102,13 +103,14 @@ def test_jobs_at_once_hold_across_two_replicas(
 
 @pytest.mark.postgres
 def test_a_budget_holds_under_concurrent_creates_on_two_replicas(
-    gateway_factory: Any, monkeypatch: pytest.MonkeyPatch
+    gateway_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """12 creates at once, half on each replica, against a $0.05 budget of $0.02 jobs: estimates
     are reserved in the create transaction, so exactly two get in and the spend settled from
     actual costs never passes the budget by more than one job's estimate."""
     with temporary_database() as db:
-        replicas = [gateway_factory(database_url=db, key_cache_s=0) for _ in range(2)]
+        # one blob store, as replicas share a volume: a job is run by whichever replica claims it
+        replicas = [gateway_factory(database_url=db, key_cache_s=0, blob_dir=tmp_path / "blobs") for _ in range(2)]
         monkeypatch.setenv("I2V_DATABASE_URL", db)
         key = make_key("--name", "shared-budget", "--budget-usd", "0.05", "--period", "day")
         body = {**BODY, "prompt": "pan"}
@@ -128,7 +130,7 @@ def test_a_budget_holds_under_concurrent_creates_on_two_replicas(
 
 
 def test_requests_per_minute_in_redis_hold_across_two_replicas(
-    gateway_factory: Any, monkeypatch: pytest.MonkeyPatch
+    gateway_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import redis
 
@@ -138,7 +140,10 @@ def test_requests_per_minute_in_redis_hold_across_two_replicas(
         pytest.skip(f"no Redis at 127.0.0.1:6379 ({exc!r})")
     with temporary_database() as db:
         replicas = [
-            gateway_factory(database_url=db, key_cache_s=0, redis_url="redis://127.0.0.1:6379/0") for _ in range(2)
+            gateway_factory(
+                database_url=db, key_cache_s=0, redis_url="redis://127.0.0.1:6379/0", blob_dir=tmp_path / "blobs"
+            )
+            for _ in range(2)
         ]
         monkeypatch.setenv("I2V_DATABASE_URL", db)
         key = make_key("--name", "redis-rpm", "--rpm", "5")
