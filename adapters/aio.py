@@ -43,14 +43,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 # cannot be closed from here; drop them so nothing warns at exit
                 with contextlib.suppress(Exception):
                     self._session.connector._close()  # type: ignore[union-attr]
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections,
-                keepalive_timeout=self._keepalive_s,
-                ssl=httpx.create_ssl_context(),  # certifi's roots, as httpx verifies
-            )
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+            self._session = aiohttp.ClientSession(connector=self.connector(), auto_decompress=False, trust_env=False)
             self._loop = loop
         return self._session
+
+    def connector(self) -> aiohttp.TCPConnector:
+        """The session's connection pool (a subclass may resolve names its own way)."""
+        return aiohttp.TCPConnector(
+            limit=self._max_connections,
+            keepalive_timeout=self._keepalive_s,
+            ssl=httpx.create_ssl_context(),  # certifi's roots, as httpx verifies
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session_here()

@@ -1,8 +1,9 @@
 """Outbound fetches of user-given URLs, safe against SSRF.
 
-The check happens where the socket is opened: a wrapped httpcore network backend resolves the
-host, refuses any non-public address, and connects to the address it checked. So DNS
-rebinding cannot slip past, and every redirect hop is checked the same way.
+The check happens where the socket is opened: the transport's resolver (aiohttp's, replaced)
+resolves the host and refuses any non-public address, and the connection is made to the address
+it checked; an address literal is checked before any connection. So DNS rebinding cannot slip
+past, and every redirect hop is checked the same way.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
+import aiohttp
+import aiohttp.abc
 import httpx
+from aiohttp.abc import ResolveResult
 
-from adapters.pool import LeanPool
+from adapters.aio import AiohttpTransport
 from gateway.errors import APIError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -52,50 +54,55 @@ class AddressPolicy:
         return None
 
 
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
+class _GuardedResolver(aiohttp.abc.AbstractResolver):
+    """Resolves a host name and refuses it when any of its addresses is one the policy refuses;
+    aiohttp then connects to the addresses checked here (its DNS cache keeps only those)."""
+
     def __init__(self, policy: AddressPolicy) -> None:
         self.policy = policy
-        self.inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore signature)
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
         loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise httpcore.ConnectError(f"cannot resolve host '{host}'") from exc
-        addrs = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-        for addr in addrs:
-            reason = self.policy.why_refused(addr)
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
+        out: list[ResolveResult] = []
+        for fam, _, proto, _, sockaddr in infos:
+            address = sockaddr[0].split("%")[0]
+            reason = self.policy.why_refused(ipaddress.ip_address(address))
             if reason:
-                raise BlockedAddress(f"host '{host}' resolves to {addr}, {reason}")
-        return await self.inner.connect_tcp(
-            str(addrs[0]), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                raise BlockedAddress(f"host '{host}' resolves to {address}, {reason}")
+            out.append(
+                {"hostname": host, "host": sockaddr[0], "port": sockaddr[1], "family": fam, "proto": proto, "flags": 0}
+            )
+        return out
+
+    async def close(self) -> None:
+        pass
+
+
+class GuardedTransport(AiohttpTransport):
+    """An httpx transport whose every TCP connection passes the address policy: names through
+    the resolver, address literals (which aiohttp does not resolve) here."""
+
+    def __init__(self, policy: AddressPolicy) -> None:
+        super().__init__(max_connections=50, keepalive_s=5.0)
+        self.policy = policy
+
+    def connector(self) -> aiohttp.TCPConnector:
+        return aiohttp.TCPConnector(
+            limit=50, keepalive_timeout=5.0, resolver=_GuardedResolver(self.policy), ssl=httpx.create_ssl_context()
         )
 
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """An httpx transport whose every TCP connection passes the address policy."""
-
-    def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        # httpx exposes no network_backend argument, so swap the pool for one that has it.
-        self._pool = LeanPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=50,
-            max_keepalive_connections=10,
-            keepalive_expiry=5.0,
-            network_backend=_GuardedBackend(policy),
-        )
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        try:
+            literal = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            reason = self.policy.why_refused(literal)
+            if reason:
+                raise BlockedAddress(f"host '{host}' is {reason}")
+        return await super().handle_async_request(request)
 
 
 def guarded_client(policy: AddressPolicy, timeout_s: float) -> httpx.AsyncClient:
