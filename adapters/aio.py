@@ -4,7 +4,8 @@ responses, timeouts, exceptions), the bytes go through aiohttp's connection pool
 Why: httpx's own stack (httpcore on anyio) cost ~0.7 ms of CPU per provider call at 50 clients,
 the same call through this transport ~0.23 ms (docs/benchmarks.md); a job makes five or six
 calls (submit, polls, the download). LiteLLM sends its httpx calls through aiohttp the same way.
-The image fetch keeps httpcore (`gateway/netguard.py`): its address policy hooks in there.
+The fetches of user URLs use it too, with a resolver that enforces the address policy
+(`gateway/netguard.py`).
 
 What the adapters rely on, kept here: a failure before the request could reach the provider is
 a `ConnectError` / `ConnectTimeout` (a submit may be sent again), anything after it a read-side
@@ -19,6 +20,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
+import aiohttp.abc
 import httpx
 import yarl
 
@@ -48,12 +50,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     def connector(self) -> aiohttp.TCPConnector:
-        """The session's connection pool (a subclass may resolve names its own way)."""
+        """The session's connection pool."""
         return aiohttp.TCPConnector(
             limit=self._max_connections,
             keepalive_timeout=self._keepalive_s,
+            resolver=self.resolver(),
             ssl=httpx.create_ssl_context(),  # certifi's roots, as httpx verifies
         )
+
+    def resolver(self) -> aiohttp.abc.AbstractResolver | None:
+        """How host names become addresses: aiohttp's default, unless a subclass says otherwise."""
+        return None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session_here()

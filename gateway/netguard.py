@@ -87,10 +87,8 @@ class GuardedTransport(AiohttpTransport):
         super().__init__(max_connections=50, keepalive_s=5.0)
         self.policy = policy
 
-    def connector(self) -> aiohttp.TCPConnector:
-        return aiohttp.TCPConnector(
-            limit=50, keepalive_timeout=5.0, resolver=_GuardedResolver(self.policy), ssl=httpx.create_ssl_context()
-        )
+    def resolver(self) -> aiohttp.abc.AbstractResolver:
+        return _GuardedResolver(self.policy)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
