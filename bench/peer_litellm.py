@@ -9,8 +9,9 @@ emulator, tasks done 2 s after submission, small clips); closed-loop clients, ea
 job (`POST /v1/videos`, JSON, the photo as an http URL), polling `GET /v1/videos/{id}` every
 0.5 s until it is completed, downloading `/content`, and starting again. 5 and 50 clients.
 Each gateway runs alone as one process (LiteLLM: one worker); CPU is read from /proc for the
-gateway's whole process tree. The load generator, the emulator and the image server share the
-machine. Prints one markdown table.
+gateway's whole process tree, and apart, the part of it spent in the processes that measure
+`metrics.quality` (its multiprocessing forkserver's). The load generator, the emulator and the
+image server share the machine. Prints one markdown table.
 
 LiteLLM is installed in its own virtualenv (it pins other versions of our dependencies):
 `python3 -m venv /tmp/llm-venv && /tmp/llm-venv/bin/pip install 'litellm[proxy]==1.105.0' &&
