@@ -41,10 +41,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             if self._session is not None and not self._session.closed:
-                # made on a loop that has gone (a test's, a restarted runner's): its sockets
-                # cannot be closed from here; drop them so nothing warns at exit
-                with contextlib.suppress(Exception):
-                    self._session.connector._close()  # type: ignore[union-attr]
+                _abandon(self._session)  # made on a loop that has gone (a test's, a restarted runner's)
             self._session = aiohttp.ClientSession(connector=self.connector(), auto_decompress=False, trust_env=False)
             self._loop = loop
         return self._session
@@ -97,8 +94,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._loop is asyncio.get_running_loop():
             await session.close()
         else:
-            with contextlib.suppress(Exception):
-                session.connector._close()  # type: ignore[union-attr]
+            _abandon(session)
+
+
+def _abandon(session: aiohttp.ClientSession) -> None:
+    """Drop a session whose event loop has gone: its sockets cannot be closed from another loop,
+    so they are let go, and nothing warns about an unclosed session at exit."""
+    with contextlib.suppress(Exception):
+        session.connector._close()  # type: ignore[union-attr]
 
 
 class _Body(httpx.AsyncByteStream):
