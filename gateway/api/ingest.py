@@ -13,9 +13,7 @@ import binascii
 import hashlib
 import io
 import math
-import threading
 import warnings
-from collections import OrderedDict
 
 import httpx
 import numpy as np
@@ -23,6 +21,7 @@ from PIL import Image, ImageOps
 
 from adapters.base import InputImage
 from gateway.errors import APIError
+from gateway.lru import LRU
 from gateway.netguard import fetch_limited
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -120,32 +119,10 @@ def _check_size(param: str, limits: ImageLimits, width: int, height: int) -> Non
         )
 
 
-class _Checked:
-    """The facts (format, width, height) of the last images that decoded whole and are kept as
-    sent, by the SHA-256 of their bytes: the same photo sent again (a retry, a comparison's
-    models, a bulk run of prompts over one product shot) is not decoded again. Inspections run
-    in worker threads, hence the lock."""
-
-    def __init__(self, size: int) -> None:
-        self._items: OrderedDict[str, tuple[str, int, int]] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, sha: str) -> tuple[str, int, int] | None:
-        with self._lock:
-            facts = self._items.get(sha)
-            if facts is not None:
-                self._items.move_to_end(sha)
-            return facts
-
-    def put(self, sha: str, facts: tuple[str, int, int]) -> None:
-        with self._lock:
-            self._items[sha] = facts
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-
-_CHECKED = _Checked(1024)
+#: The facts (format, width, height) of the last images that decoded whole and are kept as sent,
+#: by the SHA-256 of their bytes: the same photo sent again (a retry, a comparison's models, a bulk
+#: run of prompts over one product shot) is not decoded again.
+_CHECKED: LRU[str, tuple[str, int, int]] = LRU(1024)
 
 
 def crop_to_size(image: InputImage, size: str, param: str, limits: ImageLimits) -> tuple[InputImage, list[str]]:

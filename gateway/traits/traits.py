@@ -8,14 +8,13 @@ same photo sent twice is not scanned twice). Whatever was computed is stored on 
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.base import InputImage
+from gateway.lru import LRU
 from gateway.schemas import CreateVideoRequest
 from gateway.traits.camera import camera_move, camera_moves
 from gateway.traits.faces import FaceReport, face_report
@@ -37,28 +36,20 @@ class Load:
 
 
 class _FaceCache:
-    """LRU by image hash. Decisions run in worker threads, so the dict is guarded by a lock
-    (the detector itself runs outside it)."""
+    """Face reports by image hash (and the settings they were made with). Decisions run in
+    worker threads; the detector runs outside the cache's lock."""
 
     def __init__(self, size: int = 512) -> None:
-        self._items: OrderedDict[str, FaceReport] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
+        self._items: LRU[str, FaceReport] = LRU(size)
 
     def get(self, image: InputImage, settings: TraitSettings) -> FaceReport:
         key = f"{image.sha256}:{settings.min_face_share}:{settings.portrait_face_area}"
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit
-        report = face_report(
-            image.data, min_face_share=settings.min_face_share, portrait_area=settings.portrait_face_area
-        )
-        with self._lock:
-            self._items[key] = report
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+        report = self._items.get(key)
+        if report is None:
+            report = face_report(
+                image.data, min_face_share=settings.min_face_share, portrait_area=settings.portrait_face_area
+            )
+            self._items.put(key, report)
         return report
 
 

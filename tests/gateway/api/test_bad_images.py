@@ -119,13 +119,14 @@ def test_the_same_bytes_are_decoded_once_and_still_held_to_the_limits(monkeypatc
     from gateway.api import ingest
     from gateway.api.ingest import ImageLimits, inspect_image
     from gateway.errors import APIError
+    from gateway.lru import LRU
 
     photo = _save(Image.fromarray(data.coffee()), "JPEG", quality=90)  # 600 x 400
     rotated = _rotated_phone_photo()
     opened = []
     real = ingest.Image.open
     monkeypatch.setattr(ingest.Image, "open", lambda *a, **k: opened.append(1) or real(*a, **k))
-    monkeypatch.setattr(ingest, "_CHECKED", ingest._Checked(2))
+    monkeypatch.setattr(ingest, "_CHECKED", LRU(2))
     limits = ImageLimits(20 * 2**20, 40_000_000, 64)
     first, again = inspect_image(photo, "image", limits), inspect_image(photo, "image", limits)
     assert len(opened) == 1
