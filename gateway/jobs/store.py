@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.schema import Table
 
 from gateway.jobs.ids import new_id
-from gateway.jobs.tables import AttemptRow, ComparisonRow, JobRow, OutboxRow, webhook_row
+from gateway.jobs.tables import JSON_CODEC, AttemptRow, ComparisonRow, JobRow, OutboxRow, webhook_row
 from gateway.status import ACTIVE_JOB, TERMINAL_JOB, AttemptStatus, JobStatus
 
 POKE_CHANNEL = "i2v_poke"
@@ -98,7 +98,7 @@ def _inline_engine(engine: AsyncEngine) -> Engine | None:
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or "memory" in str(url.query):
         return None
-    inline = create_engine(url.set(drivername="sqlite+pysqlite"), connect_args={"timeout": 0})
+    inline = create_engine(url.set(drivername="sqlite+pysqlite"), connect_args={"timeout": 0}, **JSON_CODEC)
 
     @event.listens_for(inline, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -127,10 +127,28 @@ def _busy(exc: OperationalError) -> bool:
 CHECKPOINT_EVERY = 500
 
 
-def _checkpoint_file(path: str) -> None:
-    conn = sqlite3.connect(path, timeout=1.0)
+def _checkpoint_file(path: str, within_s: float = 1.0) -> bool:
+    """One RESTART checkpoint, tried every millisecond while another connection holds the file,
+    for at most `within_s`; True when the WAL was copied and starts over. Not SQLite's busy
+    handler: it sleeps 1, 2, 5, 10, 15, 20, 25 ms ... between tries, and the loop's inline
+    writes (~0.1 ms each) kept filling those gaps: a checkpoint that lost its first race ran
+    ~25 ms later and the WAL grew past three times its bound (1 run in ~30 of
+    `test_inline_writes_keep_the_wal_small`)."""
+    conn = sqlite3.connect(path, timeout=0)
     try:
-        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                busy = 1
+            if not busy:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
     finally:
         conn.close()
 

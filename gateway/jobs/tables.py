@@ -7,9 +7,11 @@ by the Alembic migrations in `gateway/jobs/migrations`; these classes mirror it 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
+import msgspec
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -269,10 +271,33 @@ def claim_row(job_id: str, attempt: AttemptRow, task_id: str, reason: str) -> Ou
     return row
 
 
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+def json_dumps(value: Any) -> str:
+    """The JSON columns' encoder: msgspec, ~4x less CPU than `json.dumps` (SQLAlchemy's default),
+    which was 2.7% of the gateway's CPU under load. A NaN or an infinity is written as null (what
+    PostgreSQL's json would accept); `json.dumps` wrote `NaN`, which no JSON parser but Python's reads."""
+    return _encode(value).decode()
+
+
+def json_loads(text: str | bytes) -> Any:
+    """The JSON columns' decoder; a row written by `json.dumps` with a NaN in it still reads."""
+    try:
+        return _decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
+
+
+#: what every engine of the store is made with (the inline SQLite engine too)
+JSON_CODEC: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json_loads}
+
+
 def make_engine(url: str) -> AsyncEngine:
     """An async engine; SQLite gets WAL and a busy timeout so readers never block the runner."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **JSON_CODEC)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -283,4 +308,4 @@ def make_engine(url: str) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True, **JSON_CODEC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 import uuid
@@ -170,6 +171,26 @@ async def test_annotate_sets_a_finished_jobs_metrics_only_at_the_version_it_read
     running, _ = await store.create(job(status="running"))
     assert not await store.annotate(running, {"quality": {"flicker": 2.0}})
     assert (await store.get(running.id)).metrics == {}  # type: ignore[union-attr]
+
+
+async def test_json_columns_round_trip_and_read_rows_that_json_dumps_wrote(store: JobStore) -> None:
+    """The JSON columns go through msgspec: values come back as written, a NaN is stored as null
+    (PostgreSQL's json refuses `NaN`), and a SQLite row written with `json.dumps` before (which
+    wrote `NaN`) still reads."""
+    metrics = {"quality": {"flicker": 0.125, "nan": float("nan"), "n": 3}, "cost": {"usd": 0.1}, "ok": True}
+    j, _ = await store.create(job(metrics=metrics, warnings=["é ✓"], metadata_={"k": "v"}))
+    got = await store.get(j.id)
+    assert got is not None
+    assert got.metrics == {**metrics, "quality": {**metrics["quality"], "nan": None}}
+    assert got.warnings == ["é ✓"] and got.metadata_ == {"k": "v"}
+    if store.engine.url.get_backend_name() == "sqlite":
+        async with store.engine.begin() as conn:
+            await conn.exec_driver_sql(
+                "UPDATE jobs SET metrics = ? WHERE id = ?", ('{"quality": {"psnr": NaN, "x": Infinity}}', j.id)
+            )
+        old = await store.get(j.id)
+        assert old is not None
+        assert math.isnan(old.metrics["quality"]["psnr"]) and old.metrics["quality"]["x"] == math.inf
 
 
 async def test_claim_is_one_statement_and_takes_only_jobs_for_its_adapters(store: JobStore) -> None:
@@ -624,3 +645,36 @@ async def test_inline_writes_keep_the_wal_small(tmp_path: Path, monkeypatch: pyt
     bounded = await wal_after(100, 1500)
     unbounded = await wal_after(10**9, 1500)
     assert bounded < 2_000_000 < unbounded, (bounded, unbounded)
+
+
+def test_a_checkpoint_keeps_trying_while_a_writer_holds_the_file_and_then_resets_the_wal(tmp_path: Path) -> None:
+    """`_checkpoint_file` tries again (every millisecond, within its bound) while another
+    connection writes, instead of leaving the WAL to grow until the next one; it says whether
+    the WAL was reset."""
+    import sqlite3
+    import threading
+
+    from gateway.jobs.store import _checkpoint_file
+
+    db = str(tmp_path / "ck.sqlite")
+    writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE t (x BLOB)")
+    for _ in range(50):
+        writer.execute("INSERT INTO t VALUES (randomblob(4000))")
+
+    wal = Path(f"{db}-wal")
+    assert wal.stat().st_size > 50 * 4000
+    writer.execute("BEGIN IMMEDIATE")  # a write in progress: the checkpoint cannot have the file
+    writer.execute("INSERT INTO t VALUES (1)")
+    assert _checkpoint_file(db, within_s=0.05) is False
+    released = threading.Timer(0.05, lambda: writer.execute("COMMIT"))
+    released.start()
+    assert _checkpoint_file(db, within_s=5.0) is True
+    released.join()
+    size = wal.stat().st_size
+    for _ in range(40):  # the WAL started over: these are written from its start, not appended
+        writer.execute("INSERT INTO t VALUES (randomblob(4000))")
+    assert wal.stat().st_size == size
+    writer.close()
