@@ -42,7 +42,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None or self._session.closed or self._loop is not loop:
             if self._session is not None and not self._session.closed:
                 _abandon(self._session)  # made on a loop that has gone (a test's, a restarted runner's)
-            self._session = aiohttp.ClientSession(connector=self.connector(), auto_decompress=False, trust_env=False)
+            self._session = aiohttp.ClientSession(
+                connector=self.connector(),
+                auto_decompress=False,
+                trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # see CookielessClient
+            )
             self._loop = loop
         return self._session
 
@@ -95,6 +100,40 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await session.close()
         else:
             _abandon(session)
+
+
+class _NoCookies(httpx.Cookies):
+    """A jar that keeps nothing and is always empty (so httpx never builds a Cookie header)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
+        return None
+
+    def __bool__(self) -> bool:
+        return False
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class CookielessClient(httpx.AsyncClient):
+    """An httpx client that keeps no cookies (and its transport's aiohttp session none either).
+
+    Why: one client serves every tenant, so a cookie that one user's image host set would go out
+    with the next user's fetch from that host; providers authenticate by header, never by cookie;
+    and httpx's jar ran stdlib `http.cookiejar` through `urllib.request` shims on every response,
+    ~1.8% of the gateway's CPU under load (py-spy, docs/benchmarks.md).
+    """
+
+    @property  # type: ignore[override]
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise TypeError("this client keeps no cookies; send a Cookie header where one is needed")
 
 
 def _abandon(session: aiohttp.ClientSession) -> None:

@@ -12,7 +12,7 @@ import httpx
 import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from adapters.aio import AiohttpTransport
+from adapters.aio import AiohttpTransport, CookielessClient
 from adapters.base import ProviderError
 
 log = logging.getLogger("i2v.adapters")
@@ -67,7 +67,7 @@ class ProviderHTTP:
         headers: dict[str, str] | None = None,
     ) -> None:
         timeout = httpx.Timeout(timeout_s, connect=min(5.0, timeout_s))
-        self.client = httpx.AsyncClient(
+        self.client = CookielessClient(
             base_url=base_url, timeout=timeout, headers=headers or {}, transport=AiohttpTransport()
         )
         self.max_attempts = max_attempts

@@ -19,7 +19,7 @@ import aiohttp.abc
 import httpx
 from aiohttp.abc import ResolveResult
 
-from adapters.aio import AiohttpTransport
+from adapters.aio import AiohttpTransport, CookielessClient
 from gateway.errors import APIError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -104,7 +104,7 @@ class GuardedTransport(AiohttpTransport):
 
 
 def guarded_client(policy: AddressPolicy, timeout_s: float) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
+    return CookielessClient(
         transport=GuardedTransport(policy),
         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
         follow_redirects=False,

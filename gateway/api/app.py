@@ -19,7 +19,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy import event
 
-from adapters.aio import AiohttpTransport
+from adapters.aio import AiohttpTransport, CookielessClient
 from adapters.base import Adapter
 from adapters.registry import build_adapter
 from gateway.api import health
@@ -113,7 +113,7 @@ def create_app(
     count_statements(store, metrics)
     policy = AddressPolicy(settings.image_fetch_allow_networks)
     fetcher = guarded_client(policy, settings.image_fetch_timeout_s)
-    downloads = httpx.AsyncClient(
+    downloads = CookielessClient(
         timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True, transport=AiohttpTransport()
     )
     runner = JobRunner(

@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from adapters.aio import AiohttpTransport
+from adapters.aio import AiohttpTransport, CookielessClient
+from adapters.http import ProviderHTTP
 
 Handler = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -94,6 +95,32 @@ async def test_a_json_call_and_a_kept_alive_second_one(serve) -> None:  # type: 
     assert again.status_code == 200 and server.connections == 1  # one connection, kept alive
     assert server.bodies[0] == b'{"a": 1}'
     assert b"authorization: bearer k" in server.requests[0].lower()
+
+
+@pytest.mark.parametrize("layer", ["CookielessClient", "ProviderHTTP"])
+async def test_a_cookie_a_host_sets_is_never_sent_back(serve, layer: str) -> None:  # type: ignore[no-untyped-def]
+    """Neither httpx's jar nor aiohttp's keeps a cookie: one client serves every tenant."""
+
+    async def sets_cookie(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(answer(b"{}", "Content-Type: application/json", "Set-Cookie: sid=tenant-a; Path=/"))
+        await writer.drain()
+
+    url, server = await serve(sets_cookie)
+    if layer == "ProviderHTTP":
+        http = ProviderHTTP(url, timeout_s=5.0)
+        for _ in range(2):
+            await http.call("GET", "/api/v1/tasks/t", parse=lambda r: r.json(), idempotent=True)
+        await http.client.aclose()
+    else:
+        async with CookielessClient(base_url=url, transport=AiohttpTransport()) as c:
+            first = await c.get("/a")
+            await c.get("/b")
+            assert first.headers["set-cookie"] == "sid=tenant-a; Path=/"  # the answer still shows it
+            assert not c.cookies
+            with pytest.raises(TypeError):
+                c.cookies = {"sid": "x"}
+    assert len(server.requests) == 2
+    assert all(b"cookie" not in r.lower() for r in server.requests), server.requests
 
 
 async def test_the_url_goes_out_byte_for_byte(serve) -> None:  # type: ignore[no-untyped-def]

@@ -227,3 +227,52 @@ def test_a_kept_alive_connection_the_host_closes_on_reuse_is_fetched_again_once(
         listener.close()
     assert first == second == (IMG, "image/jpeg")
     assert len(connections) == 2  # the second fetch went out again on a fresh connection
+
+
+def test_a_cookie_one_fetch_is_given_never_goes_out_with_the_next() -> None:
+    """One fetch client serves every tenant: a cookie user A's image host sets must not go out
+    with user B's fetch from that host (httpx's jar and aiohttp's both kept it before)."""
+    import socket
+    import threading
+
+    from gateway.netguard import fetch_limited, guarded_client
+
+    heads: list[bytes] = []
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            while True:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    request += chunk
+                heads.append(request)
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nSet-Cookie: session=tenant-a; Path=/\r\n"
+                conn.sendall(head + b"Content-Length: %d\r\n\r\n" % len(IMG) + IMG)
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/img.jpg"
+
+    async def twice() -> None:
+        async with guarded_client(AddressPolicy(["127.0.0.1/32"]), 5.0) as client:
+            for _ in range(2):
+                assert await fetch_limited(client, url, max_bytes=1 << 20, param="image") == (IMG, "image/jpeg")
+
+    try:
+        asyncio.run(twice())
+    finally:
+        listener.close()
+    assert len(heads) == 2
+    assert all(b"cookie" not in h.lower() for h in heads), heads
