@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Iterator
+import itertools
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from litestar import Litestar, Response, get
@@ -178,16 +181,10 @@ def test_byte_limit_while_streaming(allowing_gateway: Gateway, image_host: str) 
     assert status == 413 and body["error"]["code"] == "image_too_large"
 
 
-def test_a_kept_alive_connection_the_host_closes_on_reuse_is_fetched_again_once() -> None:
-    """A host whose idle limit is shorter than our pool's closes a connection just as we reuse
-    it: the request goes out, no answer comes. The GET is sent once more, on a fresh connection,
-    instead of failing the client's create."""
-    import itertools
-    import socket
-    import threading
-
-    from gateway.netguard import fetch_limited, guarded_client
-
+def raw_host(answer: Callable[[int, bytes], bytes | None]) -> tuple[socket.socket, str, list[socket.socket]]:
+    """An HTTP/1.1 host on a bare socket: for the n-th request head on a connection, `answer(n,
+    head)` gives the bytes to send back, or None to close the connection unanswered. Returns the
+    listener (close it when done), the URL of /img.jpg, and the connections accepted."""
     connections: list[socket.socket] = []
 
     def handle(conn: socket.socket) -> None:
@@ -199,12 +196,12 @@ def test_a_kept_alive_connection_the_host_closes_on_reuse_is_fetched_again_once(
                     if not chunk:
                         return
                     request += chunk
-                if n == 1:  # the second request on this connection: closed unanswered
+                reply = answer(n, request)
+                if reply is None:
                     return
-                head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(IMG)
-                conn.sendall(head + IMG)
+                conn.sendall(reply)
 
-    def serve(listener: socket.socket) -> None:
+    def serve() -> None:
         while True:
             try:
                 conn, _ = listener.accept()
@@ -214,8 +211,22 @@ def test_a_kept_alive_connection_the_host_closes_on_reuse_is_fetched_again_once(
             threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
     listener = socket.create_server(("127.0.0.1", 0))
-    threading.Thread(target=serve, args=(listener,), daemon=True).start()
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}/img.jpg"
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}/img.jpg", connections
+
+
+def test_a_kept_alive_connection_the_host_closes_on_reuse_is_fetched_again_once() -> None:
+    """A host whose idle limit is shorter than our pool's closes a connection just as we reuse
+    it: the request goes out, no answer comes. The GET is sent once more, on a fresh connection,
+    instead of failing the client's create."""
+    from gateway.netguard import fetch_limited, guarded_client
+
+    def answer(n: int, head: bytes) -> bytes | None:
+        if n == 1:  # the second request on this connection: closed unanswered
+            return None
+        return b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(IMG) + IMG
+
+    listener, url, connections = raw_host(answer)
 
     async def twice() -> list[tuple[bytes, str | None]]:
         async with guarded_client(AddressPolicy(["127.0.0.1/32"]), 5.0) as client:
@@ -230,40 +241,18 @@ def test_a_kept_alive_connection_the_host_closes_on_reuse_is_fetched_again_once(
 
 
 def test_a_cookie_one_fetch_is_given_never_goes_out_with_the_next() -> None:
-    """One fetch client serves every tenant: a cookie user A's image host sets must not go out
+    """One fetch client serves every tenant: a cookie user A's image host set must not go out
     with user B's fetch from that host (httpx's jar and aiohttp's both kept it before)."""
-    import socket
-    import threading
-
     from gateway.netguard import fetch_limited, guarded_client
 
     heads: list[bytes] = []
 
-    def handle(conn: socket.socket) -> None:
-        with conn:
-            while True:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    request += chunk
-                heads.append(request)
-                head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nSet-Cookie: session=tenant-a; Path=/\r\n"
-                conn.sendall(head + b"Content-Length: %d\r\n\r\n" % len(IMG) + IMG)
+    def answer(n: int, head: bytes) -> bytes | None:
+        heads.append(head)
+        cookie = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nSet-Cookie: session=tenant-a; Path=/\r\n"
+        return cookie + b"Content-Length: %d\r\n\r\n" % len(IMG) + IMG
 
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}/img.jpg"
+    listener, url, _ = raw_host(answer)
 
     async def twice() -> None:
         async with guarded_client(AddressPolicy(["127.0.0.1/32"]), 5.0) as client:
