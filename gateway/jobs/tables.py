@@ -271,7 +271,15 @@ def claim_row(job_id: str, attempt: AttemptRow, task_id: str, reason: str) -> Ou
     return row
 
 
-_encode = msgspec.json.Encoder().encode
+def _numpy_scalar(obj: Any) -> Any:
+    """What msgspec does not encode itself and `json.dumps` did: numpy's scalars (an np.float64 is
+    a float to `json.dumps`; a measurement may hand one over)."""
+    if type(obj).__module__ == "numpy" and callable(getattr(obj, "item", None)):
+        return obj.item()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+_encode = msgspec.json.Encoder(enc_hook=_numpy_scalar).encode
 _decode = msgspec.json.Decoder().decode
 
 

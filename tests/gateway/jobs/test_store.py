@@ -18,7 +18,7 @@ from sqlalchemy import event, select
 from gateway.jobs.ids import new_id
 from gateway.jobs.migrate import migrate
 from gateway.jobs.store import IdempotencyConflict, JobStore, LeaseLost
-from gateway.jobs.tables import AttemptRow, JobRow, claim_row, make_engine, webhook_row
+from gateway.jobs.tables import AttemptRow, JobRow, claim_row, json_dumps, make_engine, webhook_row
 
 T = TypeVar("T")
 PG_ADMIN = os.environ.get("I2V_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -177,11 +177,17 @@ async def test_json_columns_round_trip_and_read_rows_that_json_dumps_wrote(store
     """The JSON columns go through msgspec: values come back as written, a NaN is stored as null
     (PostgreSQL's json refuses `NaN`), and a SQLite row written with `json.dumps` before (which
     wrote `NaN`) still reads."""
+    import numpy as np
+
     metrics = {"quality": {"flicker": 0.125, "nan": float("nan"), "n": 3}, "cost": {"usd": 0.1}, "ok": True}
-    j, _ = await store.create(job(metrics=metrics, warnings=["é ✓"], metadata_={"k": "v"}))
+    numpy_values = {"psnr": np.float64(31.5), "frames": np.int64(48)}  # json.dumps took an np.float64
+    j, _ = await store.create(job(metrics={**metrics, **numpy_values}, warnings=["é ✓"], metadata_={"k": "v"}))
     got = await store.get(j.id)
     assert got is not None
-    assert got.metrics == {**metrics, "quality": {**metrics["quality"], "nan": None}}
+    assert got.metrics == {**metrics, "quality": {**metrics["quality"], "nan": None}, "psnr": 31.5, "frames": 48}
+    assert type(got.metrics["psnr"]) is float and type(got.metrics["frames"]) is int
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        json_dumps({"x": object()})
     assert got.warnings == ["é ✓"] and got.metadata_ == {"k": "v"}
     if store.engine.url.get_backend_name() == "sqlite":
         async with store.engine.begin() as conn:
