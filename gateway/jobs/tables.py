@@ -271,15 +271,18 @@ def claim_row(job_id: str, attempt: AttemptRow, task_id: str, reason: str) -> Ou
     return row
 
 
-def _numpy_scalar(obj: Any) -> Any:
-    """What msgspec does not encode itself and `json.dumps` did: numpy's scalars (an np.float64 is
-    a float to `json.dumps`; a measurement may hand one over)."""
+def _as_json_dumps_did(obj: Any) -> Any:
+    """What msgspec does not encode itself and `json.dumps` did: subclasses of str, int and float
+    (an np.float64 is a float), and numpy's other scalars (a measurement may hand one over)."""
+    for base in (str, int, float):
+        if isinstance(obj, base):
+            return base(obj)
     if type(obj).__module__ == "numpy" and callable(getattr(obj, "item", None)):
         return obj.item()
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-_encode = msgspec.json.Encoder(enc_hook=_numpy_scalar).encode
+_encode = msgspec.json.Encoder(enc_hook=_as_json_dumps_did).encode
 _decode = msgspec.json.Decoder().decode
 
 

@@ -180,11 +180,17 @@ async def test_json_columns_round_trip_and_read_rows_that_json_dumps_wrote(store
     import numpy as np
 
     metrics = {"quality": {"flicker": 0.125, "nan": float("nan"), "n": 3}, "cost": {"usd": 0.1}, "ok": True}
-    numpy_values = {"psnr": np.float64(31.5), "frames": np.int64(48)}  # json.dumps took an np.float64
+
+    class Label(str):
+        pass
+
+    # what json.dumps took (an np.float64 is a float, a str subclass a str) and msgspec alone refuses
+    numpy_values = {"psnr": np.float64(31.5), "frames": np.int64(48), "label": Label("zoom_in")}
     j, _ = await store.create(job(metrics={**metrics, **numpy_values}, warnings=["é ✓"], metadata_={"k": "v"}))
     got = await store.get(j.id)
     assert got is not None
-    assert got.metrics == {**metrics, "quality": {**metrics["quality"], "nan": None}, "psnr": 31.5, "frames": 48}
+    plain = {"psnr": 31.5, "frames": 48, "label": "zoom_in"}
+    assert got.metrics == {**metrics, "quality": {**metrics["quality"], "nan": None}, **plain}
     assert type(got.metrics["psnr"]) is float and type(got.metrics["frames"]) is int
     with pytest.raises(TypeError, match="not JSON serializable"):
         json_dumps({"x": object()})
