@@ -13,7 +13,7 @@ import jwt
 
 from adapters.base import ProviderError, ProviderErrorInfo, ProviderRequest, ProviderStatus, ProviderTask, VideoSource
 from adapters.http import ProviderHTTP, http_error, json_body
-from media.image import fit_image
+from media.image import fitted
 
 DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
 PATH = "/v1/videos/image2video"
@@ -128,7 +128,7 @@ class KlingAdapter:
         return {"Authorization": f"Bearer {token}"}
 
     async def submit(self, request: ProviderRequest) -> ProviderTask:
-        image, _ = fit_image(request.image, min_side=300, max_side=4096, max_bytes=10 * 2**20)
+        image, _ = await fitted(request.image, min_side=300, max_side=4096, max_bytes=10 * 2**20)
         params = dict(request.params)
         if params.get("video_url"):
             return await self._submit_motion(request, image, params)

@@ -9,7 +9,7 @@ import httpx
 
 from adapters.base import ProviderError, ProviderErrorInfo, ProviderRequest, ProviderStatus, ProviderTask, VideoSource
 from adapters.http import ProviderHTTP, http_error, json_body
-from media.image import data_uri, fit_image
+from media.image import data_uri, fitted
 
 DEFAULT_BASE_URL = "https://api.minimax.io"
 
@@ -101,7 +101,7 @@ class MiniMaxAdapter:
         return {"Authorization": f"Bearer {self._key}"}
 
     async def submit(self, request: ProviderRequest) -> ProviderTask:
-        image, mime = fit_image(request.image, min_side=320, max_side=4096, max_bytes=19 * 2**20)
+        image, mime = await fitted(request.image, min_side=320, max_side=4096, max_bytes=19 * 2**20)
         prompt = request.prompt
         if request.camera and request.provider_model.startswith(_BRACKET_MODELS):
             prompt += camera_tag(request.camera)

@@ -18,7 +18,7 @@ from adapters.base import (
     VideoSource,
 )
 from adapters.http import ProviderHTTP, http_error, json_body
-from media.image import data_uri, fit_image
+from media.image import data_uri, fitted
 
 DEFAULT_BASE_URL = "https://dashscope-intl.aliyuncs.com"
 CREATE_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
@@ -90,7 +90,7 @@ class WanAdapter:
         return {"Authorization": f"Bearer {self._key}"}
 
     async def submit(self, request: ProviderRequest) -> ProviderTask:
-        image, mime = fit_image(
+        image, mime = await fitted(
             request.image,
             min_side=360,
             max_side=2000,

@@ -6,7 +6,7 @@ run without the gateway.
 """
 
 from media.frames import decode_frames, make_loop
-from media.image import data_uri, decode_grey, decode_rgb, fit_image
+from media.image import data_uri, decode_grey, decode_rgb, fit_image, fitted
 from media.video import NotAVideo, VideoFacts, encode_mp4, probe
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "decode_rgb",
     "encode_mp4",
     "fit_image",
+    "fitted",
     "make_loop",
     "probe",
 ]

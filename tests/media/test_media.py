@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 from skimage import data as samples
 
-from media import NotAVideo, data_uri, decode_frames, decode_rgb, encode_mp4, fit_image, make_loop, probe
+from media import NotAVideo, data_uri, decode_frames, decode_rgb, encode_mp4, fit_image, fitted, make_loop, probe
 from tests.support.images import image_bytes
 
 
@@ -91,6 +92,33 @@ def test_fit_image_keeps_what_fits_and_shrinks_what_does_not() -> None:
     tiny = _Encoded(image_bytes(200, 100), "image/jpeg")
     data, _ = fit_image(tiny, min_side=300, max_side=4096, max_bytes=10 * 2**20)
     assert Image.open(io.BytesIO(data)).size == (600, 300)
+
+
+async def test_fitted_re_encodes_off_the_event_loop_and_returns_what_fits_at_once() -> None:
+    """A re-encode (a 12 MP phone photo to Wan's 2,000 px: ~0.3 s) runs on a worker thread, so
+    the event loop keeps serving while it runs; an image that fits comes back as it is."""
+    buf = io.BytesIO()
+    Image.fromarray(samples.astronaut()).resize((4032, 3024)).save(buf, format="JPEG", quality=90)
+    photo = _Encoded(buf.getvalue(), "image/jpeg")
+    ticks, running = 0, True
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while running:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    data, mime = await fitted(photo, min_side=360, max_side=2000, max_bytes=10 * 2**20)
+    during = ticks - before
+    running = False
+    await task
+    assert mime == "image/jpeg" and Image.open(io.BytesIO(data)).size == (2000, 1500)
+    assert during > 0  # the loop went on while the photo was re-encoded
+    small = _Encoded(image_bytes(640, 480), "image/jpeg")
+    assert await fitted(small, min_side=300, max_side=4096, max_bytes=10 * 2**20) == (small.data, "image/jpeg")
 
 
 def test_decode_rgb_and_data_uri() -> None:
