@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from typing import Protocol
+from typing import Any, Protocol
 
 from PIL import Image, ImageOps
+
+_FORMATS = ("image/jpeg", "image/png")  #: what a provider takes unless it says more
 
 
 class EncodedImage(Protocol):
@@ -43,11 +45,11 @@ def fit_image(
     min_side: int,
     max_side: int,
     max_bytes: int,
-    formats: tuple[str, ...] = ("image/jpeg", "image/png"),
+    formats: tuple[str, ...] = _FORMATS,
 ) -> tuple[bytes, str]:
     """The image as-is when it fits; else resized into [min_side, max_side] and re-encoded as JPEG."""
     w, h = image.width, image.height
-    if _fits(image, min_side, max_side, max_bytes, formats):
+    if _fits(image, min_side=min_side, max_side=max_side, max_bytes=max_bytes, formats=formats):
         return image.data, image.mime
     scale = max(min_side / min(w, h), 1.0) if min(w, h) < min_side else min(max_side / max(w, h), 1.0)
     img = decode_rgb(image.data)
@@ -61,28 +63,21 @@ def fit_image(
     raise ValueError("the image cannot be made small enough for this provider")
 
 
-def _fits(image: EncodedImage, min_side: int, max_side: int, max_bytes: int, formats: tuple[str, ...]) -> bool:
+def _fits(
+    image: EncodedImage, *, min_side: int, max_side: int, max_bytes: int, formats: tuple[str, ...] = _FORMATS
+) -> bool:
     w, h = image.width, image.height
     return min(w, h) >= min_side and max(w, h) <= max_side and image.mime in formats and len(image.data) <= max_bytes
 
 
-async def fitted(
-    image: EncodedImage,
-    *,
-    min_side: int,
-    max_side: int,
-    max_bytes: int,
-    formats: tuple[str, ...] = ("image/jpeg", "image/png"),
-) -> tuple[bytes, str]:
-    """`fit_image` for a coroutine (an adapter's submit): an image that fits is returned on the
-    spot; a re-encode runs on a worker thread. Why: a 12 MP phone photo sent to Wan (2,000 px at
-    most) took ~0.3 s to decode, resize and encode, and on the event loop that stalled every
-    other request and job of the process for as long."""
-    if _fits(image, min_side, max_side, max_bytes, formats):
+async def fitted(image: EncodedImage, **limits: Any) -> tuple[bytes, str]:
+    """`fit_image(image, **limits)` for a coroutine (an adapter's submit): an image that fits is
+    returned on the spot; a re-encode runs on a worker thread. Why: a 12 MP phone photo sent to
+    Wan (2,000 px at most) took ~0.3 s to decode, resize and encode, and on the event loop that
+    stalled every other request and job of the process for as long."""
+    if _fits(image, **limits):
         return image.data, image.mime
-    return await asyncio.to_thread(
-        fit_image, image, min_side=min_side, max_side=max_side, max_bytes=max_bytes, formats=formats
-    )
+    return await asyncio.to_thread(fit_image, image, **limits)
 
 
 def data_uri(data: bytes, mime: str) -> str:
