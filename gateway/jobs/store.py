@@ -116,9 +116,10 @@ def _inline_engine(engine: AsyncEngine) -> Engine | None:
 BUSY_WAIT_S = 30.0
 
 
-def _busy(exc: OperationalError) -> bool:
-    """SQLite's "database is locked" / "database is busy": someone else holds the lock."""
-    text = str(exc.orig).lower()
+def _busy(exc: OperationalError | sqlite3.OperationalError) -> bool:
+    """SQLite's "database is locked" / "database is busy": someone else holds the lock (the
+    driver's error, or SQLAlchemy's around it)."""
+    text = str(getattr(exc, "orig", exc)).lower()
     return "locked" in text or "busy" in text
 
 
@@ -141,7 +142,7 @@ def _checkpoint_file(path: str, within_s: float = 1.0) -> bool:
             try:
                 busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not _busy(exc):
                     raise
                 busy = 1
             if not busy:
