@@ -392,21 +392,20 @@ def main() -> None:
     print_table(rows, args.seconds)
 
 
-def against_litellm(rows: list[dict[str, Any]]) -> None:
+RATIO = "CPU per job vs LiteLLM"
+
+
+def against_litellm(rows: list[dict[str, Any]]) -> list[str]:
     """Each row's CPU per job as a multiple of LiteLLM's at the same client count, same run (the
     issue's figure: <= 0.5x at 50 clients); "-" where LiteLLM was not run."""
     litellm = {r["clients"]: r["CPU per job ms"] for r in rows if r["gateway"].startswith("LiteLLM")}
-    for i, r in enumerate(rows):
-        base = litellm.get(r["clients"])
-        ratio = f"{r['CPU per job ms'] / base:.2f}x" if base else "-"
-        cols = list(r)
-        at = cols.index("CPU per job ms") + 1
-        rows[i] = {**{c: r[c] for c in cols[:at]}, "CPU per job vs LiteLLM": ratio, **{c: r[c] for c in cols[at:]}}
+    return [f"{r['CPU per job ms'] / litellm[r['clients']]:.2f}x" if r["clients"] in litellm else "-" for r in rows]
 
 
 def print_table(rows: list[dict[str, Any]], seconds: float) -> None:
-    against_litellm(rows)
-    cols = list(rows[0])
+    rows = [{**r, RATIO: ratio} for r, ratio in zip(rows, against_litellm(rows), strict=True)]
+    cols = [c for c in rows[0] if c != RATIO]
+    cols.insert(cols.index("CPU per job ms") + 1, RATIO)
     print(f"\n{os.cpu_count()} CPUs, {seconds:.0f} s per row\n")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
